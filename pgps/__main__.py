@@ -1,0 +1,5 @@
+import sys
+
+from pgps.cli import main
+
+sys.exit(main())

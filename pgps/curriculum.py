@@ -1,0 +1,56 @@
+"""Curriculum state for resuming: where in its schedule a training run is.
+
+Like DeepSpeed's curriculum scheduler, the state is a small dict (``state_dict`` /
+``load_state_dict``) that goes into the training checkpoint, so that a resumed run continues at
+the same stage and iteration. Loading refuses a state saved for a different schedule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgps.schedule import Schedule, Stage
+
+
+class Curriculum:
+    """A schedule plus the position (epoch, iteration within the epoch) of a training run."""
+
+    def __init__(self, schedule: Schedule, epoch: int = 0, iteration: int = 0) -> None:
+        self.schedule = schedule
+        self.epoch = epoch
+        self.iteration = iteration
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.schedule.epochs
+
+    @property
+    def stage_index(self) -> int:
+        return self.schedule.stage_index(self.epoch, self.iteration)
+
+    @property
+    def stage(self) -> Stage:
+        return self.schedule.stages[self.stage_index]
+
+    def step(self) -> None:
+        """Advance by one training iteration."""
+        self.iteration += 1
+        if self.iteration == self.schedule.iterations_per_epoch:
+            self.iteration = 0
+            self.epoch += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.to_dict(), "epoch": self.epoch, "iteration": self.iteration}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = Schedule.from_dict(state["schedule"])
+        if saved != self.schedule:
+            raise ValueError(
+                "the checkpoint was saved with a different curriculum schedule; resume with the "
+                f"same mode, plans and training length.\nsaved:\n{saved}\ncurrent:\n{self.schedule}"
+            )
+        self.epoch = int(state["epoch"])
+        self.iteration = int(state["iteration"])
+
+    def __repr__(self) -> str:
+        return f"Curriculum(mode={self.schedule.mode!r}, epoch={self.epoch}, iteration={self.iteration})"

@@ -1,0 +1,72 @@
+"""Read what the curriculum needs from an nnU-Net v2 plans file: P_max, b_base and the steps.
+
+Only JSON is read (no nnU-Net import), so this works wherever ``pgps`` is installed.
+nnU-Net 2.8 stores the strides in ``architecture.arch_kwargs.strides``; older plans have
+``pool_op_kernel_sizes``. Configurations may inherit from another (``inherits_from``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+from pgps.sizes import Size, as_size, steps_from_strides
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedConfiguration:
+    """The planned patch size ``P_max``, batch size ``b_base`` and per-axis steps of a configuration."""
+
+    name: str
+    patch_size: Size
+    batch_size: int
+    steps: Size
+
+
+def _resolve(configurations: dict[str, Any], name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name not in configurations:
+        raise ValueError(f"configuration {name!r} is not in the plans; it has: {', '.join(configurations)}")
+    if name in seen:
+        raise ValueError(f"configuration {name!r} inherits from itself via {' -> '.join(seen)}")
+    conf = dict(configurations[name])
+    parent = conf.pop("inherits_from", None)
+    if parent is None:
+        return conf
+    merged = _resolve(configurations, parent, (*seen, name))
+    merged.update(conf)
+    return merged
+
+
+def planned_configuration(
+    plans: dict[str, Any] | str | os.PathLike, configuration: str = "3d_fullres"
+) -> PlannedConfiguration:
+    """``P_max``, ``b_base`` and steps of ``configuration`` from a plans dict or a plans JSON file."""
+    if not isinstance(plans, dict):
+        with open(plans) as f:
+            plans = json.load(f)
+    if "configurations" not in plans:
+        raise ValueError("not an nnU-Net v2 plans file: it has no 'configurations'")
+    conf = _resolve(plans["configurations"], configuration)
+    if "patch_size" not in conf or "batch_size" not in conf:
+        raise ValueError(f"configuration {configuration!r} has no patch_size/batch_size")
+    strides = (conf.get("architecture", {}).get("arch_kwargs", {}) or {}).get("strides")
+    if strides is None:
+        strides = conf.get("pool_op_kernel_sizes")
+    if strides is None:
+        raise ValueError(
+            f"configuration {configuration!r} has neither architecture.arch_kwargs.strides "
+            "nor pool_op_kernel_sizes; pass the steps explicitly"
+        )
+    patch = conf["patch_size"]
+    if len(patch) != 3:
+        raise ValueError(
+            f"configuration {configuration!r} is not 3D (patch_size {patch}); PGPS needs a 3D configuration"
+        )
+    return PlannedConfiguration(
+        name=configuration,
+        patch_size=as_size("patch_size", patch),
+        batch_size=int(conf["batch_size"]),
+        steps=steps_from_strides(strides),
+    )

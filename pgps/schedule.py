@@ -1,0 +1,278 @@
+"""The curriculum schedule: a value that lists every stage, computed once, up front.
+
+``make_schedule`` is the one place that turns (mode, P_max, steps, b_base, epochs) into stages;
+trainers, figures, the cost model and the CLI all ask it. A :class:`Schedule` prints as a
+stage table, round-trips through JSON, and answers which stage trains a given epoch/iteration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pgps import batch, pacing
+from pgps import stages as stage_lists
+from pgps.sizes import Size, as_size, fmt_size, numel
+
+MODES: dict[str, str] = {
+    "cps": "constant patch size (plain nnU-Net): P_max and b_base throughout",
+    "efficiency": "PGPS-Efficiency: journal stages, constant batch size",
+    "performance": "PGPS-Performance: journal stages, batch floor(b_base*numel(P_max)/numel(P))",
+    "miccai": "MICCAI 2024 PGPS: legacy stages (2x1x1 start, round-robin), constant batch size",
+    "miccai-plus": "MICCAI 2024 PGPS+: legacy stages, batch chain starting at 2",
+    "rpss": "random patch size sampling: a journal stage drawn uniformly per iteration, b_base",
+    "progressive-resolution": "journal input sizes at b_base, each the P_max crop resampled to it",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One curriculum stage.
+
+    ``patch_size`` is the spatial size of the network input; ``crop_size`` is the field of view
+    cropped from the volume (equal to ``patch_size`` except in Progressive Resolution, where the
+    ``P_max`` crop is resampled to ``patch_size``). ``epochs`` is the number of epochs it trains.
+    """
+
+    patch_size: Size
+    batch_size: int
+    epochs: int
+    crop_size: Size | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "patch_size", as_size("patch_size", self.patch_size))
+        crop = self.patch_size if self.crop_size is None else as_size("crop_size", self.crop_size)
+        object.__setattr__(self, "crop_size", crop)
+
+    @property
+    def tensor_voxels(self) -> int:
+        """Voxels of one input tensor per channel: ``batch_size * numel(patch_size)``."""
+        return self.batch_size * numel(self.patch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A whole curriculum: every stage with its patch size, batch size and epochs."""
+
+    mode: str
+    patch_size_max: Size
+    batch_size_base: int
+    steps: Size
+    stages: tuple[Stage, ...]
+    iterations_per_epoch: int = pacing.ITERATIONS_PER_EPOCH
+    seed: int = 0
+    notes: tuple[str, ...] = ()
+
+    # -- queries -------------------------------------------------------------------------
+    @property
+    def epochs(self) -> int:
+        return sum(s.epochs for s in self.stages)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    @property
+    def patch_size_min(self) -> Size:
+        return self.stages[0].patch_size
+
+    @property
+    def total_iterations(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+    def stage_index(self, epoch: int, iteration: int = 0) -> int:
+        """Index of the stage that trains ``iteration`` (0-based, within the epoch) of ``epoch``.
+
+        For RPSS the stage is drawn uniformly at random per iteration from a generator seeded by
+        ``(seed, epoch)``, so any iteration's stage is reproducible without stored state.
+        """
+        if not 0 <= iteration < self.iterations_per_epoch:
+            raise ValueError(f"iteration {iteration} is outside an epoch of {self.iterations_per_epoch} iterations")
+        if self.mode == "rpss":
+            if not 0 <= epoch < self.epochs:
+                raise ValueError(f"epoch {epoch} is outside the schedule's {self.epochs} epochs")
+            return int(self.rpss_draws(epoch)[iteration])
+        return pacing.stage_index_of_epoch([s.epochs for s in self.stages], epoch)
+
+    def stage_at(self, epoch: int, iteration: int = 0) -> Stage:
+        return self.stages[self.stage_index(epoch, iteration)]
+
+    def rpss_draws(self, epoch: int) -> np.ndarray:
+        """RPSS: the stage index of every iteration of ``epoch``."""
+        rng = np.random.default_rng([self.seed, epoch])
+        return rng.integers(0, self.num_stages, size=self.iterations_per_epoch)
+
+    def first_epoch(self, index: int) -> int:
+        """First epoch of stage ``index`` (paced modes)."""
+        return sum(s.epochs for s in self.stages[:index])
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Full, loadable description (see :meth:`from_dict`); JSON-serialisable."""
+        return {
+            "mode": self.mode,
+            "patch_size_max": list(self.patch_size_max),
+            "batch_size_base": self.batch_size_base,
+            "steps": list(self.steps),
+            "iterations_per_epoch": self.iterations_per_epoch,
+            "seed": self.seed,
+            "notes": list(self.notes),
+            "stages": [
+                {
+                    "patch_size": list(s.patch_size),
+                    "batch_size": s.batch_size,
+                    "epochs": s.epochs,
+                    "crop_size": list(s.crop_size),
+                }
+                for s in self.stages
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Schedule:
+        return cls(
+            mode=d["mode"],
+            patch_size_max=as_size("patch_size_max", d["patch_size_max"]),
+            batch_size_base=int(d["batch_size_base"]),
+            steps=as_size("steps", d["steps"]),
+            stages=tuple(
+                Stage(
+                    patch_size=tuple(s["patch_size"]),
+                    batch_size=int(s["batch_size"]),
+                    epochs=int(s["epochs"]),
+                    crop_size=tuple(s.get("crop_size") or s["patch_size"]),
+                )
+                for s in d["stages"]
+            ),
+            iterations_per_epoch=int(d.get("iterations_per_epoch", pacing.ITERATIONS_PER_EPOCH)),
+            seed=int(d.get("seed", 0)),
+            notes=tuple(d.get("notes", ())),
+        )
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> Schedule:
+        return cls.from_dict(json.loads(text))
+
+    def summary(self) -> dict[str, Any]:
+        """The CLI's ``--json`` shape: mode, P_max, b_base, stages (patch, batch, epochs), relative voxels."""
+        from pgps.cost import relative_voxels
+
+        return {
+            "mode": self.mode,
+            "patch_size_max": list(self.patch_size_max),
+            "batch_size_base": self.batch_size_base,
+            "stages": [
+                {"patch_size": list(s.patch_size), "batch_size": s.batch_size, "epochs": s.epochs} for s in self.stages
+            ],
+            "relative_voxels": relative_voxels(self),
+        }
+
+    def table(self) -> str:
+        """The stage table as aligned text."""
+        from pgps.cost import relative_voxels
+
+        show_crop = any(s.crop_size != s.patch_size for s in self.stages)
+        header = ["stage", "patch_size", "batch_size", "tensor_voxels", "epochs"] + (["crop_size"] if show_crop else [])
+        rows = [
+            [str(i), fmt_size(s.patch_size), str(s.batch_size), f"{s.tensor_voxels:,}", str(s.epochs)]
+            + ([fmt_size(s.crop_size)] if show_crop else [])
+            for i, s in enumerate(self.stages)
+        ]
+        widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+        lines = [
+            f"mode {self.mode}: P_max {fmt_size(self.patch_size_max)}, b_base {self.batch_size_base}, "
+            f"steps {fmt_size(self.steps)}, {self.num_stages} stages, {self.epochs} epochs x "
+            f"{self.iterations_per_epoch} iterations"
+        ]
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
+        lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+        lines.append(f"relative voxels (FLOPs proxy) vs CPS: {relative_voxels(self):.4f}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def make_schedule(
+    mode: str,
+    patch_size_max: Sequence[int],
+    steps: Sequence[int],
+    batch_size_base: int,
+    epochs: int = pacing.EPOCHS,
+    iterations_per_epoch: int = pacing.ITERATIONS_PER_EPOCH,
+    *,
+    patch_size_min: Sequence[int] | None = None,
+    single_voxel_bottleneck: bool = True,
+    batch_size_cap: int | None = None,
+    seed: int = 0,
+) -> Schedule:
+    """Build the schedule of a curriculum ``mode`` (one of :data:`MODES`).
+
+    ``patch_size_max`` and ``batch_size_base`` are the planned patch and batch size; ``steps``
+    the per-axis step (``2**k`` for ``k`` stride-2 downsamplings, see :func:`pgps.plans`).
+    ``P_min`` defaults to the steps (a 1x1x1 bottleneck). Set ``single_voxel_bottleneck=False``
+    for an architecture whose normalisation cannot train on a single-voxel bottleneck: ``P_min``
+    then moves one stage up and the schedule's notes say so. ``batch_size_cap`` limits the
+    batch size of every stage.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if isinstance(batch_size_base, bool) or int(batch_size_base) != batch_size_base or batch_size_base < 1:
+        raise ValueError(f"batch_size_base must be a positive integer, got {batch_size_base!r}")
+    batch_size_base = int(batch_size_base)
+    if iterations_per_epoch < 1:
+        raise ValueError(f"iterations_per_epoch must be positive, got {iterations_per_epoch}")
+    p_max, step, _ = stage_lists.validate(patch_size_max, steps, patch_size_min)
+    notes: list[str] = []
+
+    if mode == "cps":
+        sizes = [p_max]
+    elif mode in ("miccai", "miccai-plus"):
+        sizes = stage_lists.legacy_stages(p_max, step, patch_size_min)
+    else:
+        sizes = stage_lists.journal_stages(p_max, step, patch_size_min)
+        if not single_voxel_bottleneck and len(sizes) > 1 and sizes[0] == step:
+            notes.append(
+                f"P_min moved one stage up from {fmt_size(sizes[0])} to {fmt_size(sizes[1])}: "
+                "the architecture cannot train a single-voxel bottleneck"
+            )
+            sizes = sizes[1:]
+
+    if mode == "performance":
+        batch_sizes = batch.performance_batch_sizes(sizes, batch_size_base)
+    elif mode == "miccai-plus":
+        batch_sizes = batch.miccai_plus_batch_sizes(sizes, batch_size_base)
+    else:
+        batch_sizes = batch.efficiency_batch_sizes(sizes, batch_size_base)
+    batch_sizes = batch.cap_batch_sizes(batch_sizes, batch_size_cap, batch_size_base)
+    if batch_size_cap is not None:
+        notes.append(f"batch size capped at {batch_size_cap}")
+
+    stage_epochs = pacing.epochs_per_stage(len(sizes), epochs)
+    if stage_epochs[0] == 0:
+        notes.append(f"{epochs} epochs are fewer than the {len(sizes)} stages: early stages get 0 epochs")
+    if mode == "progressive-resolution":
+        crops = [p_max] * len(sizes)
+    else:
+        crops = list(sizes)
+    return Schedule(
+        mode=mode,
+        patch_size_max=p_max,
+        batch_size_base=batch_size_base,
+        steps=step,
+        stages=tuple(
+            Stage(patch_size=p, batch_size=b, epochs=e, crop_size=c)
+            for p, b, e, c in zip(sizes, batch_sizes, stage_epochs, crops, strict=True)
+        ),
+        iterations_per_epoch=int(iterations_per_epoch),
+        seed=int(seed),
+        notes=tuple(notes),
+    )
