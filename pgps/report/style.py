@@ -1,0 +1,108 @@
+"""One look for every figure: each strategy's colour, label and line, and print-sized defaults.
+
+Figures are built as ``matplotlib.figure.Figure`` objects, without pyplot: no GUI backend and no
+global figure state, so rendering works headless (the Agg canvas draws PNGs).
+
+Colours follow the article (CPS grey, PGPS-Efficiency green, PGPS-Performance orange), taken
+from the Okabe-Ito palette so they stay apart for colour-blind readers and in greyscale print,
+where the line styles also differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """How a training strategy (a ``pgps.MODES`` key) is drawn."""
+
+    label: str
+    color: str
+    linestyle: str = "-"
+    linewidth: float = 1.8
+    zorder: float = 2.0
+
+    def line_kwargs(self) -> dict:
+        """Keyword arguments for ``Axes.plot``."""
+        return {
+            "label": self.label,
+            "color": self.color,
+            "linestyle": self.linestyle,
+            "linewidth": self.linewidth,
+            "zorder": self.zorder,
+        }
+
+
+STRATEGIES: dict[str, Strategy] = {
+    # CPS wide and underneath, so the PGPS lines that coincide with it stay visible on top.
+    "cps": Strategy("CPS", "#6E6E6E", "-", 3.2, 1.0),
+    "efficiency": Strategy("PGPS-Efficiency", "#009E73", "--", 2.0, 3.0),
+    "performance": Strategy("PGPS-Performance", "#E69F00", "-", 2.0, 2.0),
+    "miccai": Strategy("PGPS (MICCAI 2024)", "#56B4E9", "-."),
+    "miccai-plus": Strategy("PGPS+ (MICCAI 2024)", "#D55E00", ":"),
+    "rpss": Strategy("RPSS", "#CC79A7", "-"),
+    "progressive-resolution": Strategy("Progressive Resolution", "#0072B2", (0, (5, 1, 1, 1))),
+}
+"""Strategy (``pgps.MODES`` key) -> how every figure draws it."""
+
+ORDER: tuple[str, ...] = tuple(STRATEGIES)
+"""Order of strategies in legends and tables: baseline first."""
+
+
+def strategy(mode: str) -> Strategy:
+    """The style of ``mode``; a clear error for an unknown one."""
+    try:
+        return STRATEGIES[mode]
+    except KeyError:
+        raise ValueError(f"no figure style for strategy {mode!r}; known: {', '.join(STRATEGIES)}") from None
+
+
+def ordered(modes: Iterable[str]) -> list[str]:
+    """``modes`` in :data:`ORDER`."""
+    modes = list(modes)
+    for m in modes:
+        strategy(m)
+    return sorted(modes, key=ORDER.index)
+
+
+RC: dict = {
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "figure.titlesize": 10,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.linewidth": 0.5,
+    "grid.alpha": 0.4,
+    "pdf.fonttype": 42,  # embed TrueType: text stays editable and searchable in the PDF
+}
+"""Matplotlib settings for print (use with ``matplotlib.rc_context(RC)`` while building a figure)."""
+
+DPI = 300
+"""Resolution of PNGs."""
+
+
+def save_figure(fig: Figure, *paths: str | Path) -> None:
+    """Write ``fig`` to every path (the format follows the suffix), creating folders."""
+    for path in paths:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=_metadata(path))
+
+
+def _metadata(path: Path) -> dict | None:
+    # Fixed metadata keeps PDFs and PNGs byte-stable across re-renders (no creation date).
+    if path.suffix == ".pdf":
+        return {"Creator": "pgps", "Producer": None, "CreationDate": None}
+    if path.suffix == ".png":
+        return {"Software": "pgps"}
+    return None
