@@ -1,0 +1,494 @@
+"""The PGPS curriculum as one mixin for nnU-Net v2's ``nnUNetTrainer``.
+
+The core schedule (:func:`pgps.make_schedule`) decides every stage up front; the mixin asks it
+which stage trains the current epoch (RPSS: the current iteration) and, at each stage change,
+builds the training transforms and loader for that stage's patch and batch size and shuts the
+previous loader's workers down. Validation, checkpoints and inference keep the planned
+configuration (``P_max``, ``b_base``): the stage's configuration manager is swapped in only while
+the training loader is built.
+
+A published variant is a few class attributes on top (see :mod:`pgps.nnunet.variants`).
+Per-epoch telemetry goes to ``pgps_telemetry.csv`` in the fold folder, a run summary to
+``pgps_summary.json``, and the curriculum state (position, telemetry, RNG states) into nnU-Net's
+own checkpoint, so that ``nnUNetv2_train ... --c`` resumes at the same stage and batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
+from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+import pgps
+from pgps.nnunet.norm import allow_single_voxel_norm
+from pgps.nnunet.resample import ResampleTransform
+from pgps.nnunet.sampling import PGPSDataLoader, check_strategy
+from pgps.sizes import fmt_size, numel
+
+CHECKPOINT_KEY = "pgps_curriculum"
+TELEMETRY_FILE = "pgps_telemetry.csv"
+SUMMARY_FILE = "pgps_summary.json"
+TELEMETRY_COLUMNS = (
+    "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
+    "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss", "val_loss", "pseudo_dice", "lr",
+)  # fmt: skip
+
+
+ENV_OVERRIDES = {
+    "PGPS_EPOCHS": "num_epochs",
+    "PGPS_ITERATIONS_PER_EPOCH": "num_iterations_per_epoch",
+    "PGPS_VAL_ITERATIONS": "num_val_iterations_per_epoch",
+}
+"""Environment variables that shorten a run: epochs, training and validation iterations per epoch."""
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return number
+
+
+def _atomic_write(path: str, text: str) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+class _CurriculumLogger:
+    """Wraps nnU-Net's logger so that its checkpoint entry also carries the curriculum state.
+
+    nnU-Net stores ``logger.get_checkpoint()`` under ``checkpoint["logging"]`` and hands it back
+    to ``logger.load_checkpoint`` on ``--c``; the wrapped logger never sees the extra key.
+    """
+
+    def __init__(self, inner: Any, trainer: PGPSMixin) -> None:
+        self._inner = inner
+        self._trainer = trainer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def get_checkpoint(self) -> dict:
+        return {**self._inner.get_checkpoint(), CHECKPOINT_KEY: self._trainer.curriculum_state_dict()}
+
+    def load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint = dict(checkpoint)
+        state = checkpoint.pop(CHECKPOINT_KEY, None)
+        self._inner.load_checkpoint(checkpoint)
+        self._trainer.load_curriculum_state_dict(state)
+
+
+class _Telemetry:
+    """Per-iteration batch statistics, aggregated per epoch."""
+
+    def __init__(self, foreground_labels: list[int], has_regions: bool) -> None:
+        self.labels = torch.as_tensor(sorted(foreground_labels), dtype=torch.int64)
+        self.has_regions = has_regions
+        self.reset()
+
+    def reset(self) -> None:
+        self.iterations = self.voxels = self.fallbacks = 0
+        self.fg_shares: list[float] = []
+        self.class_shares: list[float] = []
+
+    def add(self, batch: dict, stage: pgps.Stage) -> None:
+        target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
+        self.iterations += 1
+        self.voxels += stage.tensor_voxels
+        self.fallbacks += int(batch.get("pgps_fg_fallbacks", 0))
+        if self.has_regions:  # one channel per region
+            present = target.flatten(2).amax(dim=(0, 2)) > 0
+            self.fg_shares.append(float(target.amax(dim=1).float().mean()) if target.numel() else 0.0)
+            self.class_shares.append(float(present.float().mean()))
+            return
+        seg = target[:, 0].to(torch.int64)
+        self.fg_shares.append(float(torch.isin(seg, self.labels).float().mean()))
+        present = torch.isin(self.labels, torch.unique(seg))
+        self.class_shares.append(float(present.float().mean()) if len(self.labels) else 0.0)
+
+
+class _CurriculumBatches:
+    """What nnU-Net's training loop calls ``next()`` on: the loader of the current stage.
+
+    Paced modes keep one loader and replace it at a stage change (finishing its workers);
+    RPSS keeps one loader per stage drawn so far.
+    """
+
+    def __init__(self, trainer: PGPSMixin) -> None:
+        self.trainer = trainer
+        self.loaders: dict[int, Any] = {}
+        self.iteration = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        t = self.trainer
+        index = t.schedule.stage_index(t.current_epoch, self.iteration)
+        if index not in self.loaders:
+            if t.schedule.mode != "rpss":
+                self.close()
+                t.print_to_log_file(f"PGPS stage {index}/{t.schedule.num_stages - 1}: {t.describe_stage(index)}")
+            self.loaders[index] = t.make_train_loader(index)
+        batch = next(self.loaders[index])
+        t.telemetry.add(batch, t.schedule.stages[index])
+        self.iteration = (self.iteration + 1) % t.num_iterations_per_epoch
+        return batch
+
+    def sampler(self) -> PGPSDataLoader | None:
+        """The active loader's sampler when it runs in this process (single-threaded augmenter)."""
+        for augmenter in self.loaders.values():
+            loader = getattr(augmenter, "data_loader", None)
+            if isinstance(augmenter, SingleThreadedAugmenter) and isinstance(loader, PGPSDataLoader):
+                return loader
+        return None
+
+    def close(self) -> None:
+        for augmenter in self.loaders.values():
+            if hasattr(augmenter, "_finish"):
+                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                    augmenter._finish()
+        self.loaders.clear()
+
+
+class PGPSMixin:
+    """Progressive Growing of Patch Size for an ``nnUNetTrainer`` (put it first in the bases).
+
+    Class attributes select the published variant:
+
+    - ``curriculum_mode``: a mode of :data:`pgps.MODES` (``"cps"`` is plain nnU-Net with telemetry);
+    - ``batch_sampling``: ``None`` for nnU-Net's own loader, or a strategy of
+      :mod:`pgps.nnunet.sampling` (``"split_crop"``, ``"single_crop"``, ``"multi_crop"``, ``"single_volume"``);
+    - ``foreground_share``: forced-foreground share of every batch (``None``: nnU-Net's 33%);
+    - ``training_length``: fraction of nnU-Net's 250 iterations per epoch;
+    - ``single_voxel_bottleneck``: train the 1x1x1-bottleneck stage (instance norms made to accept it);
+    - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: sampler/RPSS seed.
+    """
+
+    curriculum_mode: str = "performance"
+    batch_sampling: str | None = "split_crop"
+    foreground_share: float | None = 0.5
+    training_length: float = 1.0
+    single_voxel_bottleneck: bool = True
+    batch_size_cap: int | None = None
+    curriculum_seed: int = 0
+
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's signature
+    ) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_iterations_per_epoch = pgps.iterations_per_epoch(self.training_length)
+        # Short runs (CPU demo, tests) without new trainer classes: documented environment overrides.
+        for env, attr in ENV_OVERRIDES.items():
+            if os.environ.get(env):
+                setattr(self, attr, _positive_int(env, os.environ[env]))
+        self.planned_oversample = self.oversample_foreground_percent
+        if self.foreground_share is not None:
+            self.oversample_foreground_percent = self.foreground_share
+        self.schedule: pgps.Schedule | None = None
+        self.telemetry = _Telemetry(self.label_manager.foreground_labels, self.label_manager.has_regions)
+        self.telemetry_rows: list[dict] = []
+        self._resume_state: dict | None = None
+        self._epoch_started = 0.0
+        self.logger = _CurriculumLogger(self.logger, self)
+
+    # -- the schedule ---------------------------------------------------------------------------
+    def curriculum_steps(self) -> tuple[int, int, int]:
+        """Per-axis step: ``2**k`` for ``k`` stride-2 downsamplings (backbones override this)."""
+        return pgps.steps_from_strides(self.configuration_manager.pool_op_kernel_sizes)
+
+    def build_schedule(self) -> pgps.Schedule:
+        cm = self.configuration_manager
+        if len(cm.patch_size) != 3:
+            raise ValueError(f"PGPS needs a 3D configuration; {self.configuration_name} has patch size {cm.patch_size}")
+        try:
+            return pgps.make_schedule(
+                self.curriculum_mode,
+                cm.patch_size,
+                self.curriculum_steps(),
+                cm.batch_size,
+                epochs=self.num_epochs,
+                iterations_per_epoch=self.num_iterations_per_epoch,
+                single_voxel_bottleneck=self.single_voxel_bottleneck,
+                batch_size_cap=self.batch_size_cap,
+                seed=self.curriculum_seed,
+            )
+        except ValueError as exc:
+            raise ValueError(
+                f"cannot build the PGPS schedule from the plans ({self.configuration_name}): {exc}"
+            ) from exc
+
+    def describe_stage(self, index: int) -> str:
+        s = self.schedule.stages[index]
+        crop = f", crop {fmt_size(s.crop_size)}" if s.crop_size != s.patch_size else ""
+        return f"patch {fmt_size(s.patch_size)}{crop}, batch {s.batch_size}, {s.epochs} epochs"
+
+    def initialize(self) -> None:
+        if self.is_ddp:
+            raise NotImplementedError("PGPS trainers do not support DDP (multi-GPU) training yet")
+        self.schedule = self.build_schedule()
+        super().initialize()
+        if self.single_voxel_bottleneck:
+            allow_single_voxel_norm(self.network)
+        self.print_to_log_file(f"PGPS curriculum:\n{self.schedule.table()}", also_print_to_console=True)
+
+    # -- loaders ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stage_configuration(self, stage: pgps.Stage):
+        """Temporarily present the stage's patch and batch size as the configuration (never mutates the plan)."""
+        planned = self.configuration_manager
+        stage_config = {**planned.configuration, "patch_size": list(stage.crop_size), "batch_size": stage.batch_size}
+        self.configuration_manager = ConfigurationManager(stage_config)
+        try:
+            yield
+        finally:
+            self.configuration_manager = planned
+
+    def _augmenter(self, loader, processes: int, cached: int):
+        if processes == 0:
+            return SingleThreadedAugmenter(loader, None)
+        return NonDetMultiThreadedAugmenter(
+            data_loader=loader,
+            transform=None,
+            num_processes=processes,
+            num_cached=cached,
+            seeds=None,
+            pin_memory=self.device.type == "cuda",
+            wait_time=0.002,
+        )
+
+    def make_train_loader(self, index: int):
+        """Training transforms, loader and augmenter for stage ``index``."""
+        stage = self.schedule.stages[index]
+        with self._stage_configuration(stage):
+            rotation, dummy_2d, initial_patch_size, mirror_axes = (
+                self.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+            )
+            resample = stage.crop_size != stage.patch_size  # Progressive Resolution
+            ds_scales = self._get_deep_supervision_scales()
+            transforms = self.get_training_transforms(
+                stage.crop_size,
+                rotation,
+                None if resample else ds_scales,
+                mirror_axes,
+                dummy_2d,
+                use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
+                is_cascaded=self.is_cascaded,
+                foreground_labels=self.label_manager.foreground_labels,
+                regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
+                ignore_label=self.label_manager.ignore_label,
+            )
+        if resample:
+            steps = [ResampleTransform(stage.patch_size)]
+            if ds_scales is not None:
+                steps.append(DownsampleSegForDSTransform(ds_scales=ds_scales))
+            transforms = ComposeTransforms([transforms, *steps])
+        if self.batch_sampling is None:
+            loader = nnUNetDataLoader(
+                self.dataset_tr,
+                stage.batch_size,
+                initial_patch_size,
+                stage.crop_size,
+                self.label_manager,
+                oversample_foreground_percent=self.oversample_foreground_percent,
+                transforms=transforms,
+                probabilistic_oversampling=self.probabilistic_oversampling,
+            )
+        else:
+            loader = PGPSDataLoader(
+                self.dataset_tr,
+                stage.batch_size,
+                initial_patch_size,
+                stage.crop_size,
+                self.label_manager,
+                strategy=self.batch_sampling,
+                foreground_share=self.oversample_foreground_percent,
+                seed=[self.curriculum_seed, index, self.fold],
+                transforms=transforms,
+            )
+            resume = self._resume_state or {}
+            if resume.get("sampler_stage") == index and resume.get("sampler_rng") is not None:
+                loader.rng.bit_generator.state = resume["sampler_rng"]
+        processes = get_allowed_n_proc_DA()
+        if self.schedule.mode == "rpss" and processes:
+            processes = max(1, processes // self.schedule.num_stages)
+        return self._augmenter(loader, processes, max(6, processes // 2))
+
+    def get_dataloaders(self):
+        if self.dataset_class is None:
+            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
+        self.dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        if self.batch_sampling is not None:  # fail before training, naming the stage
+            for i, stage in enumerate(self.schedule.stages):
+                try:
+                    check_strategy(self.batch_sampling, stage.batch_size, len(self.dataset_tr.identifiers))
+                except ValueError as exc:
+                    raise ValueError(f"PGPS stage {i} ({self.describe_stage(i)}): {exc}") from exc
+        cm = self.configuration_manager  # the planned configuration: P_max, b_base
+        val_transforms = self.get_validation_transforms(
+            self._get_deep_supervision_scales(),
+            is_cascaded=self.is_cascaded,
+            foreground_labels=self.label_manager.foreground_labels,
+            regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
+            ignore_label=self.label_manager.ignore_label,
+        )
+        dl_val = nnUNetDataLoader(
+            dataset_val,
+            cm.batch_size,
+            cm.patch_size,
+            cm.patch_size,
+            self.label_manager,
+            oversample_foreground_percent=self.planned_oversample,
+            transforms=val_transforms,
+            probabilistic_oversampling=self.probabilistic_oversampling,
+        )
+        processes = get_allowed_n_proc_DA()
+        val = self._augmenter(dl_val, max(1, processes // 2) if processes else 0, max(3, processes // 4))
+        return _CurriculumBatches(self), val
+
+    # -- the training loop hooks --------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        if self._resume_state is not None and self._resume_state.get("rng") is not None:
+            self._restore_rng(self._resume_state["rng"])
+            self._resume_state["rng"] = None
+        self.dataloader_train.iteration = 0
+        self.telemetry.reset()
+        self._epoch_started = time.perf_counter()
+
+    def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
+        self._epoch_time = time.perf_counter() - self._epoch_started
+        super().on_train_epoch_end(train_outputs)
+
+    def on_epoch_end(self) -> None:
+        epoch = self.current_epoch
+        index = self.schedule.stage_index(epoch) if self.schedule.mode != "rpss" else -1
+        stage = self.schedule.stages[index]
+        t = self.telemetry
+        log = self.logger.get_value
+        self.telemetry_rows.append(
+            {
+                "epoch": epoch,
+                "stage": index,
+                "patch_size": fmt_size(stage.patch_size) if index >= 0 else "rpss",
+                "crop_size": fmt_size(stage.crop_size) if index >= 0 else "rpss",
+                "batch_size": stage.batch_size,
+                "iterations": t.iterations,
+                "iterated_voxels": t.voxels,
+                "epoch_time_s": round(self._epoch_time, 4),
+                "fg_voxel_share": float(np.mean(t.fg_shares)) if t.fg_shares else float("nan"),
+                "class_presence_share": float(np.mean(t.class_shares)) if t.class_shares else float("nan"),
+                "fg_fallbacks": t.fallbacks,
+                "train_loss": float(log("train_losses", step=-1)),
+                "val_loss": float(log("val_losses", step=-1)),
+                "pseudo_dice": float(log("mean_fg_dice", step=-1)),
+                "lr": float(log("lrs", step=-1)),
+            }
+        )
+        if self.local_rank == 0:
+            self.write_telemetry()
+        super().on_epoch_end()
+
+    def on_train_end(self) -> None:
+        if self.dataloader_train is not None:
+            self.dataloader_train.close()
+        super().on_train_end()
+
+    # -- telemetry ------------------------------------------------------------------------------
+    def write_telemetry(self) -> None:
+        """Write the per-epoch table and the run summary (both atomically) into the fold folder."""
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=TELEMETRY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.telemetry_rows)
+        _atomic_write(os.path.join(self.output_folder, TELEMETRY_FILE), buf.getvalue())
+        _atomic_write(os.path.join(self.output_folder, SUMMARY_FILE), json.dumps(self.summary(), indent=2))
+
+    def summary(self) -> dict:
+        """Inputs of the virtual relative runtime (SPEC section 2) and the run's voxel totals."""
+        rows = self.telemetry_rows
+        last = self.schedule.num_stages - 1
+        p_max_times = [r["epoch_time_s"] for r in rows if r["stage"] == last]
+        return {
+            "trainer": self.__class__.__name__,
+            "mode": self.schedule.mode,
+            "schedule": self.schedule.to_dict(),
+            "epochs_done": len(rows),
+            "train_time_s": sum(r["epoch_time_s"] for r in rows),
+            "p_max_epochs_done": len(p_max_times),
+            "p_max_mean_epoch_time_s": float(np.mean(p_max_times)) if p_max_times else None,
+            "iterated_voxels": sum(r["iterated_voxels"] for r in rows),
+            "planned_iterated_voxels": pgps.iterated_voxels(self.schedule),
+            "planned_relative_voxels": pgps.relative_voxels(self.schedule),
+            "cps_voxels_per_epoch": self.schedule.iterations_per_epoch
+            * self.schedule.batch_size_base
+            * numel(self.schedule.patch_size_max),
+            "fg_fallbacks": sum(r["fg_fallbacks"] for r in rows),
+        }
+
+    # -- checkpoint state -------------------------------------------------------------------------
+    @staticmethod
+    def _rng_state() -> dict:
+        return {"numpy": np.random.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+
+    @staticmethod
+    def _restore_rng(state: dict) -> None:
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        random.setstate(state["python"])
+
+    def curriculum_state_dict(self) -> dict:
+        """What goes into nnU-Net's checkpoint: schedule, position, telemetry, RNG states."""
+        batches = self.dataloader_train if isinstance(self.dataloader_train, _CurriculumBatches) else None
+        sampler = batches.sampler() if batches else None
+        return {
+            "schedule": self.schedule.to_dict() if self.schedule else None,
+            "epoch": self.current_epoch + 1,  # the checkpoint resumes at the next epoch
+            "telemetry": list(self.telemetry_rows),
+            "rng": self._rng_state(),
+            "sampler_stage": next(iter(batches.loaders)) if sampler is not None else None,
+            "sampler_rng": sampler.rng.bit_generator.state if sampler is not None else None,
+        }
+
+    def load_curriculum_state_dict(self, state: dict | None) -> None:
+        if state is None:
+            self.print_to_log_file("PGPS: the checkpoint has no curriculum state; starting the telemetry afresh")
+            return
+        saved = pgps.Schedule.from_dict(state["schedule"])
+        if self.schedule is not None and saved != self.schedule:
+            raise ValueError(
+                "this checkpoint was trained with a different PGPS schedule; resume with the same trainer, "
+                f"plans and configuration.\nsaved:\n{saved}\ncurrent:\n{self.schedule}"
+            )
+        self.telemetry_rows = [r for r in state["telemetry"] if r["epoch"] < state["epoch"]]
+        self._resume_state = state
+        index = saved.stage_index(min(state["epoch"], saved.epochs - 1))
+        self.print_to_log_file(f"PGPS: resuming at epoch {state['epoch']}, stage {index}")

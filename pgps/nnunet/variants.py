@@ -1,0 +1,112 @@
+"""The published PGPS trainer variants, each a few class attributes on :class:`PGPSMixin`.
+
+Names follow nnU-Net's convention so that ``nnUNetv2_train DATASET 3d_fullres FOLD -tr NAME``
+finds them once ``nnUNet_extTrainer`` points at :func:`pgps.nnunet.ext_trainer_path`.
+"""
+
+from __future__ import annotations
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoMirroring import (
+    nnUNetTrainerNoMirroring,
+)
+
+from pgps.nnunet.trainer import PGPSMixin
+
+
+class nnUNetTrainer_PGPS_CPS(PGPSMixin, nnUNetTrainer):
+    """Constant patch size: plain nnU-Net training, with PGPS telemetry."""
+
+    curriculum_mode = "cps"
+    batch_sampling = None
+    foreground_share = None
+
+
+class nnUNetTrainer_PGPS_Efficiency(PGPSMixin, nnUNetTrainer):
+    """PGPS-Efficiency: journal stages at the planned batch size, nnU-Net's own sampling."""
+
+    curriculum_mode = "efficiency"
+    batch_sampling = None
+    foreground_share = None
+
+
+class nnUNetTrainer_PGPS_Performance(PGPSMixin, nnUNetTrainer):
+    """PGPS-Performance: batch size scaled inversely with patch volume, Split-Crop, 50% foreground."""
+
+    curriculum_mode = "performance"
+    batch_sampling = "split_crop"
+    foreground_share = 0.5
+
+
+class nnUNetTrainer_PGPS_Performance_SingleCrop(nnUNetTrainer_PGPS_Performance):
+    batch_sampling = "single_crop"
+
+
+class nnUNetTrainer_PGPS_Performance_MultiCrop(nnUNetTrainer_PGPS_Performance):
+    batch_sampling = "multi_crop"
+
+
+class nnUNetTrainer_PGPS_Performance_SingleVolume(nnUNetTrainer_PGPS_Performance):
+    batch_sampling = "single_volume"
+
+
+class nnUNetTrainer_PGPS_MICCAI(nnUNetTrainer_PGPS_Efficiency):
+    """MICCAI 2024 PGPS: legacy stages (2x1x1 start, round-robin growth), planned batch size."""
+
+    curriculum_mode = "miccai"
+
+
+class nnUNetTrainer_PGPS_MICCAIPlus(nnUNetTrainer_PGPS_Efficiency):
+    """MICCAI 2024 PGPS+: legacy stages, batch-size chain from 2, nnU-Net's one-patch-per-volume sampling."""
+
+    curriculum_mode = "miccai-plus"
+
+
+class nnUNetTrainer_PGPS_RPSS(nnUNetTrainer_PGPS_Efficiency):
+    """Random patch size sampling: a journal stage drawn uniformly per iteration."""
+
+    curriculum_mode = "rpss"
+
+
+class nnUNetTrainer_PGPS_ProgressiveResolution(nnUNetTrainer_PGPS_Efficiency):
+    """Progressive Resolution: PGPS-Efficiency's input sizes, the P_max crop resampled to them."""
+
+    curriculum_mode = "progressive-resolution"
+
+
+class nnUNetTrainer_PGPS_CPS_NoMirroring(PGPSMixin, nnUNetTrainerNoMirroring):
+    curriculum_mode = "cps"
+    batch_sampling = None
+    foreground_share = None
+
+
+class nnUNetTrainer_PGPS_Performance_NoMirroring(PGPSMixin, nnUNetTrainerNoMirroring):
+    curriculum_mode = "performance"
+    batch_sampling = "split_crop"
+    foreground_share = 0.5
+
+
+TRAINING_LENGTHS = {1: 0.01, 10: 0.10, 25: 0.25, 50: 0.50}
+"""Training-length variants: percent of nnU-Net's 250 iterations per epoch (1000 epochs kept)."""
+
+
+def _training_length_variants() -> dict[str, type]:
+    made = {}
+    for base in (nnUNetTrainer_PGPS_CPS, nnUNetTrainer_PGPS_Efficiency, nnUNetTrainer_PGPS_Performance):
+        for percent, fraction in TRAINING_LENGTHS.items():
+            name = f"{base.__name__}_{percent}pct"
+            doc = f"{base.__name__} at {percent}% of the default iterations per epoch."
+            made[name] = type(name, (base,), {"training_length": fraction, "__doc__": doc, "__module__": __name__})
+    return made
+
+
+globals().update(_training_length_variants())
+
+TRAINERS: tuple[str, ...] = tuple(
+    name
+    for name, obj in sorted(globals().items())
+    if isinstance(obj, type) and issubclass(obj, PGPSMixin) and obj is not PGPSMixin
+)
+"""Every trainer name this module defines."""
+
+__all__ = list(TRAINERS)
