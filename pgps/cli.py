@@ -11,9 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pgps import pacing
+from pgps import pacing, synth
 from pgps.plans import planned_configuration
 from pgps.schedule import MODES, make_schedule
+from pgps.sizes import fmt_size
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,10 +91,99 @@ def _run_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synth_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="write a synthetic 3D segmentation dataset in nnU-Net v2's raw format",
+        description="Write a seeded synthetic dataset (imagesTr, labelsTr, dataset.json) to OUT/DatasetXXX_NAME from "
+        "a preset, with any knob overridden. Presets: "
+        + "; ".join(f"{k}: {v}" for k, v in synth.PRESET_DESCRIPTIONS.items()),
+    )
+    p.add_argument("--preset", default="organs", choices=list(synth.PRESETS), help="preset (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="DIR", help="nnU-Net raw folder to write into (e.g. $nnUNet_raw)")
+    p.add_argument("--dataset-id", required=True, type=int, metavar="ID", help="nnU-Net dataset id, 1..999")
+    p.add_argument("--name", help="dataset name (default: Synth + the preset's name, e.g. SynthLesions)")
+    knobs = p.add_argument_group("knobs (default: the preset's)")
+    knobs.add_argument("--cases", type=int, metavar="N", help="number of training cases")
+    knobs.add_argument("--shape", nargs="+", type=int, metavar="N", help="volume shape (3 axes, array order)")
+    knobs.add_argument("--shape-jitter", nargs="+", type=int, metavar="N", help="per-case shape jitter, 1 or 3 axes")
+    knobs.add_argument("--spacing", nargs="+", type=float, metavar="MM", help="voxel spacing (3 axes)")
+    knobs.add_argument("--seed", type=int, help="seed; case i is drawn from default_rng([seed, i])")
+    knobs.add_argument("--classes", type=int, metavar="K", help="number of foreground classes")
+    knobs.add_argument("--radius", nargs=2, type=float, metavar=("MIN", "MAX"), help="semi-axis range, every class")
+    knobs.add_argument("--objects", nargs=2, type=int, metavar=("MIN", "MAX"), help="objects per class and case")
+    knobs.add_argument("--contrast", type=float, help="class mean intensity step over the background")
+    knobs.add_argument("--noise", type=float, metavar="SD", help="Gaussian noise sd")
+    knobs.add_argument("--shapes", choices=synth.SHAPES, help="object shapes")
+    knobs.add_argument(
+        "--orientation", action=argparse.BooleanOptionalAction, help="classes defined by the band along axis 2"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, help="progress bar on stderr (default: on a terminal)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (path, config, statistics)")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    base = synth.PRESETS[args.preset]
+    jitter = args.shape_jitter[0] if args.shape_jitter and len(args.shape_jitter) == 1 else args.shape_jitter
+    overrides = {
+        "num_cases": args.cases,
+        "shape": args.shape,
+        "shape_jitter": jitter,
+        "spacing": args.spacing,
+        "seed": args.seed,
+        "num_classes": args.classes,
+        "radii": (tuple(args.radius),) if args.radius else None,
+        "objects_per_class": args.objects,
+        "contrast": args.contrast,
+        "noise_sd": args.noise,
+        "shapes": args.shapes,
+        "orientation": args.orientation,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides.get("num_classes", base.num_classes) != base.num_classes:
+        overrides["class_names"] = None
+    config = synth.preset(args.preset, **overrides)
+    name = args.name or f"Synth{args.preset.capitalize()}"
+    path = synth.generate_dataset(
+        config, args.out, args.dataset_id, name, overwrite=args.overwrite, progress=args.progress
+    )
+    with open(path / "dataset.json") as f:
+        stats = json.load(f)["pgps_synth"]["statistics"]
+    if args.json:
+        json.dump({"path": str(path), "config": config.to_dict(), "statistics": stats}, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    lo = [s - j for s, j in zip(config.shape, config.shape_jitter, strict=True)]
+    hi = [s + j for s, j in zip(config.shape, config.shape_jitter, strict=True)]
+    shape = fmt_size(config.shape) + (f" (cases {fmt_size(lo)} to {fmt_size(hi)})" if any(config.shape_jitter) else "")
+    spacing = "x".join(f"{v:g}" for v in config.spacing)
+    print(path)
+    print(
+        f"preset {args.preset}: {config.num_cases} cases, shape {shape}, spacing {spacing}, "
+        f"seed {config.seed}, {config.num_classes} foreground class{'es' if config.num_classes != 1 else ''}"
+        + (f" by band along axis {config.orientation_axis}" if config.orientation else "")
+    )
+    print(
+        f"foreground share {stats['foreground_share']:.3%} per case; "
+        f"share of foreground classes present per case {stats['present_classes']:.0%}"
+    )
+    width = max(len(n) for n in config.labels)
+    print(f"label  {'name'.ljust(width)}  voxel share  cases with it")
+    for label_name, c in config.labels.items():
+        cases = "" if c == 0 else f"{round(stats['case_share'][c - 1] * config.num_cases)}/{config.num_cases}"
+        print(f"{c:>5}  {label_name.ljust(width)}  {stats['voxel_share'][c]:>11.3%}  {cases:>13}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _schedule_parser(sub)
+    _synth_parser(sub)
     return parser
 
 

@@ -54,17 +54,24 @@ ENV_OVERRIDES = {
     "PGPS_EPOCHS": "num_epochs",
     "PGPS_ITERATIONS_PER_EPOCH": "num_iterations_per_epoch",
     "PGPS_VAL_ITERATIONS": "num_val_iterations_per_epoch",
+    "PGPS_SEED": "curriculum_seed",
 }
-"""Environment variables that shorten a run: epochs, training and validation iterations per epoch."""
+"""Environment overrides: epochs, training/validation iterations per epoch (short runs), and a seed.
+
+With ``PGPS_SEED`` set, a fresh run also seeds Python's, numpy's and torch's global generators
+(nnU-Net itself does not), so that runs with single-process data loading are reproducible;
+repeated-seed experiments give each repeat its own seed."""
 
 
 def _positive_int(name: str, value: str) -> int:
     try:
         number = int(value)
     except ValueError:
-        number = 0
-    if number < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        number = -1
+    if number < (0 if name == "PGPS_SEED" else 1):
+        raise ValueError(
+            f"{name} must be a {'non-negative' if name == 'PGPS_SEED' else 'positive'} integer, got {value!r}"
+        )
     return number
 
 
@@ -373,6 +380,14 @@ class PGPSMixin:
         return _CurriculumBatches(self), val
 
     # -- the training loop hooks --------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        if os.environ.get("PGPS_SEED") and self._resume_state is None:
+            seed = self.curriculum_seed
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        super().on_train_start()
+
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         if self._resume_state is not None and self._resume_state.get("rng") is not None:

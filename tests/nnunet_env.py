@@ -1,0 +1,119 @@
+"""A tiny nnU-Net dataset made by the tests themselves: raw -> plan/preprocess -> reduced plans.
+
+nnU-Net reads its paths from the environment at import time, so everything nnU-Net runs in a
+subprocess with :func:`env`. The plans are reduced to a 16^3 patch, batch 2, and a 4-stage,
+4-to-16-channel U-Net so that an epoch takes a fraction of a second on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BIN = Path(sys.executable).parent
+DATASET = "Dataset001_Tiny"
+NUM_CASES = 6
+SHAPE = (24, 24, 24)
+PATCH = [16, 16, 16]
+
+
+def env(root: Path, results: Path | None = None, **extra: str) -> dict[str, str]:
+    e = dict(os.environ)
+    e.update(
+        nnUNet_raw=str(root / "raw"),
+        nnUNet_preprocessed=str(root / "preprocessed"),
+        nnUNet_results=str(results or root / "results"),
+        nnUNet_def_n_proc="1",
+        nnUNet_extTrainer=str(Path(__file__).resolve().parents[1] / "pgps" / "nnunet" / "ext"),
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        OMP_NUM_THREADS="1",
+    )
+    e.update(extra)
+    return e
+
+
+def write_raw(root: Path, empty_cases: int = 0) -> None:
+    """Two spheres (labels 1, 2) per case in noise; the first ``empty_cases`` cases have no foreground."""
+    import SimpleITK as sitk
+
+    folder = root / "raw" / DATASET
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir(parents=True)
+    grid = np.indices(SHAPE)
+    for i in range(NUM_CASES):
+        rng = np.random.default_rng([7, i])
+        label = np.zeros(SHAPE, np.uint8)
+        if i >= empty_cases:
+            for cls in (1, 2):
+                centre = rng.integers(5, SHAPE[0] - 5, 3)
+                radius = rng.integers(2, 5)
+                label[((grid - centre[:, None, None, None]) ** 2).sum(0) <= radius**2] = cls
+        image = (label + rng.normal(0, 0.3, SHAPE)).astype(np.float32)
+        sitk.WriteImage(sitk.GetImageFromArray(image), str(folder / "imagesTr" / f"case_{i:03d}_0000.nii.gz"))
+        sitk.WriteImage(sitk.GetImageFromArray(label), str(folder / "labelsTr" / f"case_{i:03d}.nii.gz"))
+    dataset = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": NUM_CASES,
+               "file_ending": ".nii.gz"}  # fmt: skip
+    (folder / "dataset.json").write_text(json.dumps(dataset))
+
+
+def plan_and_preprocess(root: Path) -> Path:
+    subprocess.run(
+        [BIN / "nnUNetv2_plan_and_preprocess", "-d", "1", "-c", "3d_fullres", "-np", "1"],
+        env=env(root), check=True, capture_output=True,
+    )  # fmt: skip
+    plans_file = root / "preprocessed" / DATASET / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    conf = plans["configurations"]["3d_fullres"]
+    conf["patch_size"] = PATCH
+    conf["batch_size"] = 2
+    arch = conf["architecture"]["arch_kwargs"]
+    arch.update(n_stages=4, features_per_stage=[4, 8, 16, 16], n_conv_per_stage=[1] * 4, n_conv_per_stage_decoder=[1] * 3)
+    arch.update(kernel_sizes=[[3, 3, 3]] * 4, strides=[[1, 1, 1]] + [[2, 2, 2]] * 3)
+    plans_file.write_text(json.dumps(plans, indent=1))
+    return plans_file
+
+
+def train(root: Path, trainer: str, *args: str, results: Path | None = None, **extra: str):
+    """``nnUNetv2_train 1 3d_fullres 0 -tr trainer -device cpu`` with short-run overrides."""
+    short = {"PGPS_EPOCHS": "4", "PGPS_ITERATIONS_PER_EPOCH": "2", "PGPS_VAL_ITERATIONS": "1", "nnUNet_n_proc_DA": "0"}
+    short.update(extra)
+    return subprocess.run(
+        [BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-tr", trainer, "-device", "cpu", *args],
+        env=env(root, results, **short), capture_output=True, text=True,
+    )  # fmt: skip
+
+
+def fold_folder(results: Path, trainer: str) -> Path:
+    return results / DATASET / f"{trainer}__nnUNetPlans__3d_fullres" / "fold_0"
+
+
+RUN_TRAINING = """
+import sys, torch
+from nnunetv2.run.run_training import get_trainer_from_args
+trainer = get_trainer_from_args("1", "3d_fullres", 0, sys.argv[1], device=torch.device("cpu"))
+stop_after = int(sys.argv[2]) if len(sys.argv) > 2 else None
+if stop_after is not None:  # simulate a pre-emption right after epoch `stop_after` was checkpointed
+    trainer.save_every = stop_after + 1
+    end = trainer.on_epoch_end
+    def on_epoch_end():
+        end()
+        if trainer.current_epoch == stop_after + 1:
+            raise SystemExit(17)
+    trainer.on_epoch_end = on_epoch_end
+trainer.run_training()
+"""
+
+
+def train_only(root: Path, trainer: str, *args: str, results: Path | None = None, **extra: str):
+    """Run only ``run_training`` (no final sliding-window validation) in a subprocess."""
+    short = {"PGPS_EPOCHS": "4", "PGPS_ITERATIONS_PER_EPOCH": "2", "PGPS_VAL_ITERATIONS": "1", "nnUNet_n_proc_DA": "0"}
+    short.update(extra)
+    return subprocess.run(
+        [sys.executable, "-c", RUN_TRAINING, trainer, *args], env=env(root, results, **short),
+        capture_output=True, text=True,
+    )  # fmt: skip

@@ -1,0 +1,208 @@
+"""nnU-Net integration on a tiny dataset made here: trainers, samplers, telemetry, resume (CPU)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import pgps
+from tests import nnunet_env as nn
+
+pytestmark = pytest.mark.nnunet
+
+STAGES = pgps.journal_stages(nn.PATCH, (8, 8, 8))  # the reduced plans: 3 stride-2 downsamplings per axis
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nnunet")
+    nn.write_raw(root)
+    nn.plan_and_preprocess(root)
+    return root
+
+
+def read_telemetry(folder):
+    with open(folder / "pgps_telemetry.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def check(proc):
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_performance_trains_every_stage_from_the_cli(tiny):
+    trainer = "nnUNetTrainer_PGPS_Performance"
+    check(nn.train(tiny, trainer))
+    folder = nn.fold_folder(tiny / "results", trainer)
+    rows = read_telemetry(folder)
+    assert list(rows[0]) == [
+        "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
+        "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss", "val_loss", "pseudo_dice", "lr",
+    ]  # fmt: skip
+    schedule = pgps.make_schedule("performance", nn.PATCH, (8, 8, 8), 2, epochs=4, iterations_per_epoch=2)
+    assert [int(r["stage"]) for r in rows] == [0, 1, 2, 3]
+    assert [r["patch_size"] for r in rows] == ["8x8x8", "16x8x8", "16x16x8", "16x16x16"]
+    assert [int(r["batch_size"]) for r in rows] == [s.batch_size for s in schedule.stages] == [16, 8, 4, 2]
+    assert [int(r["iterated_voxels"]) for r in rows] == [2 * s.tensor_voxels for s in schedule.stages]
+    assert all(int(r["fg_fallbacks"]) == 0 for r in rows)
+    for r in rows:
+        assert 0 < float(r["fg_voxel_share"]) < 1 and 0 < float(r["class_presence_share"]) <= 1
+        assert float(r["epoch_time_s"]) > 0 and np.isfinite(float(r["train_loss"]))
+    lrs = [float(r["lr"]) for r in rows]
+    assert lrs == sorted(lrs, reverse=True)
+    summary = json.loads((folder / "pgps_summary.json").read_text())
+    assert summary["iterated_voxels"] == sum(int(r["iterated_voxels"]) for r in rows)
+    assert summary["p_max_epochs_done"] == 1
+    # validation and inference use the planned configuration (P_max, b_base)
+    plans = json.loads((folder.parent / "plans.json").read_text())
+    assert plans["configurations"]["3d_fullres"]["patch_size"] == nn.PATCH
+    assert json.loads((folder / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"] >= 0
+    log = next(folder.glob("training_log_*.txt")).read_text()
+    assert "PGPS stage 0/3: patch 8x8x8, batch 16" in log and "PGPS stage 3/3: patch 16x16x16, batch 2" in log
+
+
+@pytest.mark.parametrize(
+    ("trainer", "mode"),
+    [
+        ("nnUNetTrainer_PGPS_CPS", "cps"),
+        ("nnUNetTrainer_PGPS_Efficiency", "efficiency"),
+        ("nnUNetTrainer_PGPS_MICCAIPlus", "miccai-plus"),
+        ("nnUNetTrainer_PGPS_ProgressiveResolution", "progressive-resolution"),
+        ("nnUNetTrainer_PGPS_Performance_SingleCrop", "performance"),
+        ("nnUNetTrainer_PGPS_Performance_NoMirroring", "performance"),
+    ],
+)
+def test_trainer_families_follow_their_schedule(tiny, trainer, mode):
+    results = tiny / f"results_{trainer}"
+    env = {"PGPS_EPOCHS": "3"}
+    if trainer.endswith("SingleCrop"):
+        env["PGPS_EPOCHS"] = "4"
+    proc = nn.train_only(tiny, trainer, results=results, **env)
+    if trainer.endswith("SingleCrop"):  # 16 distinct cases needed for the first stage, the split has 4
+        assert proc.returncode != 0
+        assert "single_crop strategy needs 16 distinct training cases" in proc.stderr
+        assert "PGPS stage 0" in proc.stderr
+        return
+    check(proc)
+    rows = read_telemetry(nn.fold_folder(results, trainer))
+    epochs = int(env["PGPS_EPOCHS"])
+    schedule = pgps.make_schedule(mode, nn.PATCH, (8, 8, 8), 2, epochs=epochs, iterations_per_epoch=2)
+    expected = [schedule.stage_at(e) for e in range(epochs)]
+    assert [r["patch_size"] for r in rows] == ["x".join(map(str, s.patch_size)) for s in expected]
+    assert [r["crop_size"] for r in rows] == ["x".join(map(str, s.crop_size)) for s in expected]
+    assert [int(r["batch_size"]) for r in rows] == [s.batch_size for s in expected]
+    assert [int(r["iterated_voxels"]) for r in rows] == [2 * s.tensor_voxels for s in expected]
+
+
+def test_rpss_draws_stages_per_iteration(tiny):
+    trainer = "nnUNetTrainer_PGPS_RPSS"
+    results = tiny / "results_rpss"
+    check(nn.train_only(tiny, trainer, results=results, PGPS_ITERATIONS_PER_EPOCH="5", PGPS_EPOCHS="2"))
+    rows = read_telemetry(nn.fold_folder(results, trainer))
+    schedule = pgps.make_schedule("rpss", nn.PATCH, (8, 8, 8), 2, epochs=2, iterations_per_epoch=5)
+    for epoch, row in enumerate(rows):
+        drawn = schedule.rpss_draws(epoch)
+        assert int(row["iterated_voxels"]) == sum(schedule.stages[i].tensor_voxels for i in drawn)
+
+
+def test_resume_continues_the_curriculum_exactly(tiny):
+    trainer = "nnUNetTrainer_PGPS_Performance"
+    whole, split = tiny / "results_whole", tiny / "results_split"
+    check(nn.train_only(tiny, trainer, results=whole, PGPS_SEED="3"))
+    interrupted = nn.train_only(tiny, trainer, "1", results=split, PGPS_SEED="3")  # stops after epoch 1 (2 of 4 epochs)
+    assert interrupted.returncode == 17, interrupted.stderr[-3000:]
+    folder = nn.fold_folder(split, trainer)
+    assert len(read_telemetry(folder)) == 2
+    resumed = nn.train(tiny, trainer, "--c", results=split, PGPS_SEED="3")
+    check(resumed)
+    assert "resuming at epoch 2, stage 2" in resumed.stdout
+    a, b = read_telemetry(nn.fold_folder(whole, trainer)), read_telemetry(folder)
+    same = ["epoch", "stage", "patch_size", "batch_size", "iterations", "iterated_voxels", "fg_fallbacks"]
+    assert [[r[k] for k in same] for r in a] == [[r[k] for k in same] for r in b]
+    # with in-process loading and the RNG states restored, the resumed run sees the same batches
+    for key in ("fg_voxel_share", "class_presence_share", "train_loss", "lr"):
+        assert [float(r[key]) for r in a] == pytest.approx([float(r[key]) for r in b], rel=1e-5), key
+
+
+def test_unknown_sampler_and_bad_plans_fail_before_training(tiny, tmp_path):
+    import shutil
+    import subprocess
+
+    # bad plans: a patch that is not a multiple of the steps
+    root = tmp_path / "bad"
+    shutil.copytree(tiny / "raw", root / "raw")
+    shutil.copytree(tiny / "preprocessed", root / "preprocessed")
+    plans_file = root / "preprocessed" / nn.DATASET / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 20, 16]
+    plans_file.write_text(json.dumps(plans))
+    proc = nn.train_only(root, "nnUNetTrainer_PGPS_Efficiency")
+    assert proc.returncode != 0
+    assert "patch_size_max axis 1 (= 20) is not divisible by its step 8" in proc.stderr
+    assert "Epoch 0" not in proc.stdout
+    code = (
+        "from pgps.nnunet.sampling import check_strategy\n"
+        "try:\n    check_strategy('random_crop', 4, 10)\nexcept ValueError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([nn.sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert "unknown batch sampling strategy 'random_crop'; choose one of: split_crop" in out
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 8, 9, 16, 17])
+def test_foreground_share_is_half_at_every_batch_size(batch_size):
+    from pgps.nnunet.sampling import forced_foreground
+
+    forced = forced_foreground(batch_size, 0.5)
+    assert abs(int(forced.sum()) - batch_size / 2) <= 0.5
+    assert list(forced) == sorted(forced)  # nnU-Net's rule: the last samples are forced
+
+
+def _loader(tiny, strategy, batch_size, seed=0):
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from pgps.nnunet.sampling import PGPSDataLoader
+
+    pre = tiny / "preprocessed" / nn.DATASET
+    data = nnUNetDatasetBlosc2(str(pre / "nnUNetPlans_3d_fullres"))
+    labels = PlansManager(str(pre / "nnUNetPlans.json")).get_label_manager(
+        json.loads((pre / "dataset.json").read_text())
+    )
+    return PGPSDataLoader(data, batch_size, (8, 8, 8), (8, 8, 8), labels, strategy=strategy, seed=seed)
+
+
+def test_samplers_build_batches_as_appendix_a_describes(tiny):
+    split = _loader(tiny, "split_crop", 16)
+    for _ in range(5):
+        batch = split.generate_train_batch()
+        keys, target = batch["keys"], batch["target"]
+        assert batch["data"].shape == (16, 1, 8, 8, 8) and target.shape == (16, 1, 8, 8, 8)
+        assert len(set(keys[:8])) == len(set(keys[8:])) == 1 and keys[0] != keys[8]
+        # forced-foreground patches are centred on a foreground voxel
+        assert all((target[j] > 0).any() for j in range(8, 16))
+    multi = _loader(tiny, "multi_crop", 8).plan_batch()
+    assert [k for k, _ in multi][:4] == [multi[0][0], multi[1][0]] * 2 and multi[0][0] != multi[1][0]
+    assert sum(f for _, f in multi) == 4 and {k for k, f in multi if f} == {k for k, f in multi if not f}
+    single = _loader(tiny, "single_crop", 4).plan_batch()
+    assert len({k for k, _ in single}) == 4
+    assert len({k for k, _ in _loader(tiny, "single_volume", 9).plan_batch()}) == 1
+    with pytest.raises(ValueError, match="single_crop strategy needs 7 distinct training cases"):
+        _loader(tiny, "single_crop", 7)
+    # the generator is seeded and its state restores the same batches
+    a, b = _loader(tiny, "split_crop", 4, seed=5), _loader(tiny, "split_crop", 4, seed=5)
+    a.generate_train_batch()
+    b.rng.bit_generator.state = a.rng.bit_generator.state
+    assert (a.generate_train_batch()["data"] == b.generate_train_batch()["data"]).all()
+
+
+def test_case_without_foreground_falls_back_to_random_and_is_counted(tmp_path):
+    root = tmp_path / "empty"
+    nn.write_raw(root, empty_cases=nn.NUM_CASES - 1)  # nnU-Net cannot plan a dataset without any foreground
+    nn.plan_and_preprocess(root)
+    sampler = _loader(root, "split_crop", 6)
+    sampler.indices = [k for k in sampler.indices if k != f"case_{nn.NUM_CASES - 1:03d}"]
+    batch = sampler.generate_train_batch()
+    assert batch["pgps_fg_fallbacks"] == 3
