@@ -179,10 +179,35 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trainers_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "trainers",
+        help="list the nnU-Net trainer variants and where nnUNet_extTrainer must point",
+        description="List the PGPS nnU-Net trainers. Stock nnunetv2 finds them once you set "
+        'export nnUNet_extTrainer="$(pgps trainers --ext-path)".',
+    )
+    p.add_argument("--ext-path", action="store_true", help="print only the folder for nnUNet_extTrainer")
+    p.set_defaults(func=_run_trainers)
+
+
+def _run_trainers(args: argparse.Namespace) -> int:
+    from pgps.nnunet import ext_trainer_path
+
+    if args.ext_path:
+        print(ext_trainer_path())
+        return 0
+    from pgps.nnunet.variants import TRAINERS  # imports torch and nnU-Net
+
+    print(f"# export nnUNet_extTrainer={ext_trainer_path()}")
+    print("\n".join(TRAINERS))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _schedule_parser(sub)
+    _trainers_parser(sub)
     _synth_parser(sub)
     return parser
 

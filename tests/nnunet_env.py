@@ -72,7 +72,8 @@ def plan_and_preprocess(root: Path) -> Path:
     conf["patch_size"] = PATCH
     conf["batch_size"] = 2
     arch = conf["architecture"]["arch_kwargs"]
-    arch.update(n_stages=4, features_per_stage=[4, 8, 16, 16], n_conv_per_stage=[1] * 4, n_conv_per_stage_decoder=[1] * 3)
+    arch.update(n_stages=4, features_per_stage=[4, 8, 16, 16])
+    arch.update(n_conv_per_stage=[1] * 4, n_conv_per_stage_decoder=[1] * 3)
     arch.update(kernel_sizes=[[3, 3, 3]] * 4, strides=[[1, 1, 1]] + [[2, 2, 2]] * 3)
     plans_file.write_text(json.dumps(plans, indent=1))
     return plans_file

@@ -99,3 +99,13 @@ def test_usage_errors_exit_2():
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert "invalid choice: 'fast'" in proc.stderr
+
+
+def test_trainers_lists_variants_and_ext_path(capsys):
+    code, out, _ = run(capsys, "trainers", "--ext-path")
+    ext = Path(out.strip())
+    assert code == 0 and (ext / "pgps_trainers.py").is_file()
+    code, out, _ = run(capsys, "trainers")
+    names = out.splitlines()[1:]
+    assert code == 0 and "nnUNetTrainer_PGPS_Performance" in names and "nnUNetTrainer_PGPS_Efficiency_10pct" in names
+    assert len(names) == 24
