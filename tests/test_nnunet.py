@@ -206,3 +206,45 @@ def test_case_without_foreground_falls_back_to_random_and_is_counted(tmp_path):
     sampler.indices = [k for k in sampler.indices if k != f"case_{nn.NUM_CASES - 1:03d}"]
     batch = sampler.generate_train_batch()
     assert batch["pgps_fg_fallbacks"] == 3
+
+
+ALL_VARIANTS = """
+import json, sys, torch
+from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+from nnunetv2.run.run_training import get_trainer_from_args
+from pgps.nnunet.variants import TRAINERS
+out = {}
+for name in TRAINERS:
+    cls = recursive_find_trainer_class_by_name(name)  # the lookup nnUNetv2_train does
+    trainer = get_trainer_from_args("1", "3d_fullres", 0, name, device=torch.device("cpu"))
+    trainer.initialize()
+    s = trainer.schedule
+    out[name] = [cls.__name__, s.mode, s.iterations_per_epoch, [st.batch_size for st in s.stages]]
+print(json.dumps(out))
+"""
+
+
+def test_every_variant_is_found_by_nnunet_and_builds_its_schedule(tiny):
+    import subprocess
+
+    from pgps.nnunet.variants import TRAINERS, TRAINING_LENGTHS
+
+    env = nn.env(tiny, tiny / "results_variants")
+    proc = subprocess.run([nn.sys.executable, "-c", ALL_VARIANTS], env=env, capture_output=True, text=True)
+    check(proc)
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert sorted(found) == sorted(TRAINERS)
+    for name, (cls_name, mode, ipe, batches) in found.items():
+        assert cls_name == name
+        percent = name.rsplit("_", 1)[-1]
+        fraction = TRAINING_LENGTHS[int(percent[:-3])] if percent.endswith("pct") else 1.0
+        assert ipe == pgps.iterations_per_epoch(fraction)
+        assert batches == [s.batch_size for s in pgps.make_schedule(mode, nn.PATCH, (8, 8, 8), 2).stages]
+
+
+def test_stage_changes_with_worker_processes_train_through(tiny):
+    trainer = "nnUNetTrainer_PGPS_Performance"
+    results = tiny / "results_workers"
+    proc = nn.train_only(tiny, trainer, results=results, nnUNet_n_proc_DA="2")
+    check(proc)
+    assert [r["batch_size"] for r in read_telemetry(nn.fold_folder(results, trainer))] == ["16", "8", "4", "2"]
