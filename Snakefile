@@ -19,9 +19,11 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/schedules.smk"
+include: "workflow/rules/demo.smk"
 
 
 rule all:
     input:
         schedule_targets(),
+        demo_targets(),
     default_target: True

@@ -203,12 +203,80 @@ def _run_trainers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _light_plans_parser(sub: argparse._SubParsersAction) -> None:
+    from pgps.nnunet import light  # no torch or nnU-Net import: only the benchmarked defaults
+
+    p = sub.add_parser(
+        "light-plans",
+        help="add a CPU-friendly configuration (fewer channels, channels-last) to an nnU-Net plans file",
+        description="Add configuration NAME to an nnU-Net v2 plans file, inheriting SOURCE (and so its preprocessed "
+        "data) with a lighter PlainConvUNet; then train it with nnUNetv2_train DATASET NAME FOLD -tr .... The defaults "
+        "are the fastest expressive choice of benchmarks/cpu_network.py on a 2-core CPU (see pgps.nnunet.light). The "
+        "file is replaced atomically.",
+    )
+    p.add_argument("--plans", required=True, metavar="FILE", help="nnU-Net v2 plans JSON to edit (nnUNetPlans.json)")
+    p.add_argument("--source", default="3d_fullres", help="configuration to inherit from (default: %(default)s)")
+    p.add_argument("--name", default="3d_light", help="name of the added configuration (default: %(default)s)")
+    p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="patch size (default: the source's)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="batch size (default: the source's)")
+    p.add_argument(
+        "--features", nargs="+", type=int, metavar="F", default=list(light.DEFAULT_FEATURES),
+        help="features per resolution stage; their count sets the stages "
+        f"(default: {' '.join(map(str, light.DEFAULT_FEATURES))})",
+    )  # fmt: skip
+    p.add_argument(
+        "--convs", type=int, metavar="N", default=light.DEFAULT_CONVS,
+        help="convolutions per stage, encoder and decoder (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--memory-format", choices=light.MEMORY_FORMATS, default=light.DEFAULT_MEMORY_FORMAT,
+        help="memory format the PGPS trainers put the network in (default: %(default)s)",
+    )  # fmt: skip
+    p.set_defaults(func=_run_light_plans)
+
+
+def _run_light_plans(args: argparse.Namespace) -> int:
+    from pgps.nnunet.light import add_light_configuration
+
+    with open(args.plans) as f:
+        try:
+            plans = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{args.plans} is not JSON: {exc}") from exc
+    plans = add_light_configuration(
+        plans,
+        args.source,
+        args.name,
+        patch_size=args.patch_size,
+        batch_size=args.batch_size,
+        features_per_stage=args.features,
+        n_conv_per_stage=args.convs,
+        memory_format=args.memory_format,
+    )
+    tmp = f"{args.plans}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(plans, f, indent=4)
+        os.replace(tmp, args.plans)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    planned = planned_configuration(plans, args.name)
+    print(
+        f"{args.plans}: configuration {args.name} inherits {args.source}: patch {fmt_size(planned.patch_size)}, "
+        f"batch {planned.batch_size}, PGPS step {fmt_size(planned.steps)}, features "
+        f"{','.join(map(str, args.features))}, {args.convs} conv(s) per stage, {args.memory_format}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _schedule_parser(sub)
     _trainers_parser(sub)
     _synth_parser(sub)
+    _light_plans_parser(sub)
     return parser
 
 

@@ -263,6 +263,11 @@ class PGPSMixin:
         super().initialize()
         if self.single_voxel_bottleneck:
             allow_single_voxel_norm(self.network)
+        from pgps.nnunet.light import MEMORY_FORMAT_KEY, use_channels_last_3d
+
+        if self.configuration_manager.configuration.get(MEMORY_FORMAT_KEY) == "channels_last_3d":
+            use_channels_last_3d(self.network)  # this network only: parameters and inputs (pgps.nnunet.light)
+            self.print_to_log_file("PGPS: network in channels_last_3d memory format")
         self.print_to_log_file(f"PGPS curriculum:\n{self.schedule.table()}", also_print_to_console=True)
 
     # -- loaders ----------------------------------------------------------------------------------

@@ -32,3 +32,44 @@ def schedule_targets():
         f"{PAPER_FIGURES}/schedules.csv",
         *expand(f"{PAPER_FIGURES}/figure2/{{dataset}}.{{ext}}", dataset=SCHEDULES["datasets"], ext=["png", "pdf"]),
     ]
+
+
+# -- the demo training run (workflow/rules/demo.smk) --
+
+DEMO = config["demo"]
+NNUNET = os.path.abspath(DEMO["nnunet_dir"])
+
+
+def demo_name(dataset):
+    """nnU-Net's dataset folder name, e.g. Dataset502_lesions."""
+    return f"Dataset{DEMO['datasets'][dataset]['dataset_id']:03d}_{dataset}"
+
+
+def demo_fold_dir(dataset, trainer, fold):
+    return f"{NNUNET}/results/{demo_name(dataset)}/{trainer}__nnUNetPlans__{DEMO['configuration']}/fold_{fold}"
+
+
+def demo_env():
+    """nnU-Net's paths and pgps's short-run settings for a shell command."""
+    return (
+        f"export nnUNet_raw={NNUNET}/raw nnUNet_preprocessed={NNUNET}/preprocessed"
+        f" nnUNet_results={NNUNET}/results nnUNet_def_n_proc={DEMO['processes']}"
+        f' nnUNet_extTrainer="$(python -m pgps trainers --ext-path)";'
+    )
+
+
+def demo_runs():
+    """(dataset, trainer, fold, fold folder) of every demo training run."""
+    return [
+        (d, t, f, demo_fold_dir(d, t, f)) for d in DEMO["datasets"] for t in DEMO["trainers"] for f in DEMO["folds"]
+    ]
+
+
+def demo_targets():
+    if not DEMO["enabled"] or not DEMO["datasets"]:
+        return []
+    return [
+        f"{PAPER_FIGURES}/demo/table1.csv",
+        f"{PAPER_FIGURES}/demo/table1.md",
+        *expand(f"{PAPER_FIGURES}/demo/convergence_{{dataset}}.{{ext}}", dataset=DEMO["datasets"], ext=["png", "pdf"]),
+    ]

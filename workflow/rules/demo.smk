@@ -1,0 +1,104 @@
+# The embedded default's training run: synthesize -> plan/preprocess (+ light CPU configuration)
+# -> train every trainer x fold with nnU-Net -> collect -> Table-1-style table + convergence figure.
+# All nnU-Net work goes through its own CLI; the curriculum is nnUNet_extTrainer's pgps trainers.
+
+wildcard_constraints:
+    id="[0-9]{3}",
+    fold="[0-9]+",
+    trainer="nnUNetTrainer[A-Za-z0-9_]*",
+
+
+rule demo_synthesize:
+    output:
+        f"{NNUNET}/raw/Dataset{{id}}_{{dataset}}/dataset.json",
+    log:
+        f"{RESULTS}/logs/demo/synthesize_{{dataset}}_{{id}}.log",
+    params:
+        preset=lambda wildcards: DEMO["datasets"][wildcards.dataset]["preset"],
+        cases=lambda wildcards: DEMO["datasets"][wildcards.dataset]["cases"],
+        seed=lambda wildcards: DEMO["datasets"][wildcards.dataset]["seed"],
+        raw=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
+    conda:
+        "../../envs/pgps.yaml"
+    shell:
+        "python -m pgps synth --preset {params.preset} --cases {params.cases} --seed {params.seed}"
+        " --out {params.raw:q} --dataset-id {wildcards.id} --name {wildcards.dataset} --overwrite > {log:q} 2>&1"
+
+
+rule demo_preprocess:
+    input:
+        f"{NNUNET}/raw/Dataset{{id}}_{{dataset}}/dataset.json",
+    output:
+        f"{NNUNET}/preprocessed/Dataset{{id}}_{{dataset}}/nnUNetPlans.json",
+    log:
+        f"{RESULTS}/logs/demo/preprocess_{{dataset}}_{{id}}.log",
+    params:
+        env=demo_env(),
+        configuration=DEMO["configuration"],
+    threads: 2
+    conda:
+        "../../envs/pgps.yaml"
+    shell:
+        "({params.env} nnUNetv2_plan_and_preprocess -d {wildcards.id} -c 3d_fullres -np {threads}"
+        " && python -m pgps light-plans --plans {output:q} --name {params.configuration}) > {log:q} 2>&1"
+
+
+rule demo_train:
+    input:
+        f"{NNUNET}/preprocessed/Dataset{{id}}_{{dataset}}/nnUNetPlans.json",
+    output:
+        summary=f"{NNUNET}/results/Dataset{{id}}_{{dataset}}/{{trainer}}__nnUNetPlans__{DEMO['configuration']}/fold_{{fold}}/pgps_summary.json",
+        validation=f"{NNUNET}/results/Dataset{{id}}_{{dataset}}/{{trainer}}__nnUNetPlans__{DEMO['configuration']}/fold_{{fold}}/validation/summary.json",
+    log:
+        f"{RESULTS}/logs/demo/train_{{dataset}}_{{id}}_{{trainer}}_{{fold}}.log",
+    params:
+        env=demo_env(),
+        configuration=DEMO["configuration"],
+        short=(
+            f"PGPS_EPOCHS={DEMO['epochs']} PGPS_ITERATIONS_PER_EPOCH={DEMO['iterations_per_epoch']}"
+            f" PGPS_VAL_ITERATIONS={DEMO['val_iterations']} PGPS_SEED={DEMO['seed']} nnUNet_n_proc_DA=0"
+        ),
+    threads: 2
+    conda:
+        "../../envs/pgps.yaml"
+    shell:
+        "({params.env} export {params.short} OMP_NUM_THREADS={threads};"
+        # a re-submitted job resumes from nnU-Net's checkpoint instead of starting over
+        " resume=$([ -f $(dirname {output.summary:q})/checkpoint_latest.pth ] && echo --c || true);"
+        " nnUNetv2_train {wildcards.id} {params.configuration} {wildcards.fold} -tr {wildcards.trainer} -device cpu"
+        " $resume) > {log:q} 2>&1"
+
+
+rule demo_collect:
+    input:
+        runs=[os.path.join(folder, "validation", "summary.json") for *_, folder in demo_runs()],
+    output:
+        f"{RESULTS}/demo/results.csv",
+    log:
+        f"{RESULTS}/logs/demo/collect.log",
+    params:
+        runs=demo_runs(),
+    conda:
+        "../../envs/pgps.yaml"
+    script:
+        "../scripts/collect_demo.py"
+
+
+rule demo_render:
+    input:
+        results=f"{RESULTS}/demo/results.csv",
+        code=REPORT_CODE,
+    output:
+        table=f"{PAPER_FIGURES}/demo/table1.csv",
+        markdown=f"{PAPER_FIGURES}/demo/table1.md",
+        png=expand(f"{PAPER_FIGURES}/demo/convergence_{{dataset}}.png", dataset=DEMO["datasets"]),
+        pdf=expand(f"{PAPER_FIGURES}/demo/convergence_{{dataset}}.pdf", dataset=DEMO["datasets"]),
+    log:
+        f"{RESULTS}/logs/demo/render.log",
+    params:
+        runs=demo_runs(),
+        datasets=list(DEMO["datasets"]),
+    conda:
+        "../../envs/pgps.yaml"
+    script:
+        "../scripts/render_demo.py"
