@@ -11,6 +11,8 @@ wildcard_constraints:
 rule demo_synthesize:
     output:
         f"{NNUNET}/raw/Dataset{{id}}_{{dataset}}/dataset.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/demo/synthesize_{{dataset}}_{{id}}.tsv",
     log:
         f"{RESULTS}/logs/demo/synthesize_{{dataset}}_{{id}}.log",
     params:
@@ -30,6 +32,8 @@ rule demo_preprocess:
         f"{NNUNET}/raw/Dataset{{id}}_{{dataset}}/dataset.json",
     output:
         f"{NNUNET}/preprocessed/Dataset{{id}}_{{dataset}}/nnUNetPlans.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/demo/preprocess_{{dataset}}_{{id}}.tsv",
     log:
         f"{RESULTS}/logs/demo/preprocess_{{dataset}}_{{id}}.log",
     params:
@@ -49,6 +53,8 @@ rule demo_train:
     output:
         summary=f"{NNUNET}/results/Dataset{{id}}_{{dataset}}/{{trainer}}__nnUNetPlans__{DEMO['configuration']}/fold_{{fold}}/pgps_summary.json",
         validation=f"{NNUNET}/results/Dataset{{id}}_{{dataset}}/{{trainer}}__nnUNetPlans__{DEMO['configuration']}/fold_{{fold}}/validation/summary.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/demo/train_{{dataset}}_{{id}}_{{trainer}}_{{fold}}.tsv",
     log:
         f"{RESULTS}/logs/demo/train_{{dataset}}_{{id}}_{{trainer}}_{{fold}}.log",
     params:
@@ -74,6 +80,8 @@ rule demo_collect:
         runs=[os.path.join(folder, "validation", "summary.json") for *_, folder in demo_runs()],
     output:
         f"{RESULTS}/demo/results.csv",
+    benchmark:
+        f"{RESULTS}/benchmarks/demo/collect.tsv",
     log:
         f"{RESULTS}/logs/demo/collect.log",
     params:
@@ -93,6 +101,8 @@ rule demo_render:
         markdown=f"{PAPER_FIGURES}/demo/table1.md",
         png=expand(f"{PAPER_FIGURES}/demo/convergence_{{dataset}}.png", dataset=DEMO["datasets"]),
         pdf=expand(f"{PAPER_FIGURES}/demo/convergence_{{dataset}}.pdf", dataset=DEMO["datasets"]),
+    benchmark:
+        f"{RESULTS}/benchmarks/demo/render.tsv",
     log:
         f"{RESULTS}/logs/demo/render.log",
     params:
