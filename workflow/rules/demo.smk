@@ -72,7 +72,8 @@ rule demo_train:
         # a re-submitted job resumes from nnU-Net's checkpoint instead of starting over
         " resume=$([ -f $(dirname {output.summary:q})/checkpoint_latest.pth ] && echo --c || true);"
         " nnUNetv2_train {wildcards.id} {params.configuration} {wildcards.fold} -tr {wildcards.trainer} -device cpu"
-        " $resume) > {log:q} 2>&1"
+        # nnU-Net's epoch lines go to the console (progress) and to the log
+        " $resume) 2>&1 | tee {log:q}"
 
 
 rule demo_collect:
