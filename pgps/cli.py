@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pgps import pacing, synth
+from pgps.io import atomic_write_text
 from pgps.plans import planned_configuration
 from pgps.schedule import MODES, make_schedule
 from pgps.sizes import fmt_size
@@ -253,14 +254,7 @@ def _run_light_plans(args: argparse.Namespace) -> int:
         n_conv_per_stage=args.convs,
         memory_format=args.memory_format,
     )
-    tmp = f"{args.plans}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(plans, f, indent=4)
-        os.replace(tmp, args.plans)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write_text(args.plans, json.dumps(plans, indent=4))
     planned = planned_configuration(plans, args.name)
     print(
         f"{args.plans}: configuration {args.name} inherits {args.source}: patch {fmt_size(planned.patch_size)}, "

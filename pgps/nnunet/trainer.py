@@ -36,6 +36,7 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
+from pgps.io import atomic_write_text
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
 from pgps.nnunet.sampling import PGPSDataLoader, check_strategy
@@ -73,13 +74,6 @@ def _positive_int(name: str, value: str) -> int:
             f"{name} must be a {'non-negative' if name == 'PGPS_SEED' else 'positive'} integer, got {value!r}"
         )
     return number
-
-
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 class _CurriculumLogger:
@@ -449,8 +443,8 @@ class PGPSMixin:
         writer = csv.DictWriter(buf, fieldnames=TELEMETRY_COLUMNS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.telemetry_rows)
-        _atomic_write(os.path.join(self.output_folder, TELEMETRY_FILE), buf.getvalue())
-        _atomic_write(os.path.join(self.output_folder, SUMMARY_FILE), json.dumps(self.summary(), indent=2))
+        atomic_write_text(os.path.join(self.output_folder, TELEMETRY_FILE), buf.getvalue())
+        atomic_write_text(os.path.join(self.output_folder, SUMMARY_FILE), json.dumps(self.summary(), indent=2))
 
     def summary(self) -> dict:
         """Inputs of the virtual relative runtime (SPEC section 2) and the run's voxel totals."""
