@@ -14,6 +14,7 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+config.setdefault("demo", {})  # optional section: validate() fills in its defaults
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
