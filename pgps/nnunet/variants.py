@@ -74,16 +74,13 @@ class nnUNetTrainer_PGPS_ProgressiveResolution(nnUNetTrainer_PGPS_Efficiency):
     curriculum_mode = "progressive-resolution"
 
 
-class nnUNetTrainer_PGPS_CPS_NoMirroring(PGPSMixin, nnUNetTrainerNoMirroring):
-    curriculum_mode = "cps"
-    batch_sampling = None
-    foreground_share = None
+# No-mirroring variants: nnU-Net's own NoMirroring hook after the curriculum in the MRO.
+class nnUNetTrainer_PGPS_CPS_NoMirroring(nnUNetTrainer_PGPS_CPS, nnUNetTrainerNoMirroring):
+    pass
 
 
-class nnUNetTrainer_PGPS_Performance_NoMirroring(PGPSMixin, nnUNetTrainerNoMirroring):
-    curriculum_mode = "performance"
-    batch_sampling = "split_crop"
-    foreground_share = 0.5
+class nnUNetTrainer_PGPS_Performance_NoMirroring(nnUNetTrainer_PGPS_Performance, nnUNetTrainerNoMirroring):
+    pass
 
 
 TRAINING_LENGTHS = {1: 0.01, 10: 0.10, 25: 0.25, 50: 0.50}
