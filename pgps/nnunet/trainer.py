@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import random
@@ -52,27 +53,26 @@ TELEMETRY_COLUMNS = (
 
 
 ENV_OVERRIDES = {
-    "PGPS_EPOCHS": "num_epochs",
-    "PGPS_ITERATIONS_PER_EPOCH": "num_iterations_per_epoch",
-    "PGPS_VAL_ITERATIONS": "num_val_iterations_per_epoch",
-    "PGPS_SEED": "curriculum_seed",
+    "PGPS_EPOCHS": ("num_epochs", 1),
+    "PGPS_ITERATIONS_PER_EPOCH": ("num_iterations_per_epoch", 1),
+    "PGPS_VAL_ITERATIONS": ("num_val_iterations_per_epoch", 1),
+    "PGPS_SEED": ("curriculum_seed", 0),
 }
-"""Environment overrides: epochs, training/validation iterations per epoch (short runs), and a seed.
+"""Environment overrides (variable -> trainer attribute, smallest allowed value): epochs,
+training/validation iterations per epoch (short runs), and a seed.
 
 With ``PGPS_SEED`` set, a fresh run also seeds Python's, numpy's and torch's global generators
 (nnU-Net itself does not), so that runs with single-process data loading are reproducible;
 repeated-seed experiments give each repeat its own seed."""
 
 
-def _positive_int(name: str, value: str) -> int:
+def _env_int(name: str, value: str, minimum: int) -> int:
     try:
         number = int(value)
     except ValueError:
-        number = -1
-    if number < (0 if name == "PGPS_SEED" else 1):
-        raise ValueError(
-            f"{name} must be a {'non-negative' if name == 'PGPS_SEED' else 'positive'} integer, got {value!r}"
-        )
+        number = minimum - 1
+    if number < minimum:
+        raise ValueError(f"{name} must be a {'positive' if minimum else 'non-negative'} integer, got {value!r}")
     return number
 
 
@@ -157,12 +157,12 @@ class _CurriculumBatches:
         self.iteration = (self.iteration + 1) % t.num_iterations_per_epoch
         return batch
 
-    def sampler(self) -> PGPSDataLoader | None:
-        """The active loader's sampler when it runs in this process (single-threaded augmenter)."""
-        for augmenter in self.loaders.values():
+    def sampler(self) -> tuple[int, PGPSDataLoader] | None:
+        """``(stage index, sampler)`` of a loader that runs in this process (single-threaded augmenter)."""
+        for index, augmenter in self.loaders.items():
             loader = getattr(augmenter, "data_loader", None)
             if isinstance(augmenter, SingleThreadedAugmenter) and isinstance(loader, PGPSDataLoader):
-                return loader
+                return index, loader
         return None
 
     def close(self) -> None:
@@ -206,9 +206,9 @@ class PGPSMixin:
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_iterations_per_epoch = pgps.iterations_per_epoch(self.training_length)
         # Short runs (CPU demo, tests) without new trainer classes: documented environment overrides.
-        for env, attr in ENV_OVERRIDES.items():
+        for env, (attr, minimum) in ENV_OVERRIDES.items():
             if os.environ.get(env):
-                setattr(self, attr, _positive_int(env, os.environ[env]))
+                setattr(self, attr, _env_int(env, os.environ[env], minimum))
         self.planned_oversample = self.oversample_foreground_percent
         if self.foreground_share is not None:
             self.oversample_foreground_percent = self.foreground_share
@@ -254,6 +254,13 @@ class PGPSMixin:
         if self.is_ddp:
             raise NotImplementedError("PGPS trainers do not support DDP (multi-GPU) training yet")
         self.schedule = self.build_schedule()
+        self._planned_voxels = {  # fixed by the schedule: computed once, reported in every summary
+            "planned_iterated_voxels": pgps.iterated_voxels(self.schedule),
+            "planned_relative_voxels": pgps.relative_voxels(self.schedule),
+            "cps_voxels_per_epoch": self.schedule.iterations_per_epoch
+            * self.schedule.batch_size_base
+            * numel(self.schedule.patch_size_max),
+        }
         super().initialize()
         if self.single_voxel_bottleneck:
             allow_single_voxel_norm(self.network)
@@ -437,8 +444,6 @@ class PGPSMixin:
     # -- telemetry ------------------------------------------------------------------------------
     def write_telemetry(self) -> None:
         """Write the per-epoch table and the run summary (both atomically) into the fold folder."""
-        import io
-
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=TELEMETRY_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -460,11 +465,7 @@ class PGPSMixin:
             "p_max_epochs_done": len(p_max_times),
             "p_max_mean_epoch_time_s": float(np.mean(p_max_times)) if p_max_times else None,
             "iterated_voxels": sum(r["iterated_voxels"] for r in rows),
-            "planned_iterated_voxels": pgps.iterated_voxels(self.schedule),
-            "planned_relative_voxels": pgps.relative_voxels(self.schedule),
-            "cps_voxels_per_epoch": self.schedule.iterations_per_epoch
-            * self.schedule.batch_size_base
-            * numel(self.schedule.patch_size_max),
+            **self._planned_voxels,
             "fg_fallbacks": sum(r["fg_fallbacks"] for r in rows),
         }
 
@@ -482,13 +483,13 @@ class PGPSMixin:
     def curriculum_state_dict(self) -> dict:
         """What goes into nnU-Net's checkpoint: schedule, position, telemetry, RNG states."""
         batches = self.dataloader_train if isinstance(self.dataloader_train, _CurriculumBatches) else None
-        sampler = batches.sampler() if batches else None
+        stage, sampler = (batches.sampler() if batches else None) or (None, None)
         return {
             "schedule": self.schedule.to_dict() if self.schedule else None,
             "epoch": self.current_epoch + 1,  # the checkpoint resumes at the next epoch
             "telemetry": list(self.telemetry_rows),
             "rng": self._rng_state(),
-            "sampler_stage": next(iter(batches.loaders)) if sampler is not None else None,
+            "sampler_stage": stage,
             "sampler_rng": sampler.rng.bit_generator.state if sampler is not None else None,
         }
 
