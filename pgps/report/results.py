@@ -54,16 +54,12 @@ def collect_fold(fold_dir: str | Path, dataset: str, trainer: str, fold: int) ->
 def compare_to_cps(results: pd.DataFrame) -> pd.DataFrame:
     """Add ``relative_dice``, ``relative_runtime`` and ``relative_flops`` (CPS of the same dataset and fold)."""
     df = results.copy()
-    cps = df[df["mode"] == "cps"].set_index(["dataset", "fold"])
-    key = list(zip(df["dataset"], df["fold"], strict=True))
-
-    def ref(column: str) -> list[float]:
-        return [cps[column].get(k, math.nan) if k in cps.index else math.nan for k in key]
-
-    cps_dice = pd.Series(ref("dice"), index=df.index)
-    df["relative_dice"] = df["dice"] / cps_dice.where(cps_dice > 0)  # undefined (NaN) when CPS scored 0
+    # CPS's row of each row's dataset and fold (NaN where there is none)
+    key = pd.MultiIndex.from_arrays([df["dataset"], df["fold"]])
+    cps = df[df["mode"] == "cps"].set_index(["dataset", "fold"]).reindex(key).set_index(df.index)
+    df["relative_dice"] = df["dice"] / cps["dice"].where(cps["dice"] > 0)  # undefined (NaN) when CPS scored 0
     df["relative_runtime"] = df["train_time_s"] / (df["p_max_mean_epoch_time_s"] * df["epochs"])
-    df["relative_flops"] = df["iterated_voxels"] / ref("iterated_voxels")
+    df["relative_flops"] = df["iterated_voxels"] / cps["iterated_voxels"]
     return df
 
 
