@@ -108,4 +108,6 @@ def test_trainers_lists_variants_and_ext_path(capsys):
     code, out, _ = run(capsys, "trainers")
     names = out.splitlines()[1:]
     assert code == 0 and "nnUNetTrainer_PGPS_Performance" in names and "nnUNetTrainer_PGPS_Efficiency_10pct" in names
-    assert len(names) == 24
+    from pgps.nnunet.variants import TRAINERS
+
+    assert names == sorted(TRAINERS)

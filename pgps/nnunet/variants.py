@@ -79,6 +79,10 @@ class nnUNetTrainer_PGPS_CPS_NoMirroring(nnUNetTrainer_PGPS_CPS, nnUNetTrainerNo
     pass
 
 
+class nnUNetTrainer_PGPS_Efficiency_NoMirroring(nnUNetTrainer_PGPS_Efficiency, nnUNetTrainerNoMirroring):
+    pass
+
+
 class nnUNetTrainer_PGPS_Performance_NoMirroring(nnUNetTrainer_PGPS_Performance, nnUNetTrainerNoMirroring):
     pass
 
@@ -88,8 +92,17 @@ TRAINING_LENGTHS = {1: 0.01, 10: 0.10, 25: 0.25, 50: 0.50}
 
 
 def _training_length_variants() -> dict[str, type]:
+    """``<base>_<p>pct`` for the three journal strategies, with and without mirroring (Figure 3 runs
+    ToothFairy2 and TotalSegmentatorV2 without mirroring at every length)."""
     made = {}
-    for base in (nnUNetTrainer_PGPS_CPS, nnUNetTrainer_PGPS_Efficiency, nnUNetTrainer_PGPS_Performance):
+    for base in (
+        nnUNetTrainer_PGPS_CPS,
+        nnUNetTrainer_PGPS_Efficiency,
+        nnUNetTrainer_PGPS_Performance,
+        nnUNetTrainer_PGPS_CPS_NoMirroring,
+        nnUNetTrainer_PGPS_Efficiency_NoMirroring,
+        nnUNetTrainer_PGPS_Performance_NoMirroring,
+    ):
         for percent, fraction in TRAINING_LENGTHS.items():
             name = f"{base.__name__}_{percent}pct"
             doc = f"{base.__name__} at {percent}% of the default iterations per epoch."
