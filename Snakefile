@@ -1,6 +1,7 @@
 # The pgps workflow: from planned nnU-Net sizes to the article's tables and figures.
 #
 #   snakemake --cores 2 --configfile config.yaml     (make demo)
+#   snakemake --profile workflow/profiles/slurm --configfile workflow/configs/article.yaml
 #
 # Rules live in workflow/rules/<stage>.smk; they call the pgps CLI or a thin script in
 # workflow/scripts/ that calls pgps.report. The configuration is documented and validated by
@@ -14,17 +15,43 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-config.setdefault("demo", {})  # optional section: validate() fills in its defaults
+config.setdefault("demo", {})  # optional sections: validate() fills in their defaults
+config.setdefault("article", {})
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/schedules.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/datasets.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+# Cheap bookkeeping and downloads (cluster compute nodes often lack internet) run on the submit host.
+localrules:
+    all,
+    article_partial,
+    schedule,
+    render_schedules,
+    download,
+    manifest,
+    collect,
+    render_all,
+    render_finished,
 
 
 rule all:
     input:
         schedule_targets(),
         demo_targets(),
+        article_targets(),
     default_target: True
+
+
+rule article_partial:
+    """Collect and render what the article's grid has finished so far (no training)."""
+    input:
+        f"{RESULTS}/collected_finished/results.csv",
+        f"{RESULTS}/partial_figures/report_finished.done",

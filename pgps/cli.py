@@ -264,6 +264,29 @@ def _run_light_plans(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gpu_slot_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gpu-slot",
+        help="run a command on one free GPU of this machine (local-gpu profile)",
+        description="Take a lock on one of N GPU slots, run COMMAND with CUDA_VISIBLE_DEVICES set to that GPU, "
+        "release the slot when it ends; waits while all N are busy. Example: pgps gpu-slot --slots 4 -- "
+        "nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_PGPS_Performance",
+    )
+    p.add_argument("--slots", type=int, required=True, help="number of GPUs shared by the jobs (>= 1)")
+    p.add_argument("--lock-dir", default=None, help="folder of the lock files (default: $PGPS_GPU_LOCK_DIR or /tmp)")
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run")
+    p.set_defaults(func=_run_gpu_slot)
+
+
+def _run_gpu_slot(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgps.gpu_slot import run_on_free_gpu
+
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    return run_on_free_gpu(command, args.slots, Path(args.lock_dir) if args.lock_dir else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -271,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     _trainers_parser(sub)
     _synth_parser(sub)
     _light_plans_parser(sub)
+    _gpu_slot_parser(sub)
     return parser
 
 

@@ -9,10 +9,12 @@ PAPER_FIGURES = config["paper_figures"]
 SCHEDULES = config["schedules"]
 
 # Run the pgps of this checkout, with the interpreter that runs Snakemake, also when its
-# virtualenv is not activated (`make demo` calls .venv/bin/snakemake). Under `--sdm conda`
-# the activated environment's bin/ comes first on PATH and provides the interpreter.
+# virtualenv is not activated (`make demo` calls .venv/bin/snakemake); a PATH that already has
+# it is kept as it is. Under `--sdm conda` the activated environment's bin/ comes first on PATH
+# and provides the interpreter.
+_bin, _path = str(Path(sys.executable).parent), os.environ.get("PATH", "")
 os.environ.update(
-    PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    PATH=_path if _bin in _path.split(os.pathsep) else os.pathsep.join([_bin, _path]),
     PYTHONPATH=os.pathsep.join(p for p in [workflow.basedir, os.environ.get("PYTHONPATH", "")] if p),
 )
 
@@ -73,3 +75,122 @@ def demo_targets():
         f"{PAPER_FIGURES}/demo/table1.md",
         *expand(f"{PAPER_FIGURES}/demo/convergence_{{dataset}}.{{ext}}", dataset=DEMO["datasets"], ext=["png", "pdf"]),
     ]
+
+
+# -- the article's experiment grid (workflow/rules/{datasets,preprocess,train,report}.smk) --
+
+sys.path.insert(0, workflow.basedir)  # this checkout's pgps, also when it is not installed
+from pgps.grid import BACKBONES, RESENC_PLANNERS, TRANSFORMER_PLANS, TRANSFORMERS, dataset_folder, grid_runs  # noqa: E402
+
+ARTICLE = config["article"]
+ARTICLE_NNUNET = os.path.abspath(ARTICLE["nnunet_dir"])
+ARTICLE_DATASETS = ARTICLE["datasets"]
+ARTICLE_RUNS = grid_runs(ARTICLE) if ARTICLE["enabled"] else []
+ARTICLE_FOLDERS = {dataset_folder(d): key for key, d in ARTICLE_DATASETS.items()}
+if _missing := sorted({r.dataset for r in ARTICLE_RUNS if not (ARTICLE_DATASETS[r.dataset]["raw_path"] or ARTICLE_DATASETS[r.dataset]["url"])}):
+    logger.warning(
+        f"pgps: no data source yet for {', '.join(_missing)}: their conversion jobs will stop with instructions "
+        "until article.datasets.<name>.raw_path is set (see the README, section Datasets)"
+    )
+
+
+def article_dataset(folder):
+    """The config entry of a dataset from its nnU-Net folder name (DatasetXXX_name)."""
+    return ARTICLE_DATASETS[ARTICLE_FOLDERS[folder]]
+
+
+def article_fold_dir(run):
+    return run.fold_dir(ARTICLE_NNUNET, dataset_folder(ARTICLE_DATASETS[run.dataset]))
+
+
+def article_source(wildcards):
+    """A dataset's download (when it has a url and no raw_path); its raw_path is a parameter instead,
+    so that a dry run builds the whole DAG before anyone has the data."""
+    d = article_dataset(wildcards.folder)
+    if d["raw_path"] or not d["url"]:
+        return []
+    return f"{ARTICLE['downloads']}/{wildcards.folder}/{os.path.basename(d['url'].split('?')[0])}"
+
+
+def article_nnunet_env(results_dir="results"):
+    """nnU-Net's paths and the pgps trainers for a shell command."""
+    return (
+        f"export nnUNet_raw={ARTICLE_NNUNET}/raw nnUNet_preprocessed={ARTICLE_NNUNET}/preprocessed"
+        f" nnUNet_results={ARTICLE_NNUNET}/{results_dir}"
+        f' nnUNet_extTrainer="$(python -m pgps trainers --ext-path)";'
+    )
+
+
+def article_train_minutes(wildcards):
+    """SLURM time limit of one training job: an hour plus two days per 100% of training length on a
+    current GPU, at most 24 h (most clusters' limit). A longer run is re-submitted (the profile's
+    retries) and resumes from nnU-Net's checkpoint."""
+    percent = int(wildcards.trainer.rsplit("_", 1)[1][:-3]) if wildcards.trainer.endswith("pct") else 100
+    return int(min(24 * 60, 60 + 48 * 60 * percent / 100))
+
+
+def article_targets():
+    if not ARTICLE["enabled"]:
+        return []
+    return [f"{RESULTS}/collected_all/results.csv", f"{PAPER_FIGURES}/report_all.done"]
+
+
+def article_raw_path(folder):
+    """(source, error): the user-provided data of a dataset without a download, or the message
+    a job prints when none is set (a dry run still builds the whole DAG)."""
+    key = ARTICLE_FOLDERS[folder]
+    d = ARTICLE_DATASETS[key]
+    if d["raw_path"]:
+        return d["raw_path"], ""
+    return "", (
+        f"dataset {key} has no download: set article.datasets.{key}.raw_path to the archive or folder you "
+        f"obtained from {d.get('source', 'its publisher')}. {d.get('instructions', '')}"
+    ).strip()
+
+
+def article_grid_datasets():
+    """The datasets the enabled experiments train on (key -> config entry), in config order."""
+    used = {run.dataset for run in ARTICLE_RUNS}
+    return {key: d for key, d in ARTICLE_DATASETS.items() if key in used}
+
+
+def article_validation(run):
+    return f"{article_fold_dir(run)}/validation/summary.json"
+
+
+def article_finished(scope):
+    """The runs a collection waits for: all of them, or (scope "finished") those already done."""
+    if scope == "all":
+        return [article_validation(run) for run in ARTICLE_RUNS]
+    return [path for run in ARTICLE_RUNS if os.path.exists(path := article_validation(run))]
+
+
+def article_manifest(scope):
+    """Rows of the run manifest (pgps collect --runs): every factor, nnU-Net's names and the fold folder."""
+    finished = set(article_finished(scope)) if scope == "finished" else None
+    return [
+        {**run.as_dict(), "trainer": run.trainer, "plans": run.plans, "configuration": run.configuration,
+         "fold_dir": article_fold_dir(run)}
+        for run in ARTICLE_RUNS
+        if finished is None or article_validation(run) in finished
+    ]  # fmt: skip
+
+
+def article_train_input(wildcards):
+    return f"{ARTICLE_NNUNET}/preprocessed/{wildcards.folder}/{wildcards.plans}.json"
+
+
+def article_train_env(wildcards, threads):
+    seed = wildcards.results_dir.removeprefix("results").removeprefix("_seed") or "0"
+    short = "".join(
+        f" {name}={value}"
+        for name, value, default in [
+            ("PGPS_EPOCHS", ARTICLE["epochs"], 1000),
+            ("PGPS_ITERATIONS_PER_EPOCH", ARTICLE["iterations_per_epoch"], 250),
+        ]
+        if value != default
+    )
+    return (
+        f"{article_nnunet_env(wildcards.results_dir)} export nnUNet_n_proc_DA={threads}"
+        f" nnUNet_def_n_proc={threads} PGPS_SEED={seed}{short};"
+    )

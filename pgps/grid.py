@@ -1,0 +1,178 @@
+"""The article's experiment grid: training runs as factor tuples, and the nnU-Net names they map to.
+
+An experiment of the workflow config (``article.experiments`` in ``workflow/configs/article.yaml``)
+is a product of factor lists: datasets x backbones x modes x samplers x mirroring x lengths x
+folds x seeds. :func:`grid_runs` expands every enabled experiment and drops repeats, so a run
+shared by several tables (e.g. CPS on BTCV, fold 0, 100%, which Tables 1, 3, B.5 and D.7 all use)
+is trained once. :class:`Run` knows nnU-Net's names for it: trainer class, plans identifier,
+configuration, and the fold folder nnU-Net writes.
+
+Torch-free: Snakemake imports this while it builds the DAG.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any
+
+FACTORS = ("dataset", "backbone", "mode", "sampler", "mirroring", "length", "fold", "seed")
+"""A run's factors, in the order of the run manifest's columns."""
+
+BACKBONES: dict[str, tuple[str, str, str]] = {
+    # backbone: (plans identifier, configuration, trainer infix)
+    "unet": ("nnUNetPlans", "3d_fullres", ""),
+    "resenc_m": ("nnUNetResEncUNetMPlans", "3d_fullres", ""),
+    "resenc_l": ("nnUNetResEncUNetLPlans", "3d_fullres", ""),
+    "resenc_xl": ("nnUNetResEncUNetXLPlans", "3d_fullres", ""),
+    "unetr": ("nnUNetTransformerPlans", "3d_unetr", "UNETR_"),
+    "swinunetr": ("nnUNetTransformerPlans", "3d_swinunetr", "SwinUNETR_"),
+}
+"""nnU-Net names per backbone. ResEnc presets are plans (``nnUNetv2_plan_experiment -pl
+nnUNetPlannerResEnc{M,L,XL}``) trained by the U-Net trainers. The transformers are trainers of
+their own on configurations that ``pgps backbone-plans`` adds to a copy of nnUNetPlans
+(``TRANSFORMER_PLANS``); all of them read the same preprocessed 3d_fullres data."""
+
+TRANSFORMER_PLANS = "nnUNetTransformerPlans"
+
+RESENC_PLANNERS = {
+    "resenc_m": "nnUNetPlannerResEncM",
+    "resenc_l": "nnUNetPlannerResEncL",
+    "resenc_xl": "nnUNetPlannerResEncXL",
+}
+TRANSFORMERS = ("unetr", "swinunetr")
+
+MODE_TRAINERS = {
+    "cps": "CPS",
+    "efficiency": "Efficiency",
+    "performance": "Performance",
+    "miccai": "MICCAI",
+    "miccai-plus": "MICCAIPlus",
+    "rpss": "RPSS",
+    "progressive-resolution": "ProgressiveResolution",
+}
+JOURNAL_MODES = ("cps", "efficiency", "performance")
+SAMPLER_TRAINERS = {"single_crop": "SingleCrop", "multi_crop": "MultiCrop", "single_volume": "SingleVolume"}
+"""PGPS-Performance batch samplers other than its default Split-Crop."""
+LENGTHS = (1, 10, 25, 50, 100)
+"""Training lengths: percent of nnU-Net's 250 iterations per epoch."""
+
+
+@dataclass(frozen=True, order=True)
+class Run:
+    """One training run: a dataset trained with one curriculum on one fold with one seed."""
+
+    dataset: str
+    backbone: str
+    mode: str
+    sampler: str  # "default" = the mode's own batch construction (Split-Crop for Performance)
+    mirroring: bool
+    length: int  # percent of the default iterations per epoch
+    fold: int
+    seed: int  # 0 = the main grid's run; repeated runs use further seeds
+
+    @property
+    def plans(self) -> str:
+        return BACKBONES[self.backbone][0]
+
+    @property
+    def configuration(self) -> str:
+        return BACKBONES[self.backbone][1]
+
+    @property
+    def trainer(self) -> str:
+        """The pgps trainer class nnU-Net trains this run with (``-tr``)."""
+        parts = [f"nnUNetTrainer_PGPS_{BACKBONES[self.backbone][2]}{MODE_TRAINERS[self.mode]}"]
+        if self.sampler != "default":
+            parts.append(SAMPLER_TRAINERS[self.sampler])
+        if not self.mirroring:
+            parts.append("NoMirroring")
+        if self.length != 100:
+            parts.append(f"{self.length}pct")
+        return "_".join(parts)
+
+    def results_dir(self) -> str:
+        """nnU-Net results root of this run, relative to the nnU-Net folder: one per seed, since
+        nnU-Net's output folder is fixed by dataset, trainer, plans and configuration."""
+        return "results" if self.seed == 0 else f"results_seed{self.seed}"
+
+    def fold_dir(self, nnunet_dir: str, dataset_folder: str) -> str:
+        """The fold folder nnU-Net writes (checkpoints, validation/, pgps telemetry)."""
+        return (
+            f"{nnunet_dir}/{self.results_dir()}/{dataset_folder}/"
+            f"{self.trainer}__{self.plans}__{self.configuration}/fold_{self.fold}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_run(run: Run) -> Run:
+    """Raise ``ValueError`` for a factor combination no pgps trainer implements; return ``run``."""
+
+    def fail(why: str) -> None:
+        raise ValueError(f"no pgps trainer for {run}: {why}")
+
+    if run.backbone not in BACKBONES:
+        fail(f"backbone must be one of {', '.join(BACKBONES)}")
+    if run.mode not in MODE_TRAINERS:
+        fail(f"mode must be one of {', '.join(MODE_TRAINERS)}")
+    if run.length not in LENGTHS:
+        fail(f"length must be one of {LENGTHS} (% of 250 iterations per epoch)")
+    if not 0 <= run.fold <= 4 or run.seed < 0:
+        fail("folds are 0-4 and seeds non-negative")
+    if run.sampler == "split_crop":
+        fail("Split-Crop is PGPS-Performance's default batch construction: use sampler 'default'")
+    if run.sampler != "default" and run.sampler not in SAMPLER_TRAINERS:
+        fail(f"sampler must be 'default' or one of {', '.join(SAMPLER_TRAINERS)}")
+    variant = run.sampler != "default" or not run.mirroring or run.length != 100
+    if run.mode not in JOURNAL_MODES and variant:
+        fail("the legacy, RPSS and Progressive Resolution trainers have no sampler, mirroring or length variants")
+    if run.sampler != "default" and (run.mode != "performance" or not run.mirroring or run.length != 100):
+        fail("sampler variants exist for PGPS-Performance with mirroring at 100% length only")
+    if run.backbone in TRANSFORMERS and (variant or run.mode not in JOURNAL_MODES):
+        fail("UNETR/SwinUNETR trainers exist for CPS, Efficiency and Performance at their defaults only")
+    return run
+
+
+def experiment_runs(experiment: dict, datasets: dict[str, dict]) -> list[Run]:
+    """Every run of one experiment (a product of its factor lists).
+
+    ``mirroring`` entries that are ``None`` take the dataset's own default (``mirroring`` key of
+    its ``datasets`` entry: the article trains ToothFairy2 and TotalSegmentatorV2 without it).
+    """
+    runs = []
+    for dataset in experiment["datasets"]:
+        if dataset not in datasets:
+            raise ValueError(f"dataset {dataset!r} is not in the config's datasets ({', '.join(datasets)})")
+        default_mirroring = datasets[dataset].get("mirroring", True)
+        for backbone, mode, sampler, mirroring, length, fold, seed in itertools.product(
+            experiment["backbones"],
+            experiment["modes"],
+            experiment["samplers"],
+            experiment["mirroring"],
+            experiment["lengths"],
+            experiment["folds"],
+            experiment["seeds"],
+        ):
+            mirror = default_mirroring if mirroring is None else bool(mirroring)
+            runs.append(check_run(Run(dataset, backbone, mode, sampler, mirror, int(length), int(fold), int(seed))))
+    return runs
+
+
+def grid_runs(article: dict) -> list[Run]:
+    """The runs of every enabled experiment, each once, in first-seen order."""
+    seen: dict[Run, None] = {}
+    for name, experiment in article["experiments"].items():
+        if not experiment.get("enabled", True):
+            continue
+        try:
+            seen.update(dict.fromkeys(experiment_runs(experiment, article["datasets"])))
+        except ValueError as exc:
+            raise ValueError(f"experiment {name!r}: {exc}") from None
+    return list(seen)
+
+
+def dataset_folder(dataset: dict) -> str:
+    """nnU-Net's dataset folder name, e.g. ``Dataset004_Hippocampus``."""
+    return f"Dataset{dataset['dataset_id']:03d}_{dataset['name']}"

@@ -1,0 +1,38 @@
+# Training of every run of the article's grid: one nnUNetv2_train job per run, on one GPU.
+# A job re-submitted after preemption or a time limit resumes from nnU-Net's checkpoint (--c); the
+# declared outputs are nnU-Net's validation summary and pgps's summary, so a failed or interrupted
+# job leaves no output that looks finished, and never touches another fold's.
+
+wildcard_constraints:
+    results_dir="results(_seed[0-9]+)?",
+    plans="nnUNet[A-Za-z0-9]*Plans",
+    configuration="3d_[a-z]+",
+
+
+rule train:
+    input:
+        article_train_input,
+    output:
+        validation=f"{ARTICLE_NNUNET}/{{results_dir}}/{{folder}}/{{trainer}}__{{plans}}__{{configuration}}/fold_{{fold}}/validation/summary.json",
+        summary=f"{ARTICLE_NNUNET}/{{results_dir}}/{{folder}}/{{trainer}}__{{plans}}__{{configuration}}/fold_{{fold}}/pgps_summary.json",
+    log:
+        f"{RESULTS}/logs/train/{{results_dir}}/{{folder}}/{{trainer}}__{{plans}}__{{configuration}}_fold{{fold}}.log",
+    params:
+        env=article_train_env,
+        dataset_id=lambda wildcards: article_dataset(wildcards.folder)["dataset_id"],
+        device=ARTICLE["device"],
+        # pin to one free GPU of this machine (local-gpu profile); under SLURM the job's GPU is its only one
+        gpu=f"python -m pgps gpu-slot --slots {config['gpu_slots']} --" if config["gpu_slots"] else "",
+    threads: 12  # nnU-Net's augmentation workers (nnUNet_n_proc_DA)
+    resources:
+        gpu=1,
+        mem_mb=64000,
+        runtime=article_train_minutes,
+    conda:
+        "../../envs/pgps.yaml"
+    shell:
+        "({params.env}"
+        " resume=$([ -f $(dirname {output.summary:q})/checkpoint_latest.pth ]"
+        " || [ -f $(dirname {output.summary:q})/checkpoint_final.pth ] && echo --c || true);"
+        " {params.gpu} nnUNetv2_train {params.dataset_id} {wildcards.configuration} {wildcards.fold}"
+        " -tr {wildcards.trainer} -p {wildcards.plans} -device {params.device} $resume) >> {log:q} 2>&1"
