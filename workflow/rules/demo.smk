@@ -88,7 +88,7 @@ rule demo_collect:
     params:
         runs=demo_runs(),
     conda:
-        "../../envs/pgps.yaml"
+        "../../envs/report.yaml"
     script:
         "../scripts/collect_demo.py"
 
@@ -110,6 +110,6 @@ rule demo_render:
         runs=demo_runs(),
         datasets=list(DEMO["datasets"]),
     conda:
-        "../../envs/pgps.yaml"
+        "../../envs/report.yaml"
     script:
         "../scripts/render_demo.py"

@@ -15,7 +15,7 @@ rule manifest:
     params:
         runs=lambda wildcards: article_manifest(wildcards.scope),
     conda:
-        "../../envs/pgps.yaml"
+        "../../envs/report.yaml"
     script:
         "../scripts/write_manifest.py"
 
@@ -54,7 +54,7 @@ rule collect:
         ),
         out=lambda wildcards, output: os.path.dirname(output.results),
     conda:
-        "../../envs/pgps.yaml"
+        "../../envs/report.yaml"
     shell:
         "python -m pgps collect --runs {input.runs:q} {params.characteristics} --out {params.out:q} 2> {log:q}"
 
@@ -76,6 +76,6 @@ for scope, figures in [("all", PAPER_FIGURES), ("finished", f"{RESULTS}/partial_
             results=lambda wildcards, input: os.path.dirname(input.results),
             out=lambda wildcards, output: os.path.dirname(output[0]),
         conda:
-            "../../envs/pgps.yaml"
+            "../../envs/report.yaml"
         shell:
             "python -m pgps report --results {params.results:q} --out {params.out:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule schedule:
         epochs=SCHEDULES["epochs"],
         iterations_per_epoch=SCHEDULES["iterations_per_epoch"],
     conda:
-        "../../envs/pgps.yaml"
+        "../../envs/report.yaml"
     shell:
         "python -m pgps schedule --mode {wildcards.mode:q}"
         " --patch-size {params.patch_size} --steps {params.steps} --batch-size {params.batch_size}"
@@ -45,6 +45,6 @@ rule render_schedules:
         datasets=list(SCHEDULES["datasets"]),
         modes=SCHEDULES["modes"],
     conda:
-        "../../envs/pgps.yaml"
+        "../../envs/report.yaml"
     script:
         "../scripts/render_schedules.py"
