@@ -287,6 +287,73 @@ def _run_gpu_slot(args: argparse.Namespace) -> int:
     return run_on_free_gpu(command, args.slots, Path(args.lock_dir) if args.lock_dir else None)
 
 
+def _convert_parser(sub: argparse._SubParsersAction) -> None:
+    from pgps.nnunet.convert import FORMATS  # standard library and numpy only
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a published dataset (archive or folder) to nnU-Net v2's raw format",
+        description="Convert SOURCE (the publisher's archive or its extracted folder) to RAW/DatasetXXX_NAME and "
+        "print that folder. nnU-Net's own converters are used where they exist (MSD, KiTS23, AMOS22 task 2, "
+        "ToothFairy2). The dataset is written to a hidden folder and renamed into place at the end.",
+        epilog="expected layouts:\n"
+        + "\n".join(f"  {f.name}: {f.layout}.\n    Get it: {f.obtain}" for f in FORMATS.values()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--format", required=True, choices=list(FORMATS), help="source format")
+    p.add_argument("--source", required=True, metavar="PATH", help="archive (.tar, .tar.gz, .zip) or folder")
+    p.add_argument("--raw", required=True, metavar="DIR", help="nnU-Net raw folder to write into (e.g. $nnUNet_raw)")
+    p.add_argument("--dataset-id", required=True, type=int, metavar="ID", help="nnU-Net dataset id, 1..999")
+    p.add_argument("--name", required=True, help="dataset name (folder DatasetXXX_NAME)")
+    p.add_argument("--workers", type=int, default=1, help="processes converting cases in parallel (default: 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal; else lines)"
+    )
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from pgps.nnunet.convert import convert_dataset
+
+    path = convert_dataset(
+        args.format,
+        args.source,
+        args.raw,
+        args.dataset_id,
+        args.name,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=args.progress,
+    )
+    print(path)
+    return 0
+
+
+def _download_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "download",
+        help="download a public dataset archive (resumable, md5-checked)",
+        description="Download URL to OUT (a file, or an existing folder to put the URL's file name in) and print "
+        "the file. Bytes go to OUT.part, which a later run resumes (HTTP Range); OUT appears only when complete and "
+        "its md5 matches. An existing OUT is kept.",
+    )
+    p.add_argument("url", help="http(s):// or file:// URL")
+    p.add_argument("out", help="output file (or folder)")
+    p.add_argument("--md5", metavar="HEX", help="expected MD5 (32 hex digits)")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal; else lines)"
+    )
+    p.set_defaults(func=_run_download)
+
+
+def _run_download(args: argparse.Namespace) -> int:
+    from pgps.nnunet.convert import download
+
+    print(download(args.url, args.out, md5=args.md5, progress=args.progress))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -295,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     _synth_parser(sub)
     _light_plans_parser(sub)
     _gpu_slot_parser(sub)
+    _convert_parser(sub)
+    _download_parser(sub)
     return parser
 
 

@@ -49,4 +49,4 @@ rule convert:
         "if [ -n {params.missing:q} ]; then echo {params.missing:q} >&2; exit 1; fi;"
         # written into a temporary folder and renamed at the end: an interrupted conversion leaves nothing
         " python -m pgps convert --format {params.format} --source {params.source:q} --raw {params.raw:q}"
-        " --dataset-id {params.dataset_id} --name {params.name} --overwrite > {log:q} 2>&1"
+        " --dataset-id {params.dataset_id} --name {params.name} --workers {threads} --overwrite > {log:q} 2>&1"
