@@ -148,6 +148,14 @@ def article_raw_path(folder):
     ).strip()
 
 
+def article_missing_data(folder):
+    """A shell prefix that stops a conversion job with instructions when the dataset has no data."""
+    import shlex
+
+    message = article_raw_path(folder)[1]
+    return f"echo {shlex.quote(message)} >&2; exit 1;" if message else ""
+
+
 def article_grid_datasets():
     """The datasets the enabled experiments train on (key -> config entry), in config order."""
     used = {run.dataset for run in ARTICLE_RUNS}
@@ -187,6 +195,7 @@ def article_train_env(wildcards, threads):
         for name, value, default in [
             ("PGPS_EPOCHS", ARTICLE["epochs"], 1000),
             ("PGPS_ITERATIONS_PER_EPOCH", ARTICLE["iterations_per_epoch"], 250),
+            ("PGPS_VAL_ITERATIONS", ARTICLE["val_iterations"], 50),
         ]
         if value != default
     )

@@ -30,11 +30,14 @@ rule convert:
         article_source,
     output:
         f"{ARTICLE_NNUNET}/raw/{{folder}}/dataset.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/convert/{{folder}}.tsv",
     log:
         f"{RESULTS}/logs/convert/{{folder}}.log",
     params:
         source=lambda wildcards, input: input[0] if input else article_raw_path(wildcards.folder)[0],
-        missing=lambda wildcards, input: "" if input else article_raw_path(wildcards.folder)[1],
+        # a dataset without data stops here with instructions
+        missing=lambda wildcards, input: "" if input else article_missing_data(wildcards.folder),
         format=lambda wildcards: article_dataset(wildcards.folder)["format"],
         dataset_id=lambda wildcards: article_dataset(wildcards.folder)["dataset_id"],
         name=lambda wildcards: article_dataset(wildcards.folder)["name"],
@@ -46,7 +49,7 @@ rule convert:
     conda:
         "../../envs/pgps.yaml"
     shell:
-        "if [ -n {params.missing:q} ]; then echo {params.missing:q} >&2; exit 1; fi;"
+        "{params.missing}"
         # written into a temporary folder and renamed at the end: an interrupted conversion leaves nothing
         " python -m pgps convert --format {params.format} --source {params.source:q} --raw {params.raw:q}"
         " --dataset-id {params.dataset_id} --name {params.name} --workers {threads} --overwrite > {log:q} 2>&1"

@@ -8,6 +8,8 @@ rule preprocess:
         f"{ARTICLE_NNUNET}/raw/{{folder}}/dataset.json",
     output:
         f"{ARTICLE_NNUNET}/preprocessed/{{folder}}/nnUNetPlans.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/preprocess/{{folder}}.tsv",
     log:
         f"{RESULTS}/logs/preprocess/{{folder}}.log",
     params:

@@ -15,6 +15,8 @@ rule train:
     output:
         validation=f"{ARTICLE_NNUNET}/{{results_dir}}/{{folder}}/{{trainer}}__{{plans}}__{{configuration}}/fold_{{fold}}/validation/summary.json",
         summary=f"{ARTICLE_NNUNET}/{{results_dir}}/{{folder}}/{{trainer}}__{{plans}}__{{configuration}}/fold_{{fold}}/pgps_summary.json",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{results_dir}}/{{folder}}/{{trainer}}__{{plans}}__{{configuration}}_fold{{fold}}.tsv",
     log:
         f"{RESULTS}/logs/train/{{results_dir}}/{{folder}}/{{trainer}}__{{plans}}__{{configuration}}_fold{{fold}}.log",
     params:
