@@ -20,6 +20,9 @@ config.setdefault("article", {})
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/schedules.smk"
 include: "workflow/rules/demo.smk"
@@ -38,8 +41,6 @@ localrules:
     download,
     manifest,
     collect,
-    render_all,
-    render_finished,
 
 
 rule all:
@@ -53,5 +54,4 @@ rule all:
 rule article_partial:
     """Collect and render what the article's grid has finished so far (no training)."""
     input:
-        f"{RESULTS}/collected_finished/results.csv",
-        f"{RESULTS}/partial_figures/report_finished.done",
+        study_outputs("finished") if ARTICLE["enabled"] else [],

@@ -354,6 +354,72 @@ def _run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_command(name: str):
+    """The ``pgps.report.commands`` function ``name``, imported only when it runs (pandas, matplotlib)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from pgps.report import commands
+
+        return getattr(commands, name)(args)
+
+    return run
+
+
+def _collect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "collect",
+        help="collect the runs of a manifest into one results folder (tables and figures render from it)",
+        description="Read each run's fold folder (nnU-Net's validation/summary.json, pgps_summary.json, "
+        "pgps_telemetry.csv) listed in a run manifest and write OUT/results.csv (one row per run), OUT/epochs.csv "
+        "(per-epoch telemetry), OUT/schedules.json and, if given, OUT/characteristics.csv. A run that has not "
+        "written a file yet gets missing values, never invented ones.",
+    )
+    p.add_argument(
+        "--runs", required=True, metavar="CSV",
+        help="run manifest: dataset, backbone, mode, sampler, mirroring, length, fold, seed, trainer, plans, "
+        "configuration, fold_dir",
+    )  # fmt: skip
+    p.add_argument("--characteristics", metavar="CSV", help="task characteristics (pgps characteristics) to copy")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder to write")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=_report_command("collect"))
+
+
+def _characteristics_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "characteristics",
+        help="task characteristics of nnU-Net preprocessed datasets (classes, size, coverage, imbalance)",
+        description="Compute per dataset the article's four task characteristics (Section 3.3) from its nnU-Net "
+        "preprocessed folder: number of foreground classes, training set size, patch-to-volume coverage "
+        "(numel(P_max) / numel(median shape)) and the voxel share of the least frequent foreground class "
+        "(see pgps.report.characteristics).",
+    )
+    p.add_argument(
+        "--dataset", nargs="+", required=True, metavar="NAME=DIR",
+        help="dataset name and its nnU-Net preprocessed folder (with dataset.json and the plans)",
+    )  # fmt: skip
+    p.add_argument("--plans", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
+    p.add_argument("--configuration", default="3d_fullres", help="configuration (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="CSV", help="CSV to write")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=_report_command("characteristics"))
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="render every table and figure of the article from a results folder, beside the published values",
+        description="Render Tables 1, 2, 3, A.4, B.5, D.7, D.8, D.9, the statistics, and Figures 2, 3, 4, 5, A.6 "
+        "(CSV/Markdown/LaTeX, PNG/PDF) from a `pgps collect` folder, with ours-vs-published views in OUT/compare. "
+        "Every output file is always written; missing runs show as gaps. --list-outputs prints the fixed list.",
+    )
+    p.add_argument("--results", metavar="DIR", help="results folder written by pgps collect")
+    p.add_argument("--out", metavar="DIR", help="folder to render into")
+    p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped with pgps)")
+    p.add_argument("--list-outputs", action="store_true", help="print the output paths (relative to --out) and exit")
+    p.set_defaults(func=_report_command("report"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -364,6 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     _gpu_slot_parser(sub)
     _convert_parser(sub)
     _download_parser(sub)
+    _collect_parser(sub)
+    _characteristics_parser(sub)
+    _report_parser(sub)
     return parser
 
 

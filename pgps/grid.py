@@ -176,3 +176,32 @@ def grid_runs(article: dict) -> list[Run]:
 def dataset_folder(dataset: dict) -> str:
     """nnU-Net's dataset folder name, e.g. ``Dataset004_Hippocampus``."""
     return f"Dataset{dataset['dataset_id']:03d}_{dataset['name']}"
+
+
+def factors_of_trainer(trainer: str, plans: str = "nnUNetPlans") -> dict[str, Any]:
+    """The backbone, mode, sampler, mirroring and length a pgps trainer name (and, for the ResEnc
+    presets, the plans identifier) encode: the inverse of :attr:`Run.trainer` and :attr:`Run.plans`,
+    e.g. ``nnUNetTrainer_PGPS_Performance_NoMirroring_10pct``."""
+    prefix = "nnUNetTrainer_PGPS_"
+    if not trainer.startswith(prefix):
+        raise ValueError(f"{trainer!r} is not a pgps trainer (they start with {prefix})")
+    parts = trainer[len(prefix) :].split("_")
+    backbone = next((b for b in RESENC_PLANNERS if BACKBONES[b][0] == plans), "unet")
+    for name, (_, _, infix) in BACKBONES.items():
+        if infix and parts[0] == infix.rstrip("_"):
+            backbone, parts = name, parts[1:]
+    modes = {v: k for k, v in MODE_TRAINERS.items()}
+    samplers = {v: k for k, v in SAMPLER_TRAINERS.items()}
+    if not parts or parts[0] not in modes:
+        raise ValueError(f"{trainer!r}: no curriculum mode in its name (one of {', '.join(modes)})")
+    found = {"backbone": backbone, "mode": modes[parts[0]], "sampler": "default", "mirroring": True, "length": 100}
+    for part in parts[1:]:
+        if part in samplers:
+            found["sampler"] = samplers[part]
+        elif part == "NoMirroring":
+            found["mirroring"] = False
+        elif part.endswith("pct") and part[:-3].isdigit():
+            found["length"] = int(part[:-3])
+        else:
+            raise ValueError(f"{trainer!r}: unknown part {part!r}")
+    return found

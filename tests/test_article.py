@@ -371,3 +371,13 @@ def test_gpu_slot_runs_the_command_on_its_gpu(tmp_path):
     assert gpu_slot.visible_device(1, None) == "1"
     with pytest.raises(ValueError, match="lists only 2 devices"):
         gpu_slot.visible_device(2, "4,7")
+
+
+def test_trainer_names_decode_to_their_factors(article_config):
+    from pgps.grid import factors_of_trainer
+
+    for run in grid_runs(_validated(article_config)["article"]):
+        factors = factors_of_trainer(run.trainer, run.plans)
+        assert Run(run.dataset, **factors, fold=run.fold, seed=run.seed) == run
+    with pytest.raises(ValueError, match="not a pgps trainer"):
+        factors_of_trainer("nnUNetTrainer")

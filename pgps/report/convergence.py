@@ -1,32 +1,13 @@
-"""Convergence over training from the telemetry: pseudo Dice against epochs and iterated voxels."""
+"""Convergence over training from the telemetry: nnU-Net's smoothing of the per-epoch pseudo Dice."""
 
 from __future__ import annotations
 
 import pandas as pd
-from matplotlib.figure import Figure
 
-from pgps.report.style import ordered, strategy
+PSEUDO_DICE_EMA = 0.1
+"""Smoothing of nnU-Net's pseudo Dice (its own progress plot uses this exponential moving average)."""
 
 
-def plot_convergence(telemetry: dict[str, pd.DataFrame], title: str) -> Figure:
-    """``telemetry``: mode -> the run's ``pgps_telemetry.csv`` as a frame.
-
-    Left: nnU-Net's pseudo Dice (validation patches at ``P_max``) per epoch; right: the same
-    against cumulative iterated voxels, the article's FLOP proxy.
-    """
-    fig = Figure(figsize=(7.2, 3.0), layout="constrained")
-    by_epoch, by_voxels = fig.subplots(1, 2, sharey=True)
-    for mode in ordered(telemetry):
-        df = telemetry[mode]
-        style = strategy(mode).line_kwargs()
-        smooth = df["pseudo_dice"].ewm(alpha=0.1).mean()  # nnU-Net's EMA of the pseudo Dice
-        by_epoch.plot(df["epoch"], smooth, **style)
-        by_voxels.plot(df["iterated_voxels"].cumsum() / 1e9, smooth, **{**style, "label": None})
-    by_epoch.set_xlabel("training epoch")
-    by_epoch.set_ylabel("pseudo Dice (EMA) at $P_{max}$")
-    by_voxels.set_xlabel("iterated voxels [$10^9$]")
-    for ax in (by_epoch, by_voxels):
-        ax.grid(alpha=0.3)
-    by_epoch.legend(loc="lower right")
-    fig.suptitle(title)
-    return fig
+def smooth_pseudo_dice(pseudo_dice: pd.Series) -> pd.Series:
+    """nnU-Net's exponential moving average of the per-epoch pseudo Dice."""
+    return pseudo_dice.ewm(alpha=PSEUDO_DICE_EMA).mean()

@@ -1,14 +1,15 @@
-"""Figure 2 (right-hand panel): patch size, batch size and input tensor size over training.
+"""Figure 2 (right-hand panel): patch size, batch size, input tensor size and FG balance over training.
 
 One panel per dataset compares the strategies (CPS, PGPS-Efficiency, PGPS-Performance, ...)
 from their schedule summaries (``pgps schedule --json``): each quantity is a step function of
-the training epoch, one step per curriculum stage.
+the training epoch, one step per curriculum stage. Given measured telemetry, a fourth axis shows
+the foreground-voxel share of the training batches per epoch.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
@@ -44,13 +45,19 @@ def _legend_label(mode: str, summary: Summary) -> str:
     return f"{label} (FLOPs {float(summary['relative_voxels']):.0%} of CPS)"
 
 
-def plot_schedule_panel(schedules: Mapping[str, Summary], title: str) -> Figure:
+def plot_schedule_panel(
+    schedules: Mapping[str, Summary],
+    title: str,
+    foreground: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+) -> Figure:
     """Patch size, batch size and input tensor size over the training epochs, per strategy.
 
     ``schedules`` maps a mode (``pgps.MODES`` key) to its CLI summary; all must share P_max,
     b_base and the number of epochs. Patch size is shown as a share of numel(P_max), batch size
     on a log axis, the input tensor as b x numel(P) voxels per channel. RPSS, which draws a
     stage per iteration, is drawn as its range (band) and mean over stages (line).
+    ``foreground`` (optional) maps a mode to measured ``(epochs, foreground-voxel share [0-1])``
+    and adds a fourth axis with them (the article's FG balance).
     """
     if not schedules:
         raise ValueError("plot_schedule_panel needs at least one schedule")
@@ -70,9 +77,10 @@ def plot_schedule_panel(schedules: Mapping[str, Summary], title: str) -> Figure:
     ]
 
     with matplotlib.rc_context(style.RC):
-        fig = Figure(figsize=(6.3, 6.6), layout="constrained")
-        axes = fig.subplots(len(quantities), 1, sharex=True)
-        for ax, (ylabel, value) in zip(axes, quantities, strict=True):
+        rows = len(quantities) + bool(foreground)
+        fig = Figure(figsize=(6.3, 2.2 * rows), layout="constrained")
+        axes = fig.subplots(rows, 1, sharex=True)
+        for ax, (ylabel, value) in zip(axes, quantities, strict=False):
             for mode in modes:
                 summary = schedules[mode]
                 kwargs = style.strategy(mode).line_kwargs()
@@ -85,7 +93,14 @@ def plot_schedule_panel(schedules: Mapping[str, Summary], title: str) -> Figure:
                     x, y = step_curve(summary, value)
                     ax.plot(x, y, drawstyle="steps-post", **kwargs)
             ax.set_ylabel(ylabel)
-        patch_ax, batch_ax, tensor_ax = axes
+        patch_ax, batch_ax, tensor_ax = axes[:3]
+        if foreground:
+            fg_ax = axes[3]
+            for mode in style.ordered(foreground):
+                x, y = foreground[mode]
+                fg_ax.plot(list(x), [100 * v for v in y], **{**style.strategy(mode).line_kwargs(), "label": None})
+            fg_ax.set_ylabel("foreground voxels\n[% of batch, measured]")
+            fg_ax.set_ylim(bottom=0)
         patch_ax.set_ylim(0, 105)
         batch_ax.set_yscale("log")
         batch_ax.yaxis.set_major_locator(LogLocator(base=10))
@@ -95,8 +110,8 @@ def plot_schedule_panel(schedules: Mapping[str, Summary], title: str) -> Figure:
         batch_ax.set_ylim(min(lo, 1), max(hi, 10))
         tensor_ax.set_ylim(bottom=0)
         tensor_ax.yaxis.set_major_formatter(EngFormatter(sep="\N{THIN SPACE}"))
-        tensor_ax.set_xlim(0, epochs)
-        tensor_ax.set_xlabel("training epoch")
+        axes[-1].set_xlim(0, epochs)
+        axes[-1].set_xlabel("training epoch")
         handles, labels = patch_ax.get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3), frameon=False)
         fig.suptitle(title)

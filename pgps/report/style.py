@@ -54,6 +54,40 @@ ORDER: tuple[str, ...] = tuple(STRATEGIES)
 """Order of strategies in legends and tables: baseline first."""
 
 
+SAMPLERS: dict[str, Strategy] = {
+    name: dataclasses.replace(STRATEGIES["performance"], label=f"PGPS-Performance, {label}", linestyle=line)
+    for name, label, line in (
+        ("split_crop", "Split-Crop", "-"),
+        ("single_crop", "Single-Crop", "--"),
+        ("multi_crop", "Multi-Crop", ":"),
+        ("single_volume", "Single-Volume", "-."),
+    )
+}
+"""PGPS-Performance's batch constructions (Figure A.6): the strategy's colour, one line style each."""
+
+HATCHES: dict[str, str] = {"split_crop": "", "single_crop": "//", "multi_crop": "..", "single_volume": "xx"}
+"""Bar hatches of the batch constructions (same colour, told apart in greyscale print too)."""
+
+PUBLISHED_MARKER: dict = {
+    "marker": "D",
+    "markerfacecolor": "none",
+    "markeredgecolor": "black",
+    "markeredgewidth": 1.0,
+    "markersize": 5,
+    "linestyle": "none",
+    "zorder": 5,
+}
+"""How the article's published values are overlaid on our figures (hollow black diamonds)."""
+
+
+def draw_gap(ax, text: str) -> None:
+    """Write ``text`` in the middle of ``ax``: the explicit gap of a figure without runs."""
+    ax.text(
+        0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes, fontsize=8, color="0.25",
+        bbox={"boxstyle": "round", "facecolor": "0.95", "edgecolor": "0.6"},
+    )  # fmt: skip
+
+
 def strategy(mode: str) -> Strategy:
     """The style of ``mode``; a clear error for an unknown one."""
     try:

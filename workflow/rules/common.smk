@@ -67,20 +67,33 @@ def demo_runs():
     ]
 
 
+def demo_manifest():
+    """Run manifest rows of the demo (pgps collect --runs)."""
+    return [
+        {"dataset": d, **factors_of_trainer(t), "fold": f, "seed": DEMO["seed"], "trainer": t,
+         "plans": "nnUNetPlans", "configuration": DEMO["configuration"], "fold_dir": folder}
+        for d, t, f, folder in demo_runs()
+    ]  # fmt: skip
+
+
 def demo_targets():
     if not DEMO["enabled"] or not DEMO["datasets"]:
         return []
-    return [
-        f"{PAPER_FIGURES}/demo/table1.csv",
-        f"{PAPER_FIGURES}/demo/table1.md",
-        *expand(f"{PAPER_FIGURES}/demo/convergence_{{dataset}}.{{ext}}", dataset=DEMO["datasets"], ext=["png", "pdf"]),
-    ]
+    return study_outputs("demo")
 
 
 # -- the article's experiment grid (workflow/rules/{datasets,preprocess,train,report}.smk) --
 
 sys.path.insert(0, workflow.basedir)  # this checkout's pgps, also when it is not installed
-from pgps.grid import BACKBONES, RESENC_PLANNERS, TRANSFORMER_PLANS, TRANSFORMERS, dataset_folder, grid_runs  # noqa: E402
+from pgps.grid import (  # noqa: E402
+    BACKBONES,
+    TRANSFORMER_PLANS,
+    TRANSFORMERS,
+    dataset_folder,
+    factors_of_trainer,
+    grid_runs,
+)
+from pgps.report.outputs import OUTPUTS as REPORT_OUTPUTS  # noqa: E402 (light: no pandas/matplotlib)
 
 ARTICLE = config["article"]
 ARTICLE_NNUNET = os.path.abspath(ARTICLE["nnunet_dir"])
@@ -130,9 +143,7 @@ def article_train_minutes(wildcards):
 
 
 def article_targets():
-    if not ARTICLE["enabled"]:
-        return []
-    return [f"{RESULTS}/collected_all/results.csv", f"{PAPER_FIGURES}/report_all.done"]
+    return study_outputs("all") if ARTICLE["enabled"] else []
 
 
 def article_raw_path(folder):
@@ -203,3 +214,51 @@ def article_train_env(wildcards, threads):
         f"{article_nnunet_env(wildcards.results_dir)} export nnUNet_n_proc_DA={threads}"
         f" nnUNet_def_n_proc={threads} PGPS_SEED={seed}{short};"
     )
+
+
+# -- collection and rendering (workflow/rules/report.smk): one "study" per run manifest --
+# demo: the embedded default's runs; all: every run of the article's grid; finished: the grid's
+# runs finished so far (target article_partial).
+
+STUDY_FIGURES = {"demo": f"{PAPER_FIGURES}/demo", "all": PAPER_FIGURES, "finished": f"{RESULTS}/partial_figures"}
+
+
+def studies():
+    enabled = ["demo"] if DEMO["enabled"] and DEMO["datasets"] else []
+    return enabled + (["all", "finished"] if ARTICLE["enabled"] else [])
+
+
+def study_manifest(study):
+    return demo_manifest() if study == "demo" else article_manifest(study)
+
+
+def study_finished(study):
+    """The validation summaries a collection waits for."""
+    if study == "demo":
+        return [os.path.join(folder, "validation", "summary.json") for *_, folder in demo_runs()]
+    return article_finished(study)
+
+
+def study_preprocessed(study):
+    """Dataset key -> nnU-Net preprocessed folder, for the task characteristics (none for partial results)."""
+    if study == "demo":
+        return {d: f"{NNUNET}/preprocessed/{demo_name(d)}" for d in DEMO["datasets"]}
+    if study == "all":
+        return {k: f"{ARTICLE_NNUNET}/preprocessed/{dataset_folder(d)}" for k, d in article_grid_datasets().items()}
+    return {}
+
+
+def study_outputs(study):
+    """Every file pgps report writes for a study."""
+    return [f"{STUDY_FIGURES[study]}/{name}" for name in REPORT_OUTPUTS]
+
+
+def report_item(study, name):
+    """A rendered file, flagged for `snakemake --report` when it is a figure or a table's CSV."""
+    path = f"{STUDY_FIGURES[study]}/{name}"
+    if name.startswith("figures/") and name.endswith(".png"):
+        return report(path, category=f"{study}: figures", caption="../report/figure.rst")
+    if name.startswith(("tables/", "compare/")) and name.endswith(".csv"):
+        kind = "ours vs published" if name.startswith("compare/") else "tables"
+        return report(path, category=f"{study}: {kind}", caption="../report/table.rst")
+    return path

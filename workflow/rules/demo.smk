@@ -1,5 +1,5 @@
 # The embedded default's training run: synthesize -> plan/preprocess (+ light CPU configuration)
-# -> train every trainer x fold with nnU-Net -> collect -> Table-1-style table + convergence figure.
+# -> train every trainer x fold with nnU-Net; workflow/rules/report.smk collects and renders (study "demo").
 # All nnU-Net work goes through its own CLI; the curriculum is nnUNet_extTrainer's pgps trainers.
 
 wildcard_constraints:
@@ -74,42 +74,3 @@ rule demo_train:
         " nnUNetv2_train {wildcards.id} {params.configuration} {wildcards.fold} -tr {wildcards.trainer} -device cpu"
         # nnU-Net's epoch lines go to the console (progress) and to the log
         " $resume) 2>&1 | tee {log:q}"
-
-
-rule demo_collect:
-    input:
-        runs=[os.path.join(folder, "validation", "summary.json") for *_, folder in demo_runs()],
-    output:
-        f"{RESULTS}/demo/results.csv",
-    benchmark:
-        f"{RESULTS}/benchmarks/demo/collect.tsv",
-    log:
-        f"{RESULTS}/logs/demo/collect.log",
-    params:
-        runs=demo_runs(),
-    conda:
-        "../../envs/report.yaml"
-    script:
-        "../scripts/collect_demo.py"
-
-
-rule demo_render:
-    input:
-        results=f"{RESULTS}/demo/results.csv",
-        code=REPORT_CODE,
-    output:
-        table=f"{PAPER_FIGURES}/demo/table1.csv",
-        markdown=f"{PAPER_FIGURES}/demo/table1.md",
-        png=expand(f"{PAPER_FIGURES}/demo/convergence_{{dataset}}.png", dataset=DEMO["datasets"]),
-        pdf=expand(f"{PAPER_FIGURES}/demo/convergence_{{dataset}}.pdf", dataset=DEMO["datasets"]),
-    benchmark:
-        f"{RESULTS}/benchmarks/demo/render.tsv",
-    log:
-        f"{RESULTS}/logs/demo/render.log",
-    params:
-        runs=demo_runs(),
-        datasets=list(DEMO["datasets"]),
-    conda:
-        "../../envs/report.yaml"
-    script:
-        "../scripts/render_demo.py"

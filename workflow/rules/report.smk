@@ -1,19 +1,20 @@
-# The article's runs -> one tidy results table (collected once) -> every table and figure.
-# Render rules read only the collected tables and pgps's published-value files, never checkpoints.
-# Scope "all" waits for every run of the grid; scope "finished" (target `article_partial`) collects
-# whatever has finished so far, so a reviewer with partial results gets partial tables.
+# Runs -> one tidy results table (collected once per study) -> every table and figure of the article.
+# Render rules read only the collected folder and pgps's published-value files, never checkpoints,
+# so everything re-renders in seconds. Studies (workflow/rules/common.smk): "demo" (the embedded
+# default), "all" (the article's grid; waits for every run) and "finished" (target article_partial:
+# whatever has finished so far, so a reviewer with partial results gets partial tables).
 
 wildcard_constraints:
-    scope="all|finished",
+    study="demo|all|finished",
 
 
 rule manifest:
     output:
-        f"{RESULTS}/collected_{{scope}}/runs.csv",
+        f"{RESULTS}/collected_{{study}}/runs.csv",
     log:
-        f"{RESULTS}/logs/manifest_{{scope}}.log",
+        f"{RESULTS}/logs/manifest_{{study}}.log",
     params:
-        runs=lambda wildcards: article_manifest(wildcards.scope),
+        runs=lambda wildcards: study_manifest(wildcards.study),
     conda:
         "../../envs/report.yaml"
     script:
@@ -22,15 +23,13 @@ rule manifest:
 
 rule characteristics:
     input:
-        [f"{ARTICLE_NNUNET}/preprocessed/{dataset_folder(d)}/nnUNetPlans.json" for d in article_grid_datasets().values()],
+        lambda wildcards: [f"{folder}/nnUNetPlans.json" for folder in study_preprocessed(wildcards.study).values()],
     output:
-        f"{RESULTS}/characteristics.csv",
+        f"{RESULTS}/characteristics_{{study}}.csv",
     log:
-        f"{RESULTS}/logs/characteristics.log",
+        f"{RESULTS}/logs/characteristics_{{study}}.log",
     params:
-        datasets=" ".join(
-            f"{key}={ARTICLE_NNUNET}/preprocessed/{dataset_folder(d)}" for key, d in article_grid_datasets().items()
-        ),
+        datasets=lambda wildcards: " ".join(f"{k}={v}" for k, v in study_preprocessed(wildcards.study).items()),
     conda:
         "../../envs/pgps.yaml"
     shell:
@@ -40,14 +39,17 @@ rule characteristics:
 
 rule collect:
     input:
-        runs=f"{RESULTS}/collected_{{scope}}/runs.csv",
-        finished=lambda wildcards: article_finished(wildcards.scope),
-        characteristics=lambda wildcards: [] if wildcards.scope == "finished" else f"{RESULTS}/characteristics.csv",
+        runs=f"{RESULTS}/collected_{{study}}/runs.csv",
+        finished=lambda wildcards: study_finished(wildcards.study),
+        characteristics=lambda wildcards: (
+            f"{RESULTS}/characteristics_{wildcards.study}.csv" if study_preprocessed(wildcards.study) else []
+        ),
     output:
-        results=f"{RESULTS}/collected_{{scope}}/results.csv",
-        epochs=f"{RESULTS}/collected_{{scope}}/epochs.csv",
+        results=f"{RESULTS}/collected_{{study}}/results.csv",
+        epochs=f"{RESULTS}/collected_{{study}}/epochs.csv",
+        schedules=f"{RESULTS}/collected_{{study}}/schedules.json",
     log:
-        f"{RESULTS}/logs/collect_{{scope}}.log",
+        f"{RESULTS}/logs/collect_{{study}}.log",
     params:
         characteristics=lambda wildcards, input: (
             f"--characteristics {input.characteristics}" if input.characteristics else ""
@@ -59,22 +61,24 @@ rule collect:
         "python -m pgps collect --runs {input.runs:q} {params.characteristics} --out {params.out:q} 2> {log:q}"
 
 
-for scope, figures in [("all", PAPER_FIGURES), ("finished", f"{RESULTS}/partial_figures")]:
+for _study in studies():
 
     rule:
         name:
-            f"render_{scope}"
+            f"render_{_study}"
+        localrule: True
         input:
-            results=f"{RESULTS}/collected_{scope}/results.csv",
-            epochs=f"{RESULTS}/collected_{scope}/epochs.csv",
+            results=f"{RESULTS}/collected_{_study}/results.csv",
+            epochs=f"{RESULTS}/collected_{_study}/epochs.csv",
+            schedules=f"{RESULTS}/collected_{_study}/schedules.json",
             code=REPORT_CODE,
         output:
-            touch(f"{figures}/report_{scope}.done"),
+            [report_item(_study, name) for name in REPORT_OUTPUTS],
         log:
-            f"{RESULTS}/logs/render_{scope}.log",
+            f"{RESULTS}/logs/render_{_study}.log",
         params:
             results=lambda wildcards, input: os.path.dirname(input.results),
-            out=lambda wildcards, output: os.path.dirname(output[0]),
+            out=lambda wildcards, output: os.path.dirname(output[-1]),  # report.md
         conda:
             "../../envs/report.yaml"
         shell:

@@ -1,0 +1,71 @@
+"""What ``pgps collect``, ``pgps characteristics`` and ``pgps report`` do (parsers in :mod:`pgps.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from pgps.io import atomic_write_text
+
+
+def collect(args: argparse.Namespace) -> int:
+    """Read every fold folder of the run manifest into the results folder."""
+    from pgps.report.results import collect as collect_runs
+    from pgps.report.results import read_manifest, write_results
+
+    manifest = read_manifest(args.runs)
+    characteristics = pd.read_csv(args.characteristics) if args.characteristics else None
+    results, epochs, schedules = collect_runs(manifest, progress=None if args.quiet else sys.stderr)
+    paths = write_results(args.out, results, epochs, schedules, characteristics)
+    status = results["status"].value_counts().to_dict()
+    print(
+        f"{len(results)} runs ({', '.join(f'{n} {s}' for s, n in sorted(status.items())) or 'none'}), "
+        f"{len(epochs)} epoch rows -> {', '.join(str(p) for p in paths)}"
+    )
+    return 0
+
+
+def _dataset_args(values: list[str]) -> list[tuple[str, Path]]:
+    pairs = []
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--dataset takes NAME=PREPROCESSED_DIR, got {value!r}")
+        pairs.append((name, Path(folder)))
+    return pairs
+
+
+def characteristics(args: argparse.Namespace) -> int:
+    """Task characteristics of each dataset into one CSV."""
+    from pgps.report.characteristics import COLUMNS, progress_printer, task_characteristics
+
+    rows = []
+    for name, folder in _dataset_args(args.dataset):
+        progress = None if args.quiet else progress_printer(name)
+        rows.append(task_characteristics(folder, args.plans, args.configuration, dataset=name, progress=progress))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    buf = io.StringIO()
+    table.to_csv(buf, index=False, float_format="%.10g", lineterminator="\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, buf.getvalue())
+    print(table.to_string(index=False))
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    """Render every table and figure (or list the fixed outputs)."""
+    from pgps.report.outputs import OUTPUTS
+
+    if args.list_outputs:
+        print("\n".join(OUTPUTS))
+        return 0
+    if not args.results or not args.out:
+        raise ValueError("give --results DIR and --out DIR (or --list-outputs)")
+    from pgps.report.render import render_report
+
+    render_report(args.results, args.out, args.published, log=print)
+    return 0
