@@ -381,3 +381,23 @@ def test_trainer_names_decode_to_their_factors(article_config):
         assert Run(run.dataset, **factors, fold=run.fold, seed=run.seed) == run
     with pytest.raises(ValueError, match="not a pgps trainer"):
         factors_of_trainer("nnUNetTrainer")
+
+
+def test_partial_results_render_and_make_an_html_report(tmp_path, fake_nnunet):
+    """Runs finished so far -> article_partial (collect + every table and figure) -> snakemake --report."""
+    from pgps.report import OUTPUTS
+
+    proc, _ = fake_nnunet(*_targets(tmp_path)[:2])  # two of the five runs have finished
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc, calls = fake_nnunet("article_partial")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls == []  # collecting never trains
+    figures = tmp_path / "results" / "partial_figures"
+    assert all((figures / name).is_file() for name in OUTPUTS)
+    runs = (tmp_path / "results" / "collected_finished" / "runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 2
+
+    proc, _ = fake_nnunet("article_partial", "--report", str(tmp_path / "report.html"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    assert "figure3.png" in html and "table1.csv" in html
