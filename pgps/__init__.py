@@ -14,6 +14,7 @@ from pgps.batch import (
     efficiency_batch_sizes,
     memory_batch_sizes,
     miccai_plus_batch_sizes,
+    per_sample_memory,
     performance_batch_sizes,
 )
 from pgps.cost import (
@@ -54,6 +55,7 @@ __all__ = [
     "memory_batch_sizes",
     "miccai_plus_batch_sizes",
     "numel",
+    "per_sample_memory",
     "performance_batch_sizes",
     "planned_configuration",
     "relative_voxels",

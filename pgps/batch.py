@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 
 from pgps.sizes import Size, numel
@@ -54,6 +54,36 @@ def memory_batch_sizes(
         sizes.append(max(batch_size_base, math.floor(budget / m)))
     sizes[-1] = batch_size_base
     return sizes
+
+
+def per_sample_memory(peak_memory: Mapping[int, float]) -> float:
+    """Memory one more sample costs, from the peak memory of a training step measured at batch sizes.
+
+    ``peak_memory`` maps batch size -> peak memory of one step (forward, loss, backward) above the
+    memory held before it, in any unit. With one batch size the whole peak is charged to its
+    samples (``peak / b``, conservative); with several, the least-squares slope of peak over batch
+    size, which leaves out what does not grow with the batch (gradient buffers, workspaces).
+    """
+    if not peak_memory:
+        raise ValueError("peak_memory is empty: measure at least one batch size")
+    for b, m in peak_memory.items():
+        if isinstance(b, bool) or int(b) != b or b < 1:
+            raise ValueError(f"batch sizes must be positive integers, got {b!r}")
+        if not m > 0:
+            raise ValueError(f"peak memory at batch size {b} must be positive, got {m}")
+    if len(peak_memory) == 1:
+        ((b, m),) = peak_memory.items()
+        return m / b
+    mean_b = sum(peak_memory) / len(peak_memory)
+    mean_m = sum(peak_memory.values()) / len(peak_memory)
+    slope = sum((b - mean_b) * (m - mean_m) for b, m in peak_memory.items()) / sum(
+        (b - mean_b) ** 2 for b in peak_memory
+    )
+    if slope <= 0:
+        raise ValueError(
+            f"peak memory does not grow with the batch size ({dict(peak_memory)}); measure larger batch sizes"
+        )
+    return slope
 
 
 def cap_batch_sizes(batch_sizes: Sequence[int], cap: int | None, batch_size_base: int) -> list[int]:

@@ -354,6 +354,84 @@ def _run_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backbone_plans_parser(sub: argparse._SubParsersAction) -> None:
+    from pgps.nnunet.backbone_plans import BACKBONES  # no torch or nnU-Net import
+
+    p = sub.add_parser(
+        "backbone-plans",
+        help="add UNETR/SwinUNETR configurations (P_max a multiple of their step) to an nnU-Net plans file",
+        description="Add one configuration per BACKBONE to an nnU-Net v2 plans file, inheriting SOURCE (and so its "
+        "preprocessed data, no re-preprocessing) with the backbone's architecture and a P_max that is a multiple of "
+        "its step: per axis the largest multiple not above SOURCE's patch size, at least one step. Steps: "
+        + "; ".join(f"{b.name} {b.step} ({b.step_reason})" for b in BACKBONES.values())
+        + ". Train with nnUNetv2_train DATASET NAME FOLD [-p PLANS_NAME] -tr nnUNetTrainer_PGPS_UNETR_Performance "
+        "(or _SwinUNETR_, _CPS, _Efficiency). The output file is replaced atomically.",
+    )
+    p.add_argument("--plans", required=True, metavar="FILE", help="nnU-Net v2 plans JSON to read (nnUNetPlans.json)")
+    p.add_argument("--backbone", required=True, nargs="+", choices=list(BACKBONES), help="backbone(s) to add")
+    p.add_argument("--name", nargs="+", help="configuration name per backbone (default: 3d_<backbone>)")
+    p.add_argument("--source", default="3d_fullres", help="configuration to inherit from (default: %(default)s)")
+    p.add_argument("--out", metavar="FILE", help="plans file to write (default: edit --plans in place)")
+    p.add_argument(
+        "--plans-name", help="plans_name of the written plans; nnU-Net names result folders by it (default: with "
+        "--out, its file name without .json; else unchanged)",
+    )  # fmt: skip
+    p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="P_max, 3 axes (default: the rule above)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="batch size b_base (default: the source's)")
+    p.add_argument(
+        "--arch", action="append", default=[], metavar="[BACKBONE:]KEY=VALUE",
+        help="architecture argument, VALUE as JSON (e.g. hidden_size=384, swinunetr:depths=[1,1,1,1]); without a "
+        "prefix it applies to every backbone given; repeatable; defaults are MONAI's",
+    )  # fmt: skip
+    p.set_defaults(func=_run_backbone_plans)
+
+
+def _run_backbone_plans(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgps.nnunet.backbone_plans import BACKBONES, add_backbone_configuration, describe
+
+    names = args.name or [f"3d_{b}" for b in args.backbone]
+    if len(names) != len(args.backbone):
+        raise ValueError(f"--name gives {len(names)} names for {len(args.backbone)} backbones")
+    arch: dict[str, dict] = {b: {} for b in args.backbone}
+    for item in args.arch:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--arch {item!r} is not [BACKBONE:]KEY=VALUE")
+        prefix, colon, key = key.rpartition(":")
+        if colon and prefix not in arch:
+            raise ValueError(f"--arch {item!r}: {prefix!r} is not one of the backbones given ({', '.join(arch)})")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare string such as norm_name=batch
+        for backbone in [prefix] if colon else arch:
+            arch[backbone][key] = value
+    with open(args.plans) as f:
+        try:
+            plans = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{args.plans} is not JSON: {exc}") from exc
+    for backbone, name in zip(args.backbone, names, strict=True):
+        plans = add_backbone_configuration(
+            plans, backbone, args.source, name, patch_size=args.patch_size, batch_size=args.batch_size,
+            arch_kwargs=arch[backbone],
+        )  # fmt: skip
+    out = args.out or args.plans
+    plans_name = args.plans_name or (Path(out).name.removesuffix(".json") if args.out else None)
+    if plans_name:
+        plans["plans_name"] = plans_name
+    atomic_write_text(out, json.dumps(plans, indent=4))
+    for backbone, name in zip(args.backbone, names, strict=True):
+        print(f"{out}: {describe(plans, name)}")
+        print(
+            f"  train: nnUNetv2_train DATASET {name} FOLD -p {plans.get('plans_name', 'nnUNetPlans')} "
+            f"-tr nnUNetTrainer_PGPS_{BACKBONES[backbone].title}_Performance"
+        )
+    return 0
+
+
 def _report_command(name: str):
     """The ``pgps.report.commands`` function ``name``, imported only when it runs (pandas, matplotlib)."""
 
@@ -427,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     _trainers_parser(sub)
     _synth_parser(sub)
     _light_plans_parser(sub)
+    _backbone_plans_parser(sub)
     _gpu_slot_parser(sub)
     _convert_parser(sub)
     _download_parser(sub)

@@ -2,7 +2,8 @@
 
 Only JSON is read (no nnU-Net import), so this works wherever ``pgps`` is installed.
 nnU-Net 2.8 stores the strides in ``architecture.arch_kwargs.strides``; older plans have
-``pool_op_kernel_sizes``. Configurations may inherit from another (``inherits_from``).
+``pool_op_kernel_sizes``; a transformer backbone's configuration states its step under
+:data:`STEPS_KEY`. Configurations may inherit from another (``inherits_from``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import os
 from typing import Any
 
 from pgps.sizes import Size, as_size, steps_from_strides
+
+STEPS_KEY = "pgps_steps"
+"""Configuration key with the PGPS step per axis of an architecture that is not a strided U-Net
+(``pgps backbone-plans`` writes it for UNETR and SwinUNETR); it takes precedence over the strides."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +59,10 @@ def planned_configuration(
     strides = (conf.get("architecture", {}).get("arch_kwargs", {}) or {}).get("strides")
     if strides is None:
         strides = conf.get("pool_op_kernel_sizes")
-    if strides is None:
+    if strides is None and STEPS_KEY not in conf:
         raise ValueError(
             f"configuration {configuration!r} has neither architecture.arch_kwargs.strides "
-            "nor pool_op_kernel_sizes; pass the steps explicitly"
+            f"nor pool_op_kernel_sizes nor {STEPS_KEY}; pass the steps explicitly"
         )
     patch = conf["patch_size"]
     if len(patch) != 3:
@@ -68,5 +73,5 @@ def planned_configuration(
         name=configuration,
         patch_size=as_size("patch_size", patch),
         batch_size=int(conf["batch_size"]),
-        steps=steps_from_strides(strides),
+        steps=as_size(STEPS_KEY, conf[STEPS_KEY]) if STEPS_KEY in conf else steps_from_strides(strides),
     )

@@ -110,6 +110,16 @@ class Schedule:
         """First epoch of stage ``index`` (paced modes)."""
         return sum(s.epochs for s in self.stages[:index])
 
+    def with_batch_sizes(self, batch_sizes: Sequence[int], note: str) -> Schedule:
+        """The same stages with other batch sizes (e.g. sized from measured memory); ``note`` says why."""
+        if len(batch_sizes) != self.num_stages:
+            raise ValueError(f"{len(batch_sizes)} batch sizes for {self.num_stages} stages")
+        for i, b in enumerate(batch_sizes):
+            if isinstance(b, bool) or int(b) != b or b < 1:
+                raise ValueError(f"stage {i}: batch size must be a positive integer, got {b!r}")
+        stages = tuple(dataclasses.replace(s, batch_size=int(b)) for s, b in zip(self.stages, batch_sizes, strict=True))
+        return dataclasses.replace(self, stages=stages, notes=(*self.notes, note))
+
     # -- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Full, loadable description (see :meth:`from_dict`); JSON-serialisable."""

@@ -118,3 +118,26 @@ def train_only(root: Path, trainer: str, *args: str, results: Path | None = None
         [sys.executable, "-c", RUN_TRAINING, trainer, *args], env=env(root, results, **short),
         capture_output=True, text=True,
     )  # fmt: skip
+
+
+TRANSFORMER_PLANS = "nnUNetTransformerPlans"
+TRANSFORMER_PATCH = {"unetr": [32, 16, 16], "swinunetr": [64, 32, 32]}  # two stages each: one step, then P_max
+TINY_ARCH = {
+    "unetr": {"hidden_size": 48, "feature_size": 8, "mlp_dim": 96, "num_heads": 4},
+    "swinunetr": {"feature_size": 12, "depths": [1, 1, 1, 1]},
+}
+
+
+def add_transformer_plans(root: Path) -> Path:
+    """``TRANSFORMER_PLANS.json`` next to the reduced plans: tiny ``3d_unetr`` and ``3d_swinunetr`` configurations
+    (``pgps backbone-plans``'s function) that read the same preprocessed 3d_fullres data."""
+    from pgps.nnunet.backbone_plans import add_backbone_configuration
+
+    folder = root / "preprocessed" / DATASET
+    plans = json.loads((folder / "nnUNetPlans.json").read_text())
+    for backbone, patch in TRANSFORMER_PATCH.items():
+        plans = add_backbone_configuration(plans, backbone, patch_size=patch, arch_kwargs=TINY_ARCH[backbone])
+    plans["plans_name"] = TRANSFORMER_PLANS
+    out = folder / f"{TRANSFORMER_PLANS}.json"
+    out.write_text(json.dumps(plans, indent=1))
+    return out

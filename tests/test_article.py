@@ -20,6 +20,7 @@ import threading
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -119,7 +120,6 @@ def _validated(config: dict) -> dict:
     return config
 
 
-@pytest.mark.xfail(strict=True, reason="the UNETR/SwinUNETR trainers land with issue 7")
 def test_grid_trainers_exist_in_pgps(article_config):
     from pgps.nnunet.variants import TRAINERS
 
@@ -401,3 +401,41 @@ def test_partial_results_render_and_make_an_html_report(tmp_path, fake_nnunet):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     html = (tmp_path / "report.html").read_text(errors="replace")
     assert "figure3.png" in html and "table1.csv" in html
+
+
+@pytest.mark.nnunet
+def test_article_pipeline_runs_end_to_end_on_a_tiny_dataset(tmp_path):
+    """The real chain on a synthetic dataset given as raw_path: pgps convert -> nnU-Net planning and
+    preprocessing -> nnUNetv2_train (CPU, a few iterations) -> collect (with characteristics) -> report."""
+    from pgps.report import OUTPUTS
+
+    source = tmp_path / "source"
+    subprocess.run(
+        [sys.executable, "-m", "pgps", "synth", "--preset", "lesions", "--out", str(source), "--dataset-id", "900",
+         "--name", "Tiny", "--cases", "6", "--shape", "32", "32", "32", "--no-progress"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    config = {
+        "results": str(tmp_path / "results"),
+        "paper_figures": str(tmp_path / "figures"),
+        "schedules": {"datasets": {"Tiny": {"patch_size": [32, 32, 32], "steps": [8, 8, 8], "batch_size": 2}}},
+        "demo": {"enabled": False},
+        "article": {
+            "enabled": True, "nnunet_dir": str(tmp_path / "nnunet"), "device": "cpu", "preprocess_processes": 2,
+            "epochs": 3, "iterations_per_epoch": 1, "val_iterations": 1,
+            "datasets": {"Tiny": {"dataset_id": 777, "name": "Tiny", "format": "nnunet",
+                                  "raw_path": str(source / "Dataset900_Tiny")}},
+            "experiments": {"main": {"datasets": ["Tiny"], "modes": ["cps", "performance"], "folds": [0]}},
+        },
+    }  # fmt: skip
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = snakemake(tmp_path, "--cores", "2", "--configfile", str(path), timeout=1200)
+    logs = "\n".join(p.read_text()[-1500:] for p in (tmp_path / "results" / "logs").rglob("*.log"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + logs
+    results = pd.read_csv(tmp_path / "results" / "collected_all" / "results.csv")
+    assert sorted(results["mode"]) == ["cps", "performance"] and results["status"].eq("complete").all()
+    assert results["dice"].between(0, 1).all() and results["epochs"].eq(3).all()
+    characteristics = pd.read_csv(tmp_path / "results" / "characteristics_all.csv")
+    assert characteristics.loc[0, "dataset"] == "Tiny"
+    assert all((tmp_path / "figures" / name).is_file() for name in OUTPUTS)

@@ -216,10 +216,14 @@ from pgps.nnunet.variants import TRAINERS
 out = {}
 for name in TRAINERS:
     cls = recursive_find_trainer_class_by_name(name)  # the lookup nnUNetv2_train does
-    trainer = get_trainer_from_args("1", "3d_fullres", 0, name, device=torch.device("cpu"))
+    backbone = getattr(cls, "backbone", "")  # UNETR/SwinUNETR train their own configuration (pgps backbone-plans)
+    conf, plans = (f"3d_{backbone}", "nnUNetTransformerPlans") if backbone else ("3d_fullres", "nnUNetPlans")
+    trainer = get_trainer_from_args("1", conf, 0, name, plans, device=torch.device("cpu"))
     trainer.initialize()
     s = trainer.schedule
-    out[name] = [cls.__name__, s.mode, s.iterations_per_epoch, [st.batch_size for st in s.stages]]
+    probe = getattr(trainer, "memory_probe", None)
+    out[name] = [cls.__name__, s.mode, s.iterations_per_epoch, [st.batch_size for st in s.stages],
+                 list(s.patch_size_max), list(s.steps), probe.to_dict(2) if probe else None]
 print(json.dumps(out))
 """
 
@@ -229,17 +233,28 @@ def test_every_variant_is_found_by_nnunet_and_builds_its_schedule(tiny):
 
     from pgps.nnunet.variants import TRAINERS, TRAINING_LENGTHS
 
+    nn.add_transformer_plans(tiny)  # tiny 3d_unetr (P_max 32x16x16) and 3d_swinunetr (64x32x32) configurations
     env = nn.env(tiny, tiny / "results_variants")
     proc = subprocess.run([nn.sys.executable, "-c", ALL_VARIANTS], env=env, capture_output=True, text=True)
     check(proc)
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(found) == sorted(TRAINERS)
-    for name, (cls_name, mode, ipe, batches) in found.items():
+    backbones = {"UNETR": (nn.TRANSFORMER_PATCH["unetr"], 16), "SwinUNETR": (nn.TRANSFORMER_PATCH["swinunetr"], 32)}
+    for name, (cls_name, mode, ipe, batches, p_max, steps, probe) in found.items():
         assert cls_name == name
         percent = name.rsplit("_", 1)[-1]
         fraction = TRAINING_LENGTHS[int(percent[:-3])] if percent.endswith("pct") else 1.0
         assert ipe == pgps.iterations_per_epoch(fraction)
-        assert batches == [s.batch_size for s in pgps.make_schedule(mode, nn.PATCH, (8, 8, 8), 2).stages]
+        backbone = name.split("_")[2]
+        expected_p_max, step = backbones.get(backbone, (nn.PATCH, 8))
+        assert (p_max, steps) == (expected_p_max, [step] * 3)
+        stages = pgps.make_schedule(mode, p_max, steps, 2).stages
+        if name.endswith("_MemoryProbe"):  # batch sizes from the probe's measured memory per sample
+            assert [s["patch_size"] for s in probe["stages"]] == [list(s.patch_size) for s in stages]
+            per_sample = {tuple(s["patch_size"]): s["bytes_per_sample"] for s in probe["stages"]}
+            assert batches == pgps.memory_batch_sizes([s.patch_size for s in stages], 2, per_sample.__getitem__)
+        else:
+            assert probe is None and batches == [s.batch_size for s in stages]
 
 
 def test_stage_changes_with_worker_processes_train_through(tiny):

@@ -11,6 +11,8 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
     nnUNetTrainerNoMirroring,
 )
 
+from pgps.nnunet.backbones import BackboneMixin
+from pgps.nnunet.memory import MemoryProbeMixin
 from pgps.nnunet.trainer import PGPSMixin
 
 
@@ -111,6 +113,48 @@ def _training_length_variants() -> dict[str, type]:
 
 
 globals().update(_training_length_variants())
+
+
+# Backbones (journal Sec. 3.5, Table 3): MONAI's UNETR and SwinUNETR, no deep supervision, on a configuration
+# made by `pgps backbone-plans` (P_max a multiple of the step: UNETR 16, SwinUNETR 32 per axis). ResEnc M/L/XL
+# need no trainer of their own: the trainers above read steps from any U-Net plan (-p nnUNetResEncUNet{M,L,XL}Plans).
+class nnUNetTrainer_PGPS_UNETR_CPS(BackboneMixin, nnUNetTrainer_PGPS_CPS):
+    backbone = "unetr"
+
+
+class nnUNetTrainer_PGPS_UNETR_Efficiency(BackboneMixin, nnUNetTrainer_PGPS_Efficiency):
+    backbone = "unetr"
+
+
+class nnUNetTrainer_PGPS_UNETR_Performance(BackboneMixin, nnUNetTrainer_PGPS_Performance):
+    backbone = "unetr"
+
+
+class nnUNetTrainer_PGPS_SwinUNETR_CPS(BackboneMixin, nnUNetTrainer_PGPS_CPS):
+    backbone = "swinunetr"
+
+
+class nnUNetTrainer_PGPS_SwinUNETR_Efficiency(BackboneMixin, nnUNetTrainer_PGPS_Efficiency):
+    backbone = "swinunetr"
+
+
+class nnUNetTrainer_PGPS_SwinUNETR_Performance(BackboneMixin, nnUNetTrainer_PGPS_Performance):
+    backbone = "swinunetr"
+
+
+# PGPS-Performance with batch sizes from a peak-memory probe of the network on the training device
+# (pgps.nnunet.memory): b * m(P) <= b_base * m(P_max) instead of numel scaling.
+class nnUNetTrainer_PGPS_Performance_MemoryProbe(MemoryProbeMixin, nnUNetTrainer_PGPS_Performance):
+    pass
+
+
+class nnUNetTrainer_PGPS_UNETR_Performance_MemoryProbe(MemoryProbeMixin, nnUNetTrainer_PGPS_UNETR_Performance):
+    pass
+
+
+class nnUNetTrainer_PGPS_SwinUNETR_Performance_MemoryProbe(MemoryProbeMixin, nnUNetTrainer_PGPS_SwinUNETR_Performance):
+    pass
+
 
 TRAINERS: tuple[str, ...] = tuple(
     name
