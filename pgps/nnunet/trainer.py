@@ -33,14 +33,16 @@ from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.io import atomic_write_text
+from pgps.nnunet.batched import AugmentationSpec
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
-from pgps.nnunet.sampling import PGPSDataLoader, check_strategy
+from pgps.nnunet.sampling import PGPSDataLoader, check_strategy, finish_batch
 from pgps.sizes import fmt_size, numel
 
 CHECKPOINT_KEY = "pgps_curriculum"
@@ -152,7 +154,7 @@ class _CurriculumBatches:
                 self.close()
                 t.print_to_log_file(f"PGPS stage {index}/{t.schedule.num_stages - 1}: {t.describe_stage(index)}")
             self.loaders[index] = t.make_train_loader(index)
-        batch = next(self.loaders[index])
+        batch = finish_batch(next(self.loaders[index]), t.device)  # batched augmentation deferred to the GPU
         t.telemetry.add(batch, t.schedule.stages[index])
         self.iteration = (self.iteration + 1) % t.num_iterations_per_epoch
         return batch
@@ -184,7 +186,9 @@ class PGPSMixin:
     - ``foreground_share``: forced-foreground share of every batch (``None``: nnU-Net's 33%);
     - ``training_length``: fraction of nnU-Net's 250 iterations per epoch;
     - ``single_voxel_bottleneck``: train the 1x1x1-bottleneck stage (instance norms made to accept it);
-    - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: sampler/RPSS seed.
+    - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: sampler/RPSS seed;
+    - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
+      (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch.
     """
 
     curriculum_mode: str = "performance"
@@ -194,6 +198,7 @@ class PGPSMixin:
     single_voxel_bottleneck: bool = True
     batch_size_cap: int | None = None
     curriculum_seed: int = 0
+    batched_augmentation: bool = True
 
     def __init__(
         self,
@@ -305,18 +310,16 @@ class PGPSMixin:
             )
             resample = stage.crop_size != stage.patch_size  # Progressive Resolution
             ds_scales = self._get_deep_supervision_scales()
-            transforms = self.get_training_transforms(
-                stage.crop_size,
-                rotation,
-                None if resample else ds_scales,
-                mirror_axes,
-                dummy_2d,
-                use_mask_for_norm=self.configuration_manager.use_mask_for_norm,
-                is_cascaded=self.is_cascaded,
-                foreground_labels=self.label_manager.foreground_labels,
-                regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
-                ignore_label=self.label_manager.ignore_label,
-            )
+            args = (stage.crop_size, rotation, None if resample else ds_scales, mirror_axes, dummy_2d)
+            kwargs = {
+                "use_mask_for_norm": self.configuration_manager.use_mask_for_norm,
+                "is_cascaded": self.is_cascaded,
+                "foreground_labels": self.label_manager.foreground_labels,
+                "regions": self.label_manager.foreground_regions if self.label_manager.has_regions else None,
+                "ignore_label": self.label_manager.ignore_label,
+            }
+            transforms = self.get_training_transforms(*args, **kwargs)
+            spec = self.batched_augmentation_spec(*args, **kwargs) if not resample else None
         if resample:
             steps = [ResampleTransform(stage.patch_size)]
             if ds_scales is not None:
@@ -343,7 +346,9 @@ class PGPSMixin:
                 strategy=self.batch_sampling,
                 foreground_share=self.oversample_foreground_percent,
                 seed=[self.curriculum_seed, index, self.fold],
-                transforms=transforms,
+                transforms=None if spec else transforms,
+                augmentation=spec,
+                defer_augmentation=spec is not None and self.device.type == "cuda",
             )
             resume = self._resume_state or {}
             if resume.get("sampler_stage") == index and resume.get("sampler_rng") is not None:
@@ -352,6 +357,15 @@ class PGPSMixin:
         if self.schedule.mode == "rpss" and processes:
             processes = max(1, processes // self.schedule.num_stages)
         return self._augmenter(loader, processes, max(6, processes // 2))
+
+    def batched_augmentation_spec(self, *args, **kwargs) -> AugmentationSpec | None:
+        """``get_training_transforms``'s arguments as a batched spec, or ``None`` for nnU-Net's per-sample
+        transforms: when switched off, for cascades, and for trainers that override ``get_training_transforms``."""
+        if not self.batched_augmentation or self.batch_sampling is None or kwargs.get("is_cascaded"):
+            return None
+        if type(self).get_training_transforms is not nnUNetTrainer.get_training_transforms:
+            return None
+        return AugmentationSpec.from_transform_args(*args, **kwargs)
 
     def get_dataloaders(self):
         if self.dataset_class is None:

@@ -1,0 +1,752 @@
+"""nnU-Net 2.8.1's default training augmentation, applied to a whole batch at once.
+
+``nnUNetTrainer.get_training_transforms`` builds a per-sample pipeline (batchgeneratorsv2): a
+loader calls it once per patch, so its Python and small-tensor overhead grows with the number of
+patches while the voxels per batch stay fixed. PGPS-Performance's early stages have hundreds to
+thousands of small patches per batch, which made the article's data path slower than CPS on MSD
+Hippocampus and TotalSegmentatorV2. Here every step runs once per batch on a ``(B, C, X, Y, Z)``
+tensor, on the CPU in the loader or on the training device.
+
+What is exact and what is not (``tests/test_batched.py`` checks both):
+
+- **Parameters.** Every random choice is drawn per sample with nnU-Net's probabilities and ranges
+  (:data:`NNUNET_DEFAULTS`, read off ``get_training_transforms`` of nnU-Net 2.8.1; a test compares
+  them with the transforms nnU-Net builds): spatial transform (rotation p 0.2, angles uniform in
+  the planned range on every axis, or one in-plane angle for dummy-2D; scaling p 0.2, one
+  uniform factor in [0.7, 1.4] for all axes; no elastic deformation), Gaussian noise (p 0.1, sd
+  uniform in [0, 0.1], shared by the channels), Gaussian blur (p 0.2, each channel p 0.5, sigma
+  uniform in [0.5, 1] per channel and axis), multiplicative brightness (p 0.15) and contrast
+  (p 0.15, range preserved) with nnU-Net's ``BGContrast`` draw (a fair coin between [0.75, 1] and
+  [1, 1.25]), low-resolution simulation (p 0.25, each channel p 0.5, scale uniform in [0.5, 1],
+  one for all axes, axis 0 kept for dummy-2D), inverted gamma (p 0.1) and gamma (p 0.3), both
+  ``BGContrast`` in [0.7, 1.5] with the statistics retained, mirroring (each allowed axis p 0.5).
+  The draws come from the loader's own seeded generator instead of numpy's and torch's global
+  ones, so a batch is not the batch nnU-Net would draw with the same seed, but every parameter
+  has nnU-Net's distribution (tested over many samples with chi-square and Kolmogorov-Smirnov
+  tests against the parameters nnU-Net's own transforms draw).
+- **Operations.** Given the parameters, each step computes what nnU-Net's transform computes for
+  that sample: the same grids and ``grid_sample`` arithmetic (image trilinear with zero padding;
+  labels by the interpolated one-hot argmax with nnU-Net's float16 scores, nearest-neighbour
+  tie-break and padding label -1, per sample over the labels present in it; scored only near
+  label boundaries, see :func:`resample`), the same noise, brightness, contrast, gamma,
+  low-resolution (samples grouped by downsampled shape) and mirroring formulas, masking, label
+  removal, region conversion and deep-supervision downsampling (``nearest-exact``). Tested
+  against nnU-Net's transforms sample by sample on the CPU: spatially transformed images and
+  labels bit-identical, intensity steps equal to float32 rounding (on a GPU, float results may
+  differ from the CPU's in the last bits). Approximated: the Gaussian blur uses the same kernels
+  (size ``round_to_odd(6 sigma + 0.5)``, reflect padding) but sums the taps directly, where
+  nnU-Net times direct and FFT convolution per shape and keeps the faster (differences ~1e-6).
+- **Cropping.** The spatial transform needs nnU-Net's enlarged crop (``initial_patch_size``)
+  only for samples it rotates or scales (about 36%); the others are cut at the centre of that
+  crop, which is the crop nnU-Net's spatial transform returns for them, so the loader reads only
+  the final patch for them (:class:`RawBatch`).
+
+Cascade training (``is_cascaded``) is not supported; the trainer keeps nnU-Net's per-sample
+transforms for it and for trainers that override ``get_training_transforms``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.nn.functional import grid_sample, interpolate, pad
+
+NNUNET_DEFAULTS: dict[str, float | tuple[float, float]] = {
+    "p_rotation": 0.2,
+    "p_scaling": 0.2,
+    "scaling": (0.7, 1.4),
+    "p_noise": 0.1,
+    "noise_sd": (0.0, 0.1),
+    "p_blur": 0.2,
+    "blur_p_per_channel": 0.5,
+    "blur_sigma": (0.5, 1.0),
+    "p_brightness": 0.15,
+    "brightness": (0.75, 1.25),
+    "p_contrast": 0.15,
+    "contrast": (0.75, 1.25),
+    "p_lowres": 0.25,
+    "lowres_p_per_channel": 0.5,
+    "lowres_scale": (0.5, 1.0),
+    "p_gamma_inverted": 0.1,
+    "p_gamma": 0.3,
+    "gamma": (0.7, 1.5),
+    "p_mirror_axis": 0.5,
+}
+"""Probabilities and ranges of ``nnUNetTrainer.get_training_transforms`` (nnU-Net 2.8.1)."""
+
+SEG_PAD = -1
+"""Label nnU-Net gives voxels outside the image (crop padding, spatial transform border)."""
+SCORE_SCALE = 1000.0
+"""batchgeneratorsv2's label-score scale: float16 scores collapse near-ties into exact ones."""
+BLUR_TRUNCATE = 6.0
+"""batchgeneratorsv2's ``blur_dimension`` kernel half-width in sigmas."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentationSpec:
+    """What ``get_training_transforms`` is given: the final patch, rotation range, mirror axes, ...
+
+    ``patch_size`` is the network input (3 axes). ``deep_supervision_scales`` as nnU-Net's
+    ``_get_deep_supervision_scales`` returns them (``None``: one target). ``mask_channels`` are the
+    image channels set to 0 where the label is -1 (``use_mask_for_norm``). ``regions`` (with the
+    ignore label appended, as nnU-Net does) turn the label into boolean region channels.
+    """
+
+    patch_size: tuple[int, int, int]
+    rotation: tuple[float, float]
+    mirror_axes: tuple[int, ...]
+    dummy_2d: bool
+    deep_supervision_scales: tuple[tuple[float, ...], ...] | None = None
+    mask_channels: tuple[int, ...] = ()
+    regions: tuple[tuple[int, ...], ...] | None = None
+
+    @classmethod
+    def from_transform_args(
+        cls,
+        patch_size: Sequence[int],
+        rotation_for_DA: Sequence[float] | float,
+        deep_supervision_scales: Sequence | None,
+        mirror_axes: Sequence[int] | None,
+        do_dummy_2d_data_aug: bool,
+        use_mask_for_norm: Sequence[bool] | None = None,
+        is_cascaded: bool = False,
+        foreground_labels: Sequence[int] | None = None,
+        regions: Sequence | None = None,
+        ignore_label: int | None = None,
+    ) -> AugmentationSpec:
+        """The spec for the arguments of ``nnUNetTrainer.get_training_transforms`` (same names)."""
+        if is_cascaded:
+            raise NotImplementedError("batched augmentation does not support cascade training")
+        if len(patch_size) != 3:
+            raise ValueError(f"batched augmentation needs a 3D patch size, got {tuple(patch_size)}")
+        if isinstance(rotation_for_DA, (int, float)):
+            rotation_for_DA = (float(rotation_for_DA), float(rotation_for_DA))
+        scales = None
+        if deep_supervision_scales is not None:
+            scales = tuple(
+                tuple(float(v) for v in s) if isinstance(s, (list, tuple, np.ndarray)) else (float(s),) * 3
+                for s in deep_supervision_scales
+            )
+        region_list = None
+        if regions is not None:
+            full = list(regions) + ([ignore_label] if ignore_label is not None else [])
+            region_list = tuple(tuple(int(v) for v in r) if isinstance(r, (list, tuple)) else (int(r),) for r in full)
+        return cls(
+            patch_size=tuple(int(p) for p in patch_size),
+            rotation=(float(rotation_for_DA[0]), float(rotation_for_DA[1])),
+            mirror_axes=tuple(int(a) for a in mirror_axes or ()),
+            dummy_2d=bool(do_dummy_2d_data_aug),
+            deep_supervision_scales=scales,
+            mask_channels=tuple(i for i, m in enumerate(use_mask_for_norm or ()) if m),
+            regions=region_list,
+        )
+
+
+@dataclasses.dataclass
+class AugmentationParameters:
+    """Per-sample draws for one batch of ``B`` samples with ``C`` image channels (numpy arrays).
+
+    ``spatial`` (B,) marks samples the spatial transform rotates or scales; ``affine`` (S, d, d)
+    holds their matrices (S = ``spatial.sum()``, d = 3, or 2 for dummy-2D). Row-wise arrays
+    ``(B, C)`` give per-channel choices and values; ``*_apply`` are booleans. ``mirror`` (B, 3)
+    flags the flipped axes. ``noise_seed`` seeds the Gaussian noise.
+    """
+
+    spatial: np.ndarray
+    angles: np.ndarray
+    scales: np.ndarray
+    affine: np.ndarray
+    noise_apply: np.ndarray
+    noise_sd: np.ndarray
+    blur_apply: np.ndarray
+    blur_sigma: np.ndarray
+    brightness_apply: np.ndarray
+    brightness: np.ndarray
+    contrast_apply: np.ndarray
+    contrast: np.ndarray
+    lowres_apply: np.ndarray
+    lowres_scale: np.ndarray
+    gamma_inverted_apply: np.ndarray
+    gamma_inverted: np.ndarray
+    gamma_apply: np.ndarray
+    gamma: np.ndarray
+    mirror: np.ndarray
+    noise_seed: int
+
+
+def _bg_contrast(rng: np.random.Generator, value_range: tuple[float, float], size) -> np.ndarray:
+    """batchgeneratorsv2's ``BGContrast``: a fair coin between [lo, 1] and [max(lo, 1), hi] (when lo < 1)."""
+    lo, hi = value_range
+    below = rng.random(size) < 0.5
+    low = rng.uniform(lo, 1.0, size)
+    high = rng.uniform(max(lo, 1.0), hi, size)
+    return np.where(below & (lo < 1), low, high)
+
+
+def affine_matrices(angles: np.ndarray, scales: np.ndarray, dim: int) -> np.ndarray:
+    """batchgeneratorsv2's ``create_affine_matrix_3d`` (Rz Ry Rx S) or ``_2d`` (R S), for many samples.
+
+    ``angles`` (n, 3) in radians (for 2D the last one is used), ``scales`` (n,) one factor for all
+    axes. Returns (n, dim, dim) float64.
+    """
+    n = len(scales)
+    s = np.zeros((n, dim, dim))
+    for d in range(dim):
+        s[:, d, d] = scales
+    if dim == 2:
+        a = angles[:, -1]
+        r = np.stack([np.stack([np.cos(a), -np.sin(a)], -1), np.stack([np.sin(a), np.cos(a)], -1)], -2)
+        return r @ s
+    x, y, z = angles[:, 0], angles[:, 1], angles[:, 2]
+    one, zero = np.ones(n), np.zeros(n)
+    rx = np.stack([np.stack([one, zero, zero], -1), np.stack([zero, np.cos(x), -np.sin(x)], -1),
+                   np.stack([zero, np.sin(x), np.cos(x)], -1)], -2)  # fmt: skip
+    ry = np.stack([np.stack([np.cos(y), zero, np.sin(y)], -1), np.stack([zero, one, zero], -1),
+                   np.stack([-np.sin(y), zero, np.cos(y)], -1)], -2)  # fmt: skip
+    rz = np.stack([np.stack([np.cos(z), -np.sin(z), zero], -1), np.stack([np.sin(z), np.cos(z), zero], -1),
+                   np.stack([zero, zero, one], -1)], -2)  # fmt: skip
+    return rz @ ry @ rx @ s
+
+
+def sample_parameters(
+    spec: AugmentationSpec, batch_size: int, channels: int, rng: np.random.Generator
+) -> AugmentationParameters:
+    """Draw every augmentation parameter of a batch with nnU-Net's probabilities and ranges."""
+    d = NNUNET_DEFAULTS
+    b, c = int(batch_size), int(channels)
+
+    def chance(p: float, size=b) -> np.ndarray:
+        return rng.random(size) < p
+
+    rotate, scale = chance(d["p_rotation"]), chance(d["p_scaling"])
+    angles = np.where(rotate[:, None], rng.uniform(*spec.rotation, (b, 3)), 0.0)
+    scales = np.where(scale, rng.uniform(*d["scaling"], b), 1.0)
+    spatial = rotate | scale
+    dim = 2 if spec.dummy_2d else 3
+    affine = affine_matrices(angles[spatial], scales[spatial], dim)
+    lowres_scale = np.repeat(rng.uniform(*d["lowres_scale"], (b, c))[..., None], 3, axis=-1)
+    if spec.dummy_2d:
+        lowres_scale[..., 0] = 1.0
+    mirror = np.zeros((b, 3), bool)
+    for axis in spec.mirror_axes:
+        mirror[:, axis] = chance(d["p_mirror_axis"])
+    return AugmentationParameters(
+        spatial=spatial,
+        angles=angles,
+        scales=scales,
+        affine=affine,
+        noise_apply=chance(d["p_noise"]),
+        noise_sd=rng.uniform(*d["noise_sd"], b),
+        blur_apply=chance(d["p_blur"])[:, None] & chance(d["blur_p_per_channel"], (b, c)),
+        blur_sigma=rng.uniform(*d["blur_sigma"], (b, c, 3)),
+        brightness_apply=chance(d["p_brightness"]),
+        brightness=_bg_contrast(rng, d["brightness"], (b, c)),
+        contrast_apply=chance(d["p_contrast"]),
+        contrast=_bg_contrast(rng, d["contrast"], (b, c)),
+        lowres_apply=chance(d["p_lowres"])[:, None] & chance(d["lowres_p_per_channel"], (b, c)),
+        lowres_scale=lowres_scale,
+        gamma_inverted_apply=chance(d["p_gamma_inverted"]),
+        gamma_inverted=_bg_contrast(rng, d["gamma"], (b, c)),
+        gamma_apply=chance(d["p_gamma"]),
+        gamma=_bg_contrast(rng, d["gamma"], (b, c)),
+        mirror=mirror,
+        noise_seed=int(rng.integers(2**62)),
+    )
+
+
+@dataclasses.dataclass
+class RawBatch:
+    """A cropped, not yet augmented batch.
+
+    ``image`` (B, C, *P) float32 and ``seg`` (B, Cs, *P) int16 hold the final-size crops of the
+    samples without a spatial transform (rows of spatial samples are overwritten);
+    ``big_image`` (S, C, *I) and ``big_seg`` (S, Cs, *I) hold the enlarged crops of the S spatial
+    samples in batch order. Crops are padded with 0 (image) and -1 (labels), as nnU-Net pads them.
+    ``spec`` and ``params`` say how to augment it (:func:`augment`).
+    """
+
+    image: torch.Tensor
+    seg: torch.Tensor
+    big_image: torch.Tensor
+    big_seg: torch.Tensor
+    params: AugmentationParameters
+    spec: AugmentationSpec
+
+    def to(self, device: torch.device | str) -> RawBatch:
+        move = {f: getattr(self, f).to(device, non_blocking=True) for f in ("image", "seg", "big_image", "big_seg")}
+        return dataclasses.replace(self, **move)
+
+
+# -- spatial transform ---------------------------------------------------------------------------
+
+
+def _identity_grid(size: Sequence[int]) -> torch.Tensor:
+    """batchgeneratorsv2's centred identity grid (*size, len(size)) in voxels."""
+    space = [torch.linspace((1 - s) / 2, (s - 1) / 2, s) for s in size]
+    return torch.stack(torch.meshgrid(space, indexing="ij"), -1)
+
+
+def sampling_grids(affine: np.ndarray, patch: Sequence[int], window: Sequence[int]) -> torch.Tensor:
+    """``grid_sample`` grids (n, *patch, d) that map each output voxel into a ``window``-sized crop.
+
+    As batchgeneratorsv2's SpatialTransform: the centred identity grid of the patch, times the
+    transposed affine, centred in the window, scaled by half the window, axes reversed.
+    """
+    base = _identity_grid(patch).float()
+    dim = len(patch)
+    matrices = torch.from_numpy(np.ascontiguousarray(np.swapaxes(affine, 1, 2))).float()
+    grid = torch.matmul(base.reshape(1, -1, dim), matrices).reshape(len(affine), *patch, dim)
+    grid /= torch.tensor([w / 2 for w in window], dtype=torch.float32)
+    return torch.flip(grid, (-1,))
+
+
+STACK_ELEMENTS = 2**23
+"""Most float32 elements (32 MiB, glibc's largest size it recycles instead of mapping fresh pages) of the
+image-plus-one-hot input :func:`resample` samples in one ``grid_sample`` call; larger windows are sampled
+label by label with one reused indicator buffer, as nnU-Net does."""
+
+
+def _may_reach_outside(grid: torch.Tensor, window: Sequence[int]) -> torch.Tensor:
+    """Per sample: can a bilinear kernel reach past the window (batchgeneratorsv2's cheap test)?"""
+    bound = float(np.min(1 - 1 / np.asarray(window[::-1], dtype=float)))
+    flat = grid.reshape(len(grid), -1)  # amin and amax: far faster than aminmax or abs on the CPU
+    return ~((-flat.amin(1) <= bound) & (flat.amax(1) <= bound))
+
+
+def resample(image: torch.Tensor, seg: torch.Tensor, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Image and labels resampled as batchgeneratorsv2's SpatialTransform does with nnU-Net's settings.
+
+    ``image`` (n, C, *window) float32, ``seg`` (n, K, *window) integer labels (K label slices per
+    sample: label channels, or label channels times axis-0 slices for dummy-2D), ``grid`` (n, *patch, d).
+    The image is interpolated (trilinear/bilinear, zero padding). nnU-Net gives each label slice the
+    label whose interpolated one-hot score (x1000, in float16) is highest among the labels present in
+    it, plus the padding label -1 where a kernel may reach past the window (its indicator is 1
+    outside); with two labels the higher one wins where its score passes 500; ties go to the
+    nearest-neighbour label when it is among the tied ones, else to the lowest label.
+
+    The same labels, with less work: where the nearest voxel's 3x3x3 neighbourhood holds one label
+    (outside the window counting as -1), all eight interpolation corners hold it, its score is the
+    whole weight and every other score is 0, so that label is the result. One nearest-neighbour
+    ``grid_sample`` of the labels (with that flag folded in) settles those points; the scores are
+    computed, with nnU-Net's arithmetic, only at the others (near label boundaries). Returns
+    (n, C, *patch) and (n, K, *patch) in ``seg``'s dtype.
+    """
+    n, k = len(seg), seg.shape[1]
+    window, patch = tuple(seg.shape[2:]), tuple(grid.shape[1:-1])
+    image_out = grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    reach = _may_reach_outside(grid, window)
+    present, labels = _labels_present(seg.reshape(n * k, -1), reach.repeat_interleave(k))
+    codes, flag = _label_code(seg)
+    code = grid_sample(codes, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    uniform = code >= flag  # (n, K, *patch)
+    nearest = torch.where(code == 0, SEG_PAD, torch.remainder(code, flag) - CODE_SHIFT).to(seg.dtype)
+    out = nearest.clone().view(n, k, -1)
+    count = present.sum(1)
+    single = (count == 1).nonzero()[:, 0]
+    out.view(n * k, -1)[single] = labels[present[single].float().argmax(1)].to(seg.dtype)[:, None]
+    # scores needed: every present label of a slice with three or more labels, the higher one of two
+    scored = present & (count >= 3)[:, None]
+    two = (count == 2).nonzero()[:, 0]
+    scored[two, _last(present[two])] = True
+    needed = scored.view(n, k, -1)
+    todo = needed.any(2).any(1).nonzero()[:, 0]
+    if not len(todo):
+        return image_out, out.view(n, k, *patch)
+    groups, group_of = torch.unique(needed[todo].any(1), dim=0, return_inverse=True)
+    volume = math.prod(window)
+    for g, columns in enumerate(groups):  # samples that need the same labels are scored together
+        members = todo[group_of == g]
+        used = labels[columns]
+        step = max(1, STACK_ELEMENTS // (k * len(used) * volume))
+        for part in members.split(step):
+            _score_boundary(seg, grid, reach, part, present, labels, columns, uniform, nearest, out)
+    return image_out, out.view(n, k, *patch)
+
+
+CODE_SHIFT = 3
+"""Label code of :func:`_label_code`: label + 3 > 0 (grid_sample pads with 0, the outside)."""
+CODE_UNIFORM = 1024
+"""Added (or the next power of two above the largest code) to the code of voxels whose 3x3x3
+neighbourhood holds one label; codes stay exact in float32 for any int16 label."""
+
+
+def _label_code(seg: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """``label + 3``, plus ``flag`` where the voxel's neighbourhood (3 per spatial axis, -1 outside) holds one
+    label; ``flag`` a power of two above every ``label + 3``."""
+    top = int(seg.max()) + CODE_SHIFT
+    flag = max(CODE_UNIFORM, 1 << top.bit_length())
+    code = seg.float().add_(CODE_SHIFT)
+    small = seg.to(torch.int8) if int(seg.max()) < 127 else seg  # int8 min/max are 4x faster than int16
+    lo = hi = pad(small, [1, 1] * (seg.dim() - 2), value=SEG_PAD)
+    for axis in range(2, seg.dim()):  # separable 3-neighbourhood minimum and maximum
+        size = lo.shape[axis] - 2
+        lo = torch.minimum(torch.minimum(lo.narrow(axis, 0, size), lo.narrow(axis, 1, size)), lo.narrow(axis, 2, size))
+        hi = torch.maximum(torch.maximum(hi.narrow(axis, 0, size), hi.narrow(axis, 1, size)), hi.narrow(axis, 2, size))
+    return code.add_(lo == hi, alpha=flag), flag
+
+
+def _score_boundary(seg, grid, reach, part, present, labels, columns, uniform, nearest, out) -> None:
+    """nnU-Net's label decision at the non-uniform points of the samples ``part``, written into ``out`` (n, K, V)."""
+    k, d = seg.shape[1], grid.shape[-1]
+    flat = (~uniform[part]).view(len(part), k, -1).any(1)  # (p, V): points to score, any slice
+    hits = flat.nonzero()
+    if not len(hits):
+        return
+    counts = flat.sum(1)
+    m = int(counts.max())
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(hits), device=hits.device) - start[hits[:, 0]]
+    # padding entries repeat some point: scored exactly like the others, so writing them twice is harmless
+    points = hits[start.clamp(max=len(hits) - 1), 1][:, None].repeat(1, m)
+    points[hits[:, 0], rank] = hits[:, 1]
+    sub_grid = _take(grid, part).reshape(len(part), -1, d).gather(1, points[..., None].expand(-1, -1, d))
+    sub_grid = sub_grid.view(len(part), m, *([1] * (d - 1)), d)
+    scores = _label_scores(_take(seg, part), sub_grid, reach[part], labels[columns]).view(len(part) * k, -1, m)
+    items = (part[:, None] * k + torch.arange(k, device=part.device)).reshape(-1)
+    near = nearest[part].view(len(part), k, -1).gather(2, points[:, None, :].expand(-1, k, -1))
+    decided = _decide(scores, present[items], labels, columns, lambda: near.reshape(-1, m), (m,))
+    out[part[:, None, None], torch.arange(k, device=part.device)[None, :, None], points[:, None, :]] = decided.view(
+        len(part), k, m
+    )
+
+
+def _label_scores(seg, grid, reach, labels) -> torch.Tensor:
+    """Float16-rounded scores (n K, L, *points) of ``labels`` at the grid points, nnU-Net's arithmetic.
+
+    Small windows: the scaled one-hot channels of all labels in one ``grid_sample`` call (the same numbers
+    per channel as separate calls); large ones: label by label into one reused indicator buffer."""
+    n, k = len(seg), seg.shape[1]
+    window = seg.shape[2:]
+    points = grid.shape[1:-1]
+    scores = torch.empty((n, k, len(labels), *points), dtype=torch.float32, device=seg.device)
+    pad_label = bool(reach.any())
+    if n * k * len(labels) * math.prod(window) <= STACK_ELEMENTS:
+        one_hot = torch.empty((n, k, len(labels), *window), dtype=torch.float32, device=seg.device)
+        for j, label in enumerate(labels.tolist()):
+            torch.eq(seg, label, out=one_hot[:, :, j])
+            if label == SEG_PAD and pad_label:
+                one_hot[reach, :, j] -= 1  # the pad label's indicator minus 1: zero padding then means 1
+        sampled = grid_sample(one_hot.mul_(SCORE_SCALE).view(n, -1, *window), grid, "bilinear", "zeros", False)
+        scores.view(n, -1, *points).copy_(sampled)
+    else:
+        indicator = torch.empty(seg.shape, dtype=torch.float32, device=seg.device)
+        for j, label in enumerate(labels.tolist()):
+            torch.eq(seg, label, out=indicator)
+            if label == SEG_PAD and pad_label:
+                indicator[reach] -= 1
+            scores[:, :, j] = grid_sample(indicator.mul_(SCORE_SCALE), grid, "bilinear", "zeros", False)
+    pad_column = (labels == SEG_PAD).nonzero()[:, 0]
+    if len(pad_column) and pad_label:
+        scores[reach, :, int(pad_column[0])] += SCORE_SCALE
+    return _as_float16(scores.view(n * k, len(labels), *points))
+
+
+def _take(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``t[rows]``, as a view (no copy of large windows) when ``rows`` is a contiguous ascending range."""
+    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
+        return t[int(rows[0]) : int(rows[-1]) + 1]
+    return t[rows]
+
+
+def _last(present: torch.Tensor) -> torch.Tensor:
+    """Column of the highest present label per row of ``present`` (m, L)."""
+    return present.shape[1] - 1 - present.flip(1).float().argmax(1)
+
+
+def _as_float16(scores: torch.Tensor) -> torch.Tensor:
+    """Scores rounded to float16, as nnU-Net keeps them (near-ties become ties), held in float32 (faster to compare)."""
+    return scores.copy_(scores.half())
+
+
+def _decide(scores, present, labels, columns, nearest, patch) -> torch.Tensor:
+    """The label (int16) of every point of m slices (``patch``: the point layout).
+
+    ``scores`` (m, U, *patch): float16-rounded scores of the labels ``labels[columns]``;
+    ``present`` (m, L): the labels of each slice; ``nearest()``: the nearest-neighbour labels (m, *patch),
+    computed only when a tie needs them.
+    """
+    m = len(present)
+    count = present.sum(1)
+    index = torch.arange(m, device=present.device)
+    near: list[torch.Tensor] = []
+
+    def nearest_label(rows: torch.Tensor) -> torch.Tensor:
+        if not near:
+            near.append(nearest())
+        return near[0][rows]
+
+    column = (-1, *([1] * len(patch)))
+    out = torch.empty((m, *patch), dtype=torch.int16, device=present.device)
+    one = index[count == 1]
+    if len(one):
+        out[one] = labels[present[one].float().argmax(1)].to(out.dtype).view(column)
+    score_column = torch.cumsum(columns, 0) - 1  # label index -> column of ``scores``
+    two = index[count == 2]
+    if len(two):  # batchgeneratorsv2's two-label rule: the higher label where its score passes half the scale
+        high, low = _last(present[two]), present[two].float().argmax(1)
+        score = scores[two, score_column[high]]
+        result = torch.where(score > SCORE_SCALE / 2, labels[high].view(column), labels[low].view(column))
+        out[two] = result.to(out.dtype)
+        ties = score == SCORE_SCALE / 2
+        if bool(ties.any()):
+            out[two] = torch.where(ties, nearest_label(two), out[two])
+    many = index[count >= 3]
+    if len(many):  # running argmax in ascending label order, ties kept by the lower label
+        mask = ~present[many][:, columns].view(len(many), -1, *([1] * len(patch)))
+        s = _take(scores, many).masked_fill_(mask, float("-inf"))  # scores are not needed afterwards
+        best, arg = s.max(1)
+        used = labels[columns]
+        lookup = torch.full((int(labels.max() - labels.min()) + 1,), 0, dtype=torch.long, device=labels.device)
+        lookup[used - labels.min()] = torch.arange(len(used), device=labels.device)
+        near_label = nearest_label(many)
+        near_score = s.gather(1, lookup[near_label.long() - labels.min()].unsqueeze(1))[:, 0]
+        out[many] = torch.where(near_score == best, near_label, used[arg].to(out.dtype))
+    return out
+
+
+def _labels_present(flat: torch.Tensor, reach: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which labels each row of ``flat`` (m, V) holds, the pad label added where ``reach``: (m, L) bool, (L,)."""
+    low, high = flat.amin(1), flat.amax(1)
+    floor = min(SEG_PAD, int(low.min()))
+    labels = torch.arange(floor, int(high.max()) + 1, device=flat.device)
+    present = torch.zeros((len(flat), len(labels)), dtype=torch.bool, device=flat.device)
+    rows = torch.arange(len(flat), device=flat.device)
+    present[rows, low.long() - floor] = True
+    present[rows, high.long() - floor] = True
+    for j, label in enumerate(labels.tolist()):
+        between = ((low < label) & (high > label)).nonzero()[:, 0]
+        if len(between):
+            source = flat if len(between) == len(flat) else flat[between]
+            present[between, j] = (source == label).any(1)
+    present[reach, SEG_PAD - floor] = True
+    return present, labels
+
+
+def spatial_transform(
+    big_image: torch.Tensor, big_seg: torch.Tensor, affine: np.ndarray, spec: AugmentationSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate/scale the enlarged crops (n, C, *I) into (n, C, *P), dummy-2D slice by slice along axis 0."""
+    n = len(big_image)
+    window = big_image.shape[2:]
+    if spec.dummy_2d:
+        patch, plane = spec.patch_size[1:], window[1:]
+        grid = sampling_grids(affine, patch, plane).to(big_image.device)
+        image, seg = resample(big_image.reshape(n, -1, *plane), big_seg.reshape(n, -1, *plane), grid)
+        return (image.reshape(n, big_image.shape[1], window[0], *patch),
+                seg.reshape(n, big_seg.shape[1], window[0], *patch))  # fmt: skip
+    grid = sampling_grids(affine, spec.patch_size, window).to(big_image.device)
+    return resample(big_image, big_seg, grid)
+
+
+# -- intensity transforms (rows = (sample, channel) pairs) -----------------------------------------
+
+
+def _rows(mask: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.flatnonzero(mask)).to(device)
+
+
+def _column(values: np.ndarray, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """``values`` at the selected ``rows`` as a float32 column (r, 1) on ``like``'s device."""
+    return torch.from_numpy(np.asarray(values, dtype=np.float32)[rows]).to(like.device).view(-1, 1)
+
+
+def gaussian_noise(x: torch.Tensor, p: AugmentationParameters) -> None:
+    """Add N(0, sd^2) noise to every channel of the chosen samples (one sd per sample). ``x``: (B, C, V)."""
+    rows = np.flatnonzero(p.noise_apply)
+    if not len(rows):
+        return
+    gen = torch.Generator(device=x.device).manual_seed(p.noise_seed)
+    noise = torch.randn((len(rows), *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
+    noise *= torch.from_numpy(p.noise_sd[rows].astype(np.float32)).to(x.device).view(-1, 1, 1)
+    x.index_add_(0, torch.from_numpy(rows).to(x.device), noise)
+
+
+def blur_kernels(sigma: np.ndarray) -> np.ndarray:
+    """batchgeneratorsv2's Gaussian kernels, size ``round_to_odd(6 sigma + 0.5)``, centred in a common width.
+
+    ``sigma`` (r,) in voxels; returns (r, 2 h + 1) float32, h the largest half-width (zero taps outside
+    each kernel's own size).
+    """
+    sizes = kernel_sizes(sigma)
+    half = int(sizes.max()) // 2
+    x = np.arange(-half, half + 1, dtype=np.float64)
+    pdf = np.exp(-0.5 * (x[None] / sigma[:, None]) ** 2) * (np.abs(x[None]) <= (sizes[:, None] - 1) / 2)
+    return (pdf / pdf.sum(1, keepdims=True)).astype(np.float32)
+
+
+def kernel_sizes(sigma: np.ndarray) -> np.ndarray:
+    """batchgeneratorsv2's ``_compute_kernel_size(sigma, truncate=6)``: ``6 sigma + 0.5`` to the nearest odd
+    integer (Python's ``round``, half to even, then one step towards the unrounded value)."""
+    n = np.asarray(sigma, dtype=np.float64) * BLUR_TRUNCATE + 0.5
+    rounded = np.round(n)
+    odd = rounded % 2 == 1
+    return np.where(odd, rounded, np.where(n - rounded >= 0, rounded + 1, rounded - 1)).astype(np.int64)
+
+
+def gaussian_blur(x: torch.Tensor, p: AugmentationParameters, spatial: Sequence[int]) -> None:
+    """Separable Gaussian blur (reflect padding) of the chosen (sample, channel) rows. ``x``: (B*C, V)."""
+    rows = np.flatnonzero(p.blur_apply.reshape(-1))
+    if not len(rows):
+        return
+    idx = torch.from_numpy(rows).to(x.device)
+    sigma = p.blur_sigma.reshape(-1, 3)[rows]
+    sub = x.index_select(0, idx).view(len(rows), 1, *spatial)
+    for axis in range(3):
+        kernels = torch.from_numpy(blur_kernels(sigma[:, axis])).to(x.device)
+        half = kernels.shape[1] // 2
+        widths = [0, 0, 0, 0, 0, 0]
+        widths[2 * (2 - axis)] = widths[2 * (2 - axis) + 1] = half
+        padded = pad(sub, widths, mode="reflect")
+        out = torch.zeros_like(sub)
+        view = (-1, 1, 1, 1, 1)
+        for tap in range(2 * half + 1):
+            out += kernels[:, tap].view(view) * padded.narrow(axis + 2, tap, spatial[axis])
+        sub = out
+    x.index_copy_(0, idx, sub.view(len(rows), -1))
+
+
+def multiplicative_brightness(x: torch.Tensor, p: AugmentationParameters) -> None:
+    """Multiply each channel of the chosen samples by its factor. ``x``: (B*C, V)."""
+    mask = np.repeat(p.brightness_apply, p.brightness.shape[1])
+    rows = np.flatnonzero(mask)
+    if len(rows):
+        idx = torch.from_numpy(rows).to(x.device)
+        x.index_copy_(0, idx, x.index_select(0, idx) * _column(p.brightness.reshape(-1), rows, x))
+
+
+def contrast(x: torch.Tensor, p: AugmentationParameters) -> None:
+    """``(x - mean) * factor + mean``, clamped to the channel's former range. ``x``: (B*C, V)."""
+    rows = np.flatnonzero(np.repeat(p.contrast_apply, p.contrast.shape[1]))
+    if not len(rows):
+        return
+    idx = torch.from_numpy(rows).to(x.device)
+    sub = x.index_select(0, idx)
+    mean = sub.mean(1, keepdim=True)
+    lo, hi = sub.amin(1, keepdim=True), sub.amax(1, keepdim=True)
+    sub = ((sub - mean) * _column(p.contrast.reshape(-1), rows, x) + mean).clamp_(lo, hi)
+    x.index_copy_(0, idx, sub)
+
+
+def simulate_low_resolution(x: torch.Tensor, p: AugmentationParameters, spatial: Sequence[int]) -> None:
+    """Downsample (nearest-exact) and upsample (trilinear) the chosen rows, grouped by downsampled shape."""
+    rows = np.flatnonzero(p.lowres_apply.reshape(-1))
+    if not len(rows):
+        return
+    # nnU-Net: round(size * float32 scale), Python's round (half to even) as np.round
+    scales = p.lowres_scale.reshape(-1, 3)[rows].astype(np.float32).astype(np.float64)
+    shapes = np.round(np.asarray(spatial, dtype=np.float64) * scales).astype(np.int64)
+    unique, group = np.unique(shapes, axis=0, return_inverse=True)
+    for g, shape in enumerate(unique.tolist()):
+        members = rows[group.reshape(-1) == g]
+        idx = torch.from_numpy(members).to(x.device)
+        sub = x.index_select(0, idx).view(len(members), 1, *spatial)
+        low = interpolate(sub, shape, mode="nearest-exact")
+        x.index_copy_(0, idx, interpolate(low, tuple(spatial), mode="trilinear").view(len(members), -1))
+
+
+def gamma(x: torch.Tensor, apply: np.ndarray, values: np.ndarray, invert: bool) -> None:
+    """Gamma on the min-max normalised channel, statistics retained, optionally on the inverted image."""
+    rows = np.flatnonzero(np.repeat(apply, values.shape[1]))
+    if not len(rows):
+        return
+    eps = 1e-7
+    idx = torch.from_numpy(rows).to(x.device)
+    sub = x.index_select(0, idx)
+    if invert:
+        sub.mul_(-1)
+    mean, std = sub.mean(1, keepdim=True), sub.std(1, keepdim=True)
+    lo, hi = sub.amin(1, keepdim=True), sub.amax(1, keepdim=True)
+    span = hi - lo
+    sub = ((sub - lo) / span.clamp(min=eps)).pow_(_column(values.reshape(-1), rows, x)).mul_(span).add_(lo)
+    now_mean, now_std = sub.mean(1, keepdim=True), sub.std(1, keepdim=True)
+    sub = (sub - now_mean).mul_(std / now_std.clamp(min=eps)).add_(mean)
+    if invert:
+        sub.mul_(-1)
+    x.index_copy_(0, idx, sub)
+
+
+def mirror(image: torch.Tensor, seg: torch.Tensor, flags: np.ndarray) -> None:
+    """Flip each sample along its flagged axes (``flags`` (B, 3)), grouped by axis combination."""
+    codes = flags @ np.array([1, 2, 4])
+    for code in np.unique(codes):
+        if code == 0:
+            continue
+        dims = [a + 2 for a in range(3) if code & (1 << a)]
+        idx = torch.from_numpy(np.flatnonzero(codes == code)).to(image.device)
+        image.index_copy_(0, idx, image.index_select(0, idx).flip(dims))
+        seg.index_copy_(0, idx, seg.index_select(0, idx).flip(dims))
+
+
+def downsample_for_deep_supervision(seg: torch.Tensor, scales) -> list[torch.Tensor]:
+    """One target per deep-supervision scale (``nearest-exact``), as DownsampleSegForDSTransform."""
+    out, as_float = [], None
+    for s in scales:
+        if all(v == 1 for v in s):
+            out.append(seg)
+            continue
+        shape = [round(n * v) for n, v in zip(seg.shape[2:], s, strict=True)]
+        if as_float is None:
+            as_float = seg.float()
+        out.append(interpolate(as_float, shape, mode="nearest-exact").to(seg.dtype))
+    return out
+
+
+def augment(raw: RawBatch, device: torch.device | str | None = None) -> dict:
+    """Apply nnU-Net's training augmentation to a :class:`RawBatch`: ``{"data", "target"}``.
+
+    ``data`` (B, C, *P) float32; ``target`` (B, Cs, *P) int16 labels (bool region channels with
+    regions), or one such tensor per deep-supervision scale. Runs on ``device`` (default: where
+    the batch is).
+    """
+    if device is not None:
+        raw = raw.to(device)
+    p, spec = raw.params, raw.spec
+    image, seg = raw.image, raw.seg
+    if p.spatial.any():
+        idx = _rows(p.spatial, image.device)
+        moved_image, moved_seg = spatial_transform(raw.big_image, raw.big_seg, p.affine, spec)
+        image.index_copy_(0, idx, moved_image)
+        seg.index_copy_(0, idx, moved_seg)
+    b, c = image.shape[:2]
+    spatial = image.shape[2:]
+    per_sample = image.view(b, c, -1)
+    rows = image.view(b * c, -1)
+    gaussian_noise(per_sample, p)
+    gaussian_blur(rows, p, spatial)
+    multiplicative_brightness(rows, p)
+    contrast(rows, p)
+    simulate_low_resolution(rows, p, spatial)
+    gamma(rows, p.gamma_inverted_apply, p.gamma_inverted, invert=True)
+    gamma(rows, p.gamma_apply, p.gamma, invert=False)
+    if p.mirror.any():
+        mirror(image, seg, p.mirror)
+    outside = seg[:, 0] < 0
+    for channel in spec.mask_channels:
+        image[:, channel][outside] = 0
+    seg.masked_fill_(seg == SEG_PAD, 0)
+    if spec.regions is not None:
+        target = torch.stack([torch.isin(seg[:, 0], torch.tensor(r, device=seg.device)) for r in spec.regions], 1)
+    else:
+        target = seg
+    if spec.deep_supervision_scales is not None:
+        target = downsample_for_deep_supervision(target, spec.deep_supervision_scales)
+    return {"data": image, "target": target}
+
+
+def enlarged_patch_size(spec: AugmentationSpec) -> tuple[int, int, int]:
+    """nnU-Net's ``initial_patch_size`` for the spec (the crop its spatial transform starts from)."""
+    from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
+
+    size = get_patch_size(spec.patch_size, spec.rotation, spec.rotation, spec.rotation, (0.85, 1.25))
+    if spec.dummy_2d:
+        size[0] = spec.patch_size[0]
+    return tuple(int(s) for s in size)
+
+
+def centre_offset(window: Sequence[int], patch: Sequence[int]) -> np.ndarray:
+    """Where nnU-Net's spatial transform cuts an untransformed patch out of the enlarged crop (per axis)."""
+    return np.array([math.floor(w / 2) - p // 2 for w, p in zip(window, patch, strict=True)])
