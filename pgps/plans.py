@@ -44,6 +44,36 @@ def _resolve(configurations: dict[str, Any], name: str, seen: tuple[str, ...] = 
     return merged
 
 
+def derived_configuration_source(
+    plans: dict[str, Any], name: Any, source: str, owner_key: str, kind: str, maker: str
+) -> dict[str, Any]:
+    """Check that ``name`` may be (re)written into ``plans`` as a configuration derived from ``source``.
+
+    ``name`` must be a new name, or a configuration an earlier call made (it holds ``owner_key``);
+    replacing it must not break ``source``'s inheritance chain. ``kind`` and ``maker`` name the
+    configuration and the function in the messages. Returns ``source`` resolved through its
+    ``inherits_from`` chain.
+    """
+    if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
+        raise ValueError("not an nnU-Net v2 plans dict: it has no 'configurations'")
+    configurations = plans["configurations"]
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty string, got {name!r}")
+    if name == source:
+        raise ValueError(f"name and source are both {name!r}; the {kind} configuration needs its own name")
+    existing = configurations.get(name)
+    if existing is not None and owner_key not in existing:
+        raise ValueError(f"configuration {name!r} already exists and was not made by {maker}; choose another name")
+    resolved = _resolve(configurations, source)
+    seen, parent = set(), source
+    while parent in configurations and parent not in seen:
+        seen.add(parent)
+        parent = configurations[parent].get("inherits_from")
+        if parent == name:
+            raise ValueError(f"source {source!r} inherits from {name!r}; replacing {name!r} would make a cycle")
+    return resolved
+
+
 def planned_configuration(
     plans: dict[str, Any] | str | os.PathLike, configuration: str = "3d_fullres"
 ) -> PlannedConfiguration:

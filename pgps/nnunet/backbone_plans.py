@@ -27,7 +27,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pgps.plans import STEPS_KEY, _resolve
+from pgps.plans import STEPS_KEY, _resolve, derived_configuration_source
 from pgps.sizes import Size, as_size, check_divisible, fmt_size
 
 BACKBONE_KEY = "pgps_backbone"
@@ -178,26 +178,8 @@ def add_backbone_configuration(
     function made it.
     """
     spec = get_backbone(backbone)
-    if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
-        raise ValueError("not an nnU-Net v2 plans dict: it has no 'configurations'")
-    configurations = plans["configurations"]
     name = f"3d_{spec.name}" if name is None else name
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    if name == source:
-        raise ValueError(f"name and source are both {name!r}; the backbone configuration needs its own name")
-    existing = configurations.get(name)
-    if existing is not None and BACKBONE_KEY not in existing:
-        raise ValueError(
-            f"configuration {name!r} already exists and was not made by add_backbone_configuration; choose another name"
-        )
-    resolved = _resolve(configurations, source)
-    seen, parent = set(), source
-    while parent in configurations and parent not in seen:  # replacing `name` must not break `source`'s chain
-        seen.add(parent)
-        parent = configurations[parent].get("inherits_from")
-        if parent == name:
-            raise ValueError(f"source {source!r} inherits from {name!r}; replacing {name!r} would make a cycle")
+    resolved = derived_configuration_source(plans, name, source, BACKBONE_KEY, "backbone", "add_backbone_configuration")
     planned = resolved.get("patch_size")
     if planned is None or "batch_size" not in resolved:
         raise ValueError(f"configuration {source!r} has no patch_size/batch_size")

@@ -75,7 +75,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pgps.plans import _resolve
+from pgps.plans import derived_configuration_source
 
 if TYPE_CHECKING:
     from torch import nn
@@ -139,21 +139,7 @@ def add_light_configuration(
     (``"channels_last_3d"`` or ``"contiguous"``) is recorded under :data:`MEMORY_FORMAT_KEY`.
     An existing configuration ``name`` is replaced only if this function made it.
     """
-    if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
-        raise ValueError("not an nnU-Net v2 plans dict: it has no 'configurations'")
-    configurations = plans["configurations"]
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"name must be a non-empty string, got {name!r}")
-    if name == source:
-        raise ValueError(f"name and source are both {name!r}; the light configuration needs its own name")
-    existing = configurations.get(name)
-    if existing is not None and MEMORY_FORMAT_KEY not in existing:
-        raise ValueError(
-            f"configuration {name!r} already exists and was not made by add_light_configuration; choose another name"
-        )
-    resolved = _resolve(configurations, source)
-    if _inherits_from(configurations, source, name):
-        raise ValueError(f"source {source!r} inherits from {name!r}; replacing {name!r} would make a cycle")
+    resolved = derived_configuration_source(plans, name, source, MEMORY_FORMAT_KEY, "light", "add_light_configuration")
 
     arch = resolved.get("architecture")
     kwargs = (arch or {}).get("arch_kwargs") or {}
@@ -216,16 +202,6 @@ def add_light_configuration(
     out = copy.deepcopy(plans)
     out["configurations"][name] = light
     return out
-
-
-def _inherits_from(configurations: dict, name: str, ancestor: str) -> bool:
-    seen = set()
-    while name in configurations and name not in seen:
-        seen.add(name)
-        name = configurations[name].get("inherits_from")
-        if name == ancestor:
-            return True
-    return False
 
 
 def use_channels_last_3d(network: nn.Module) -> RemovableHandle:
