@@ -38,6 +38,17 @@ UNETR_TOKEN = BACKBONES["unetr"].step
 SWIN_STEP = BACKBONES["swinunetr"].step
 
 
+def _check_construction(title: str, patch_size: Sequence[int], step: int, deep_supervision: bool) -> Size:
+    """``P_max`` of a backbone built with nnU-Net's arguments: single output, each axis a multiple of ``step``."""
+    if deep_supervision:
+        raise ValueError(
+            f"{title} has a single output; train it without deep supervision (nnUNetTrainer_PGPS_{title}_*)"
+        )
+    p_max = as_size("patch_size", patch_size)
+    check_divisible("patch_size", p_max, (step,) * 3)
+    return p_max
+
+
 def _check_input(title: str, spatial: Sequence[int], step: int) -> Size:
     size = as_size(f"{title} input size", spatial)
     for axis, s in enumerate(size):
@@ -61,12 +72,7 @@ class UNETRBackbone(UNETR):
         deep_supervision: bool = False,
         **arch_kwargs: Any,
     ) -> None:
-        if deep_supervision:
-            raise ValueError(
-                "UNETR has a single output; train it without deep supervision (nnUNetTrainer_PGPS_UNETR_*)"
-            )
-        p_max = as_size("patch_size", patch_size)
-        check_divisible("patch_size", p_max, (UNETR_TOKEN,) * 3)
+        p_max = _check_construction("UNETR", patch_size, UNETR_TOKEN, deep_supervision)
         super().__init__(
             in_channels=input_channels, out_channels=num_classes, img_size=p_max, proj_type="conv", **arch_kwargs
         )
@@ -131,12 +137,7 @@ class SwinUNETRBackbone(SwinUNETR):
         deep_supervision: bool = False,
         **arch_kwargs: Any,
     ) -> None:
-        if deep_supervision:
-            raise ValueError(
-                "SwinUNETR has a single output; train it without deep supervision (nnUNetTrainer_PGPS_SwinUNETR_*)"
-            )
-        p_max = as_size("patch_size", patch_size)
-        check_divisible("patch_size", p_max, (SWIN_STEP,) * 3)
+        p_max = _check_construction("SwinUNETR", patch_size, SWIN_STEP, deep_supervision)
         super().__init__(in_channels=input_channels, out_channels=num_classes, **arch_kwargs)
         self.patch_size_max: Size = p_max
 
