@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from machine import cpu_model  # benchmarks/machine.py, next to this script
 from threadpoolctl import threadpool_limits
 
 import pgps
@@ -219,17 +219,6 @@ def print_table(result: dict, strategies: list[str], before: bool) -> None:
         if ratios:
             print(f"{n}: ratio to CPS per voxel, max {max(ratios):.2f}, median {np.median(ratios):.2f} "
                   f"over {len(ratios)} stages")  # fmt: skip
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:
