@@ -146,25 +146,20 @@ def article_targets():
     return study_outputs("all") if ARTICLE["enabled"] else []
 
 
-def article_raw_path(folder):
-    """(source, error): the user-provided data of a dataset without a download, or the message
-    a job prints when none is set (a dry run still builds the whole DAG)."""
+def article_missing_data(folder):
+    """A shell prefix that stops a conversion job with instructions when the dataset has neither a
+    download nor a raw_path (a dry run still builds the whole DAG)."""
+    import shlex
+
     key = ARTICLE_FOLDERS[folder]
     d = ARTICLE_DATASETS[key]
     if d["raw_path"]:
-        return d["raw_path"], ""
-    return "", (
+        return ""
+    message = (
         f"dataset {key} has no download: set article.datasets.{key}.raw_path to the archive or folder you "
         f"obtained from {d.get('source', 'its publisher')}. {d.get('instructions', '')}"
     ).strip()
-
-
-def article_missing_data(folder):
-    """A shell prefix that stops a conversion job with instructions when the dataset has no data."""
-    import shlex
-
-    message = article_raw_path(folder)[1]
-    return f"echo {shlex.quote(message)} >&2; exit 1;" if message else ""
+    return f"echo {shlex.quote(message)} >&2; exit 1;"
 
 
 def article_grid_datasets():

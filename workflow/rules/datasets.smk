@@ -35,7 +35,7 @@ rule convert:
     log:
         f"{RESULTS}/logs/convert/{{folder}}.log",
     params:
-        source=lambda wildcards, input: input[0] if input else article_raw_path(wildcards.folder)[0],
+        source=lambda wildcards, input: input[0] if input else article_dataset(wildcards.folder)["raw_path"] or "",
         # a dataset without data stops here with instructions
         missing=lambda wildcards, input: "" if input else article_missing_data(wildcards.folder),
         format=lambda wildcards: article_dataset(wildcards.folder)["format"],
