@@ -304,8 +304,8 @@ def test_characteristics_regions_and_cli(tmp_path, capsys):
     assert main(["characteristics", "--dataset", "no-equals-sign", "--out", str(out)]) == 2
 
 
-def test_report_renders_a_demo_table_of_collect_fold_rows(tmp_path):
-    """A results.csv of the demo's collect_fold rows (no manifest factors, no telemetry) still renders all."""
+def test_report_renders_a_results_table_without_manifest_factors(tmp_path):
+    """A hand-made results.csv (no manifest factors, no run column, no telemetry) still renders all."""
     rows = [
         {"dataset": "lesions", "trainer": f"t_{m}", "mode": m, "fold": 0, "dice": d, "dice_per_class": "{}",
          "epochs": 40, "train_time_s": t, "p_max_mean_epoch_time_s": 2.5, "iterated_voxels": v,

@@ -43,6 +43,7 @@ from pgps.nnunet.batched import AugmentationSpec
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
 from pgps.nnunet.sampling import PGPSDataLoader, check_strategy, finish_batch
+from pgps.plans import configuration_steps
 from pgps.sizes import fmt_size, numel
 
 CHECKPOINT_KEY = "pgps_curriculum"
@@ -226,8 +227,9 @@ class PGPSMixin:
 
     # -- the schedule ---------------------------------------------------------------------------
     def curriculum_steps(self) -> tuple[int, int, int]:
-        """Per-axis step: ``2**k`` for ``k`` stride-2 downsamplings (backbones override this)."""
-        return pgps.steps_from_strides(self.configuration_manager.pool_op_kernel_sizes)
+        """Per-axis step of the planned configuration (:func:`pgps.plans.configuration_steps`: ``2**k`` for ``k``
+        stride-2 downsamplings of a U-Net; backbones add their own checks)."""
+        return configuration_steps(self.configuration_manager.configuration, self.configuration_name)
 
     def build_schedule(self) -> pgps.Schedule:
         cm = self.configuration_manager

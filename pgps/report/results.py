@@ -39,7 +39,7 @@ import pandas as pd
 
 from pgps.io import atomic_write_text
 from pgps.report import datasets as ds
-from pgps.report.style import ordered, strategy
+from pgps.report import stats
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset", "backbone", "mode", "sampler", "mirroring", "length", "fold", "seed", "trainer", "plans",
@@ -69,13 +69,6 @@ pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete 
 RESULTS_FILE, EPOCHS_FILE, SCHEDULES_FILE, CHARACTERISTICS_FILE = (
     "results.csv", "epochs.csv", "schedules.json", "characteristics.csv",
 )  # fmt: skip
-
-RESULT_COLUMNS = (
-    "dataset", "trainer", "mode", "fold", "dice", "dice_per_class", "epochs", "train_time_s",
-    "p_max_mean_epoch_time_s", "iterated_voxels", "planned_relative_voxels",
-)  # fmt: skip
-"""Columns of :func:`collect_fold` (the demo's one-row-per-fold table)."""
-
 
 # -- reading one fold folder ----------------------------------------------------------------------
 def read_validation(fold_dir: str | Path) -> tuple[float, dict[str, float]]:
@@ -110,25 +103,6 @@ def _number(value: Any) -> float:
         return math.nan
 
 
-def collect_fold(fold_dir: str | Path, dataset: str, trainer: str, fold: int) -> dict:
-    """One row of :data:`RESULT_COLUMNS` from a trained fold folder; missing parts become NaN, never invented."""
-    summary = read_summary(fold_dir) or {}
-    dice, per_class = read_validation(fold_dir)
-    return {
-        "dataset": dataset,
-        "trainer": trainer,
-        "mode": summary.get("mode"),
-        "fold": int(fold),
-        "dice": dice,
-        "dice_per_class": json.dumps(per_class),
-        "epochs": _number(summary.get("epochs_done")),
-        "train_time_s": _number(summary.get("train_time_s")),
-        "p_max_mean_epoch_time_s": _number(summary.get("p_max_mean_epoch_time_s")),
-        "iterated_voxels": _number(summary.get("iterated_voxels")),
-        "planned_relative_voxels": _number(summary.get("planned_relative_voxels")),
-    }
-
-
 def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | None, dict[str, Any] | None]:
     """``(metrics, telemetry, schedule summary)`` of one run's fold folder.
 
@@ -148,9 +122,7 @@ def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | No
     train_time = _number(s.get("train_time_s"))
     runtime = math.nan
     if status == "complete":
-        from pgps.report.stats import virtual_relative_runtime
-
-        runtime = virtual_relative_runtime(train_time, p_max_time, epochs)
+        runtime = stats.virtual_relative_runtime(train_time, p_max_time, epochs)
     metrics = {
         "status": status,
         "dice": dice,
@@ -285,7 +257,7 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
     if not results_path.is_file():
         raise ValueError(f"{results_path} does not exist; run `pgps collect` first")
     results = with_defaults(pd.read_csv(results_path))
-    if "run" not in results.columns:  # a table of collect_fold rows: no telemetry to join
+    if "run" not in results.columns:  # a hand-made or older table without manifest rows: no telemetry to join
         results.insert(0, "run", range(len(results)))
     epochs_path = d / EPOCHS_FILE
     if _nonempty(epochs_path):
@@ -396,9 +368,9 @@ def compare_to_cps(results: pd.DataFrame) -> pd.DataFrame:
         return frame[name] if name in frame.columns else pd.Series(math.nan, index=frame.index)
 
     df["relative_dice"] = df["dice"] / cps["dice"].where(cps["dice"] > 0)  # undefined (NaN) when CPS scored 0
-    if "relative_runtime" not in df.columns:
-        time_s, epoch_s, epochs = (column(df, c) for c in ("train_time_s", "p_max_mean_epoch_time_s", "epochs"))
-        df["relative_runtime"] = time_s / (epoch_s * epochs)
+    if "relative_runtime" not in df.columns:  # a hand-made frame: computed as collect_run does
+        inputs = zip(*(column(df, c) for c in ("train_time_s", "p_max_mean_epoch_time_s", "epochs")), strict=True)
+        df["relative_runtime"] = [stats.virtual_relative_runtime(*map(float, values)) for values in inputs]
     def finished_voxels(frame: pd.DataFrame) -> pd.Series:  # an unfinished run's voxel count is no total
         voxels = column(frame, "iterated_voxels")
         return voxels.where(frame["status"] == "complete") if "status" in frame.columns else voxels
@@ -416,9 +388,10 @@ def aggregate(results: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
     """One row per group of folds (default :data:`GROUP`), from runs of :func:`compare_to_cps`:
 
     ``runs`` (manifest rows), ``n`` (folds with a Dice), ``dice`` (mean over folds) and
-    ``dice_sd`` (population SD over folds), ``relative_dice`` (mean Dice / mean CPS Dice over the
-    folds both have), ``relative_runtime`` (median), ``relative_flops`` (mean), and ``folds``
-    (the Dice per fold, ``{fold: dice}``).
+    ``dice_sd`` (population SD over folds), ``paired_dice`` and ``paired_cps_dice`` (the means over
+    the folds both the group and CPS have) and their ratio ``relative_dice``
+    (:func:`pgps.report.stats.relative`), ``relative_runtime`` (median), ``relative_flops`` (mean),
+    and ``folds`` (the Dice per fold, ``{fold: dice}``).
     """
     df = compare_to_cps(with_defaults(results))
     by = [c for c in by if c in df.columns]
@@ -427,7 +400,7 @@ def aggregate(results: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
         key = key if isinstance(key, tuple) else (key,)
         dice = g["dice"].dropna()
         both = g.dropna(subset=["dice", "cps_dice"])
-        cps_mean = both["cps_dice"].mean() if len(both) else math.nan
+        paired, paired_cps = (both[c].mean() if len(both) else math.nan for c in ("dice", "cps_dice"))
         rows.append(
             {
                 **dict(zip(by, key, strict=True)),
@@ -435,7 +408,9 @@ def aggregate(results: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
                 "n": len(dice),
                 "dice": dice.mean() if len(dice) else math.nan,
                 "dice_sd": float(np.std(dice)) if len(dice) else math.nan,
-                "relative_dice": both["dice"].mean() / cps_mean if len(both) and cps_mean > 0 else math.nan,
+                "paired_dice": paired,
+                "paired_cps_dice": paired_cps,
+                "relative_dice": stats.relative(paired, paired_cps),
                 "relative_runtime": g["relative_runtime"].median(),
                 "relative_flops": g["relative_flops"].mean(),
                 "folds": {int(f): float(v) for f, v in zip(g["fold"], g["dice"], strict=True) if math.isfinite(v)}
@@ -443,46 +418,6 @@ def aggregate(results: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
                 else {},
             }
         )
-    columns = [*by, "runs", "n", "dice", "dice_sd", "relative_dice", "relative_runtime", "relative_flops", "folds"]
+    columns = [*by, "runs", "n", "dice", "dice_sd", "paired_dice", "paired_cps_dice", "relative_dice"]
+    columns += ["relative_runtime", "relative_flops", "folds"]
     return pd.DataFrame(rows, columns=columns)
-
-
-# -- the demo's compact Table 1 ------------------------------------------------------------------------
-def table1(results: pd.DataFrame) -> pd.DataFrame:
-    """A compact Table 1 of the datasets present: one row per dataset (and a normalized average),
-    per strategy the mean Dice over folds [%], relative Dice [%] (100 = CPS), median relative
-    runtime [%] and relative FLOPs [%]. The article's layout is :func:`pgps.report.tables.table1`."""
-    agg = aggregate(select(results))
-    rows = []
-    modes = ordered(agg["mode"].unique())
-    for dataset in ds.ordered(agg["dataset"].unique()):
-        group = agg[agg["dataset"] == dataset].set_index("mode")
-        row = {"dataset": dataset}
-        for mode in modes:
-            g = group.loc[mode] if mode in group.index else None
-            label = strategy(mode).label
-            row[f"{label} Dice [%]"] = 100 * g["dice"] if g is not None else math.nan
-            row[f"{label} rel. Dice [%]"] = 100 * g["relative_dice"] if g is not None else math.nan
-            row[f"{label} rel. runtime [%]"] = 100 * g["relative_runtime"] if g is not None else math.nan
-            row[f"{label} rel. FLOPs [%]"] = 100 * g["relative_flops"] if g is not None else math.nan
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    average = {"dataset": "Normalized average"}
-    for column in table.columns[1:]:
-        if "rel." in column:
-            average[column] = table[column].mean()
-    return pd.concat([table, pd.DataFrame([average])], ignore_index=True)
-
-
-def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
-    """A GitHub Markdown table; missing values show as "–" (never filled)."""
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    lines = [header, rule]
-    for _, r in table.iterrows():
-        cells = [
-            "–" if isinstance(v, float) and math.isnan(v) else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
-            for v in r
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -61,10 +61,10 @@ def _scaled(row: str, col: str, g: dict | None, key: str, scale: float = 100.0, 
 
 
 def _normalized(row: str, col: str, groups: Sequence[dict | None], offset: float = 0.0) -> dict:
+    """The normalized average (:func:`pgps.report.stats.normalized_average`) of the groups' paired Dice."""
     found = [g for g in groups if g is not None]
-    ratios = [g["relative_dice"] for g in found if math.isfinite(g["relative_dice"])]
-    value = 100 * sum(ratios) / len(ratios) + offset if ratios else math.nan
-    return cell(row, col, value, n=len(ratios), runs=len(found))
+    value, n = stats.normalized_average([g["paired_dice"] for g in found], [g["paired_cps_dice"] for g in found])
+    return cell(row, col, value + offset, n=n, runs=len(found))
 
 
 def _mean_sd(row: str, col: str, groups: Sequence[dict | None], key: str) -> dict:
