@@ -133,7 +133,8 @@ def test_grid_trainers_exist_in_pgps(article_config):
     [
         (Run("BTCV", "unet", "cps", "single_crop", True, 100, 0, 0), "sampler variants"),
         (Run("BTCV", "unetr", "performance", "default", True, 10, 0, 0), "UNETR/SwinUNETR"),
-        (Run("BTCV", "unet", "rpss", "default", False, 100, 0, 0), "legacy"),
+        (Run("BTCV", "unet", "rpss", "default", False, 100, 0, 0), "no sampler or mirroring variants"),
+        (Run("MSD_Lung", "unet", "progressive-resolution", "default", True, 10, 0, 0), "no training-length"),
         (Run("BTCV", "unet", "performance", "split_crop", True, 100, 0, 0), "use sampler 'default'"),
         (Run("BTCV", "unet", "cps", "default", True, 30, 0, 0), "length must be one of"),
     ],

@@ -223,7 +223,7 @@ for name in TRAINERS:
     s = trainer.schedule
     probe = getattr(trainer, "memory_probe", None)
     out[name] = [cls.__name__, s.mode, s.iterations_per_epoch, [st.batch_size for st in s.stages],
-                 list(s.patch_size_max), list(s.steps), probe.to_dict(2) if probe else None]
+                 list(s.patch_size_max), list(s.steps), probe.to_dict(2) if probe else None, cls.rpss_pool]
 print(json.dumps(out))
 """
 
@@ -240,7 +240,7 @@ def test_every_variant_is_found_by_nnunet_and_builds_its_schedule(tiny):
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(found) == sorted(TRAINERS)
     backbones = {"UNETR": (nn.TRANSFORMER_PATCH["unetr"], 16), "SwinUNETR": (nn.TRANSFORMER_PATCH["swinunetr"], 32)}
-    for name, (cls_name, mode, ipe, batches, p_max, steps, probe) in found.items():
+    for name, (cls_name, mode, ipe, batches, p_max, steps, probe, pool) in found.items():
         assert cls_name == name
         percent = name.rsplit("_", 1)[-1]
         fraction = TRAINING_LENGTHS[int(percent[:-3])] if percent.endswith("pct") else 1.0
@@ -248,7 +248,7 @@ def test_every_variant_is_found_by_nnunet_and_builds_its_schedule(tiny):
         backbone = name.split("_")[2]
         expected_p_max, step = backbones.get(backbone, (nn.PATCH, 8))
         assert (p_max, steps) == (expected_p_max, [step] * 3)
-        stages = pgps.make_schedule(mode, p_max, steps, 2).stages
+        stages = pgps.make_schedule(mode, p_max, steps, 2, rpss_pool=pool).stages
         if name.endswith("_MemoryProbe"):  # batch sizes from the probe's measured memory per sample
             assert [s["patch_size"] for s in probe["stages"]] == [list(s.patch_size) for s in stages]
             per_sample = {tuple(s["patch_size"]): s["bytes_per_sample"] for s in probe["stages"]}

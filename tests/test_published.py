@@ -6,6 +6,7 @@ import pgps
 from tests.published import (
     JOURNAL_HIPPOCAMPUS_FIRST_BATCH,
     MICCAI_SUPP_TABLE_2_LUNG_PGPS,
+    MICCAI_SUPP_TABLE_2_LUNG_RPSS_APPROX,
     MICCAI_SUPP_TABLE_3,
     MICCAI_TABLE_1_VOXELS,
     parse_supp_table_3,
@@ -86,6 +87,18 @@ def test_miccai_supp_table_2_lung_training_lengths(length):
     ours = 100 * pgps.relative_voxels(schedule, reference=cps_full)
     # The table rounds twice (35.349 -> 35.35 in Table 1 -> 35.4 here), hence 0.06 and not 0.05.
     assert ours == pytest.approx(MICCAI_SUPP_TABLE_2_LUNG_PGPS[length], abs=0.06)
+
+
+def test_miccai_supp_table_2_rpss_voxels_need_the_miccai_pool():
+    """RPSS's voxels (≈ 35.4% of CPS, printed with "∼") fit a draw over the MICCAI stages (34.7% in expectation),
+    not over the journal stages (30.8%): evidence that the paper's RPSS pool is the MICCAI stage list."""
+    p_max, steps, b_base = planned("Lung")
+    ours = {
+        pool: 100 * pgps.relative_voxels(pgps.make_schedule("rpss", p_max, steps, b_base, rpss_pool=pool))
+        for pool in ("miccai", "journal")
+    }
+    assert ours["miccai"] == pytest.approx(MICCAI_SUPP_TABLE_2_LUNG_RPSS_APPROX, abs=1.0)
+    assert abs(ours["journal"] - MICCAI_SUPP_TABLE_2_LUNG_RPSS_APPROX) > 4
 
 
 def test_journal_hippocampus_first_stage_batch():

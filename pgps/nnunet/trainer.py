@@ -188,6 +188,7 @@ class PGPSMixin:
     - ``training_length``: fraction of nnU-Net's 250 iterations per epoch;
     - ``single_voxel_bottleneck``: train the 1x1x1-bottleneck stage (instance norms made to accept it);
     - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: sampler/RPSS seed;
+    - ``rpss_pool``: the stages RPSS draws from (:data:`pgps.schedule.RPSS_POOLS`; ``"miccai"``, the paper's);
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
       (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch.
     """
@@ -199,6 +200,7 @@ class PGPSMixin:
     single_voxel_bottleneck: bool = True
     batch_size_cap: int | None = None
     curriculum_seed: int = 0
+    rpss_pool: str = "miccai"
     batched_augmentation: bool = True
 
     def __init__(
@@ -246,6 +248,7 @@ class PGPSMixin:
                 single_voxel_bottleneck=self.single_voxel_bottleneck,
                 batch_size_cap=self.batch_size_cap,
                 seed=self.curriculum_seed,
+                rpss_pool=self.rpss_pool,
             )
         except ValueError as exc:
             raise ValueError(
