@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pgps.cli import main
-from pgps.report import OUTPUTS, figures, outputs, tables
+from pgps.report import OUTPUTS, figures, miccai, outputs, tables
 from pgps.report.characteristics import task_characteristics
 from pgps.report.published import compare, load_published
 from pgps.report.render import figure3_published
@@ -62,9 +62,11 @@ def test_collect_writes_one_row_per_run_and_never_invents(rendered):
     assert len(results) == len(manifest)
     assert list(results.columns[1 : 1 + len(MANIFEST_COLUMNS)]) == list(MANIFEST_COLUMNS)
     status = results.groupby("status").size().to_dict()
-    # the fixture leaves AMOS22 fold 2 and MSD_Lung's Progressive Resolution unrun, KiTS23 PGPS-Perf fold 1 training
+    # the fixture leaves AMOS22 fold 2, MSD_Lung's Progressive Resolution and its RPSS at 25% unrun, KiTS23
+    # PGPS-Perf fold 1 training
     amos = results[(results["dataset"] == "AMOS22") & (results["fold"] == 2)]
-    prog = results[(results["dataset"] == "MSD_Lung") & (results["mode"] == "progressive-resolution")]
+    lung = results[results["dataset"] == "MSD_Lung"]
+    prog = lung[(lung["mode"] == "progressive-resolution") | ((lung["mode"] == "rpss") & (lung["length"] == 25))]
     training = results[(results["dataset"] == "KiTS23") & (results["mode"] == "performance") & (results["fold"] == 1)]
     missing, unfinished = len(amos) + len(prog), len(training)
     assert status == {"complete": len(results) - missing - unfinished, "missing": missing, "training": unfinished}
@@ -155,6 +157,10 @@ def test_published_cells_match_rendered_table_keys():
     built["figure4"] = figures.figure4(empty, epochs)[1]
     built["figure5"] = figures.figure5(empty)[1]
     built["figureA6"] = figures.figureA6(empty, epochs)[1]
+    for name in outputs.MICCAI_TABLES:
+        built[name] = miccai.TABLES[name](empty, pd.DataFrame(columns=["run", "case", "label", "dice"]))
+    for name in outputs.MICCAI_FIGURES:
+        built[name] = miccai.FIGURES[name](empty)[1]
     for name, table in built.items():
         published = figure3_published() if name == "figure3" else load_published(name)
         keys = {(r, c.key) for r, _ in table.rows for c in table.columns}
@@ -236,12 +242,12 @@ def test_report_package_import_is_light_and_outputs_fixed():
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )
-    assert (
-        len(OUTPUTS)
-        == len(set(OUTPUTS))
-        == 5 * (len(outputs.TABLES) + len(outputs.FIGURES)) + 2 * len(outputs.FIGURES) + 1
-    )
+    figures = outputs.FIGURES + outputs.MICCAI_FIGURES
+    tables = outputs.TABLES + outputs.MICCAI_TABLES + figures
+    assert len(OUTPUTS) == len(set(OUTPUTS)) == 5 * len(tables) + 2 * len(figures) + 1
     assert {"tables/table1.tex", "compare/tableD8.md", "figures/figureA6.pdf", "report.md"} <= set(OUTPUTS)
+    assert {"tables/miccai_table1.csv", "compare/miccai_tableS2.md", "figures/miccai_figure3.pdf"} <= set(OUTPUTS)
+    assert len(tables) == 19
 
 
 def test_report_cli_lists_outputs_and_rejects_missing_results(tmp_path, capsys):

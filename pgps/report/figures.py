@@ -41,7 +41,8 @@ ARTICLE_LENGTHS = (1, 10, 25, 50, 100)
 REPEAT_LENGTHS = (1, 10, 100)
 
 
-def _gap_figure(title: str, message: str, size: tuple[float, float] = (6.3, 3.0)) -> Figure:
+def gap_figure(title: str, message: str, size: tuple[float, float] = (6.3, 3.0)) -> Figure:
+    """A figure that says what it lacks: ``title`` and ``message`` in a box (the explicit gap of a figure)."""
     with matplotlib.rc_context(style.RC):
         fig = Figure(figsize=size, layout="constrained")
         ax = fig.subplots()
@@ -83,7 +84,7 @@ def figure2(
     table = _figure2_table(main)
     title = "Figure 2: curriculum schedules over training"
     if dataset is None:
-        return _gap_figure(title, "No run has written its schedule (pgps_summary.json) yet."), table
+        return gap_figure(title, "No run has written its schedule (pgps_summary.json) yet."), table
     summaries, foreground = {}, {}
     for mode in JOURNAL_MODES:
         runs = with_schedule[(with_schedule["dataset"] == dataset) & (with_schedule["mode"] == mode)]
@@ -98,7 +99,7 @@ def figure2(
         panel = panel_title(ds.label(dataset), next(iter(summaries.values())))
         fig = plot_schedule_panel(summaries, f"Figure 2: {panel}", foreground)
     except ValueError as exc:  # e.g. runs of one dataset planned with different sizes
-        return _gap_figure(title, f"{ds.label(dataset)}: {exc}"), table
+        return gap_figure(title, f"{ds.label(dataset)}: {exc}"), table
     return fig, table
 
 
@@ -185,7 +186,7 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
     )
     title = "Figure 3: convergence over training lengths"
     if not datasets:
-        return _gap_figure(title, "No finished runs of CPS / PGPS-Efficiency / PGPS-Performance yet."), table
+        return gap_figure(title, "No finished runs of CPS / PGPS-Efficiency / PGPS-Performance yet."), table
     panels = [*datasets, "norm_avg"]
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
@@ -221,11 +222,7 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
         for i, ax in enumerate(axes[: len(panels)]):
             if i + ncols >= len(panels):  # nothing drawn below it
                 ax.set_xlabel("training length [%]")
-        handles, labels = axes[0].get_legend_handles_labels()
-        if drew_published:
-            handles.append(Line2D([], [], **style.PUBLISHED_MARKER))
-            labels.append("article, Table 1 (100%)")
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+        style.legend(fig, *axes[0].get_legend_handles_labels(), "article, Table 1 (100%)" if drew_published else None)
         fig.suptitle(f"{title} (% of nnU-Net's default iterations, log scale)")
     return fig, table
 
@@ -291,7 +288,7 @@ def figure4(
     )
     title = f"Figure 4: training characteristics{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
     if not curves:
-        return _gap_figure(title, "No main-grid run has written telemetry (pgps_telemetry.csv) yet.", (7.2, 2.8)), table
+        return gap_figure(title, "No main-grid run has written telemetry (pgps_telemetry.csv) yet.", (7.2, 2.8)), table
     with matplotlib.rc_context(style.RC):
         fig = Figure(figsize=(7.2, 2.8), layout="constrained")
         axes = fig.subplots(1, len(quantities))
@@ -310,6 +307,7 @@ def figure4(
         axes[2].set_ylim(bottom=0)
         axes[2].yaxis.set_major_formatter(EngFormatter(sep="\N{THIN SPACE}"))
         handles, labels = axes[0].get_legend_handles_labels()
+        published_label = None
         if published and dataset == "BTCV":
             for (row, col), value in published.items():
                 mode = row.split("|")[1]
@@ -318,9 +316,8 @@ def figure4(
                     axes[1].plot(
                         [x], [value], **{**style.PUBLISHED_MARKER, "markeredgecolor": style.strategy(mode).color}
                     )
-            handles.append(Line2D([], [], **style.PUBLISHED_MARKER))
-            labels.append(FIGURE4_PUBLISHED_NOTE)
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+            published_label = FIGURE4_PUBLISHED_NOTE
+        style.legend(fig, handles, labels, published_label)
         fig.suptitle(title)
     return fig, table
 
@@ -384,13 +381,13 @@ def figure5(
         cells=pd.DataFrame(cells),
         ranks=[Rank(tuple(f"{m}|mean" for m in JOURNAL_MODES))],
         notes=[
-            "A combination takes one run per strategy (5 x 5 x 5 = 125 with five seeds each); a strategy wins it when "
+            "A combination takes one run per strategy (5 × 5 × 5 = 125 with five seeds each); a strategy wins it when "
             "its Dice beats both others (ties: nobody). SD: sample SD over seeds.",
         ],
     )
     title = "Figure 5: stochastic variability of repeated runs"
     if not repeats:
-        return _gap_figure(title, "No repeated runs (two or more seeds on one fold) in these results."), table
+        return gap_figure(title, "No repeated runs (two or more seeds on one fold) in these results."), table
     shown = [d for d in datasets if any((d, n) in repeats for n in lengths[d])]
     offsets = dict(zip(JOURNAL_MODES, (-0.25, 0.0, 0.25), strict=True))
     drew_published = False
@@ -504,7 +501,7 @@ def figureA6(
     )
     title = f"Figure A.6: batch constructions{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
     if dataset is None:
-        return _gap_figure(title, "No PGPS-Performance runs in these results.", (7.2, 3.0)), table
+        return gap_figure(title, "No PGPS-Performance runs in these results.", (7.2, 3.0)), table
     measured = _runs(sel[sel["dataset"] == dataset], epochs)
     variants = [v for v in A6_VARIANTS if v in by or v in set(measured["variant"])]
     with matplotlib.rc_context(style.RC):
@@ -559,9 +556,6 @@ def figureA6(
         handles, labels = curve_ax.get_legend_handles_labels()
         handles.append(Line2D([], [], marker="o", markersize=3, color="black", linestyle="none"))
         labels.append("validation Dice per fold")
-        if drew_published:
-            handles.append(Line2D([], [], **style.PUBLISHED_MARKER))
-            labels.append("article, Table A.4")
-        fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
+        style.legend(fig, handles, labels, "article, Table A.4" if drew_published else None, ncols=3)
         fig.suptitle(title)
     return fig, table

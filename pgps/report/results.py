@@ -8,6 +8,8 @@ into the results folder that every table and figure is rendered from:
 - ``results.csv``: one row per manifest row: its factors and :data:`METRIC_COLUMNS`;
 - ``epochs.csv``: the per-epoch telemetry of every run, factor columns included;
 - ``schedules.json``: each run's curriculum schedule (``pgps schedule --json`` shape), by ``run``;
+- ``cases.csv``: the Dice of every validation case and foreground class of every finished run, from
+  nnU-Net's ``metric_per_case`` (:data:`CASE_COLUMNS`; the MICCAI 2024 paper's per-sample t-tests);
 - ``characteristics.csv``: the task characteristics, when given.
 
 Whatever a run has not written yet stays missing (NaN), never invented. Relative measures
@@ -60,15 +62,20 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "status", "dice", "dice_per_class", "epochs", "epochs_planned", "iterations_per_epoch", "train_time_s",
     "p_max_epochs", "p_max_mean_epoch_time_s", "relative_runtime", "iterated_voxels", "planned_iterated_voxels",
     "planned_relative_voxels", "cps_voxels_per_epoch", "patch_size_max", "batch_size_base", "num_stages",
-    "first_batch_size", "fg_fallbacks", "mean_fg_voxel_share", "mean_class_presence_share",
+    "first_batch_size", "fg_fallbacks", "mean_fg_voxel_share", "mean_class_presence_share", "energy_kwh", "co2_kg",
 )  # fmt: skip
 """What :func:`collect_run` measures per run (Dice as a fraction, times in seconds, voxels per
 channel). ``status``: ``complete`` (nnU-Net's validation summary exists), ``training`` (only
-pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete runs only."""
+pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete runs only. ``energy_kwh`` and
+``co2_kg`` are CodeCarbon's totals for the run (missing without CodeCarbon, see :mod:`pgps.nnunet.carbon`)."""
 
-RESULTS_FILE, EPOCHS_FILE, SCHEDULES_FILE, CHARACTERISTICS_FILE = (
-    "results.csv", "epochs.csv", "schedules.json", "characteristics.csv",
+RESULTS_FILE, EPOCHS_FILE, SCHEDULES_FILE, CHARACTERISTICS_FILE, CASES_FILE = (
+    "results.csv", "epochs.csv", "schedules.json", "characteristics.csv", "cases.csv",
 )  # fmt: skip
+
+CASE_COLUMNS: tuple[str, ...] = ("run", *("dataset", "mode", "fold"), "case", "label", "dice")
+"""Columns of ``cases.csv``: one row per run, validation case and foreground label (or region) of nnU-Net's
+``metric_per_case``; ``dice`` as a fraction, NaN where nnU-Net's is (label absent from both images)."""
 
 # -- reading one fold folder ----------------------------------------------------------------------
 def read_validation(fold_dir: str | Path) -> tuple[float, dict[str, float]]:
@@ -80,6 +87,21 @@ def read_validation(fold_dir: str | Path) -> tuple[float, dict[str, float]]:
     dice = _number(metrics.get("foreground_mean", {}).get("Dice"))
     per_class = {str(k): _number(v.get("Dice")) for k, v in metrics.get("mean", {}).items()}
     return dice, per_class
+
+
+def read_cases(fold_dir: str | Path) -> list[dict[str, Any]]:
+    """``{case, label, dice}`` per validation case and label from nnU-Net's ``validation/summary.json``
+    (``metric_per_case``; the case is the reference file's name without its extension); [] if absent."""
+    path = Path(fold_dir) / "validation" / "summary.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for entry in json.loads(path.read_text()).get("metric_per_case", []):
+        name = Path(str(entry.get("reference_file") or entry.get("prediction_file") or "")).name
+        case = name.split(".")[0]
+        for label, metrics in (entry.get("metrics") or {}).items():
+            rows.append({"case": case, "label": str(label), "dice": _number((metrics or {}).get("Dice"))})
+    return rows
 
 
 def read_summary(fold_dir: str | Path) -> dict[str, Any] | None:
@@ -145,6 +167,8 @@ def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | No
         "fg_fallbacks": _number(s.get("fg_fallbacks")),
         "mean_fg_voxel_share": _column_mean(telemetry, "fg_voxel_share"),
         "mean_class_presence_share": _column_mean(telemetry, "class_presence_share"),
+        "energy_kwh": _number(s.get("energy_kwh")),
+        "co2_kg": _number(s.get("co2_kg")),
     }
     return metrics, telemetry, (schedule.summary() if schedule else None)
 
@@ -192,9 +216,9 @@ def collect(
     manifest: pd.DataFrame,
     characteristics: pd.DataFrame | None = None,
     progress=sys.stderr,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """``(results, epochs, schedules)`` for every manifest row (see the module docstring)."""
-    rows, epochs, schedules = [], [], {}
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """``(results, epochs, schedules, cases)`` for every manifest row (see the module docstring)."""
+    rows, epochs, schedules, cases = [], [], {}, []
     started = time.perf_counter()
     for i, run in enumerate(manifest.to_dict("records")):
         metrics, telemetry, schedule = collect_run(run["fold_dir"])
@@ -204,10 +228,13 @@ def collect(
             epochs.append(telemetry.assign(**factors)[[*factors, *telemetry.columns]])
         if schedule is not None:
             schedules[str(i)] = schedule
+        if metrics["status"] == "complete":
+            factors = {"run": i, **{k: run[k] for k in ("dataset", "mode", "fold")}}
+            cases += [{**factors, **c} for c in read_cases(run["fold_dir"])]
         _progress(i + 1, len(manifest), started, progress)
     results = pd.DataFrame(rows, columns=["run", *MANIFEST_COLUMNS, *METRIC_COLUMNS])
     epoch_table = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["run", *FACTORS, "epoch"])
-    return results, epoch_table, schedules
+    return results, epoch_table, schedules, pd.DataFrame(cases, columns=list(CASE_COLUMNS))
 
 
 def write_results(
@@ -216,6 +243,7 @@ def write_results(
     epochs: pd.DataFrame,
     schedules: dict[str, Any],
     characteristics: pd.DataFrame | None = None,
+    cases: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write the results folder (each file atomically; an older ``characteristics.csv`` is removed when
     none is given); returns the paths written."""
@@ -225,6 +253,7 @@ def write_results(
         RESULTS_FILE: _csv(results),
         EPOCHS_FILE: _csv(epochs, "%.6g"),
         SCHEDULES_FILE: json.dumps(schedules, indent=1, sort_keys=True) + "\n",
+        CASES_FILE: _csv(cases if cases is not None else pd.DataFrame(columns=list(CASE_COLUMNS))),
     }
     if characteristics is not None:
         files[CHARACTERISTICS_FILE] = _csv(characteristics)
@@ -248,7 +277,7 @@ EPOCH_COLUMNS_USED: tuple[str, ...] = (
 
 
 def load_results(results_dir: str | Path) -> dict[str, Any]:
-    """The results folder as frames: ``results``, ``epochs``, ``schedules`` (dict), ``characteristics``.
+    """The results folder as frames: ``results``, ``epochs``, ``schedules`` (dict), ``characteristics``, ``cases``.
 
     Absent files give empty frames (or an empty dict), so that a report renders explicit gaps.
     """
@@ -268,7 +297,16 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
     schedules = json.loads(schedules_path.read_text()) if schedules_path.is_file() else {}
     char_path = d / CHARACTERISTICS_FILE
     characteristics = pd.read_csv(char_path) if _nonempty(char_path) else pd.DataFrame(columns=["dataset"])
-    return {"results": results, "epochs": epochs, "schedules": schedules, "characteristics": characteristics}
+    cases_path = d / CASES_FILE
+    cases = pd.read_csv(cases_path, dtype={"case": str, "label": str}) if _nonempty(cases_path) else None
+    cases = cases if cases is not None else pd.DataFrame(columns=list(CASE_COLUMNS))
+    return {
+        "results": results,
+        "epochs": epochs,
+        "schedules": schedules,
+        "characteristics": characteristics,
+        "cases": cases,
+    }
 
 
 def _nonempty(path: Path) -> bool:
@@ -357,8 +395,8 @@ def _cps_key(df: pd.DataFrame) -> list[str]:
 
 
 def compare_to_cps(results: pd.DataFrame) -> pd.DataFrame:
-    """Add ``relative_dice``, ``relative_runtime`` and ``relative_flops`` per run (CPS of the same
-    dataset, backbone, mirroring, length, fold and seed; the columns a frame has)."""
+    """Add ``relative_dice``, ``relative_runtime``, ``relative_flops`` and ``relative_co2`` per run (CPS of the
+    same dataset, backbone, mirroring, length, fold and seed; the columns a frame has)."""
     df = results.copy()
     key = _cps_key(df)
     cps_rows = df[df["mode"] == "cps"].drop_duplicates(key)
@@ -376,6 +414,7 @@ def compare_to_cps(results: pd.DataFrame) -> pd.DataFrame:
         return voxels.where(frame["status"] == "complete") if "status" in frame.columns else voxels
 
     df["relative_flops"] = finished_voxels(df) / finished_voxels(cps)
+    df["relative_co2"] = column(df, "co2_kg") / column(cps, "co2_kg").where(column(cps, "co2_kg") > 0)
     df["cps_dice"] = cps["dice"]
     return df
 
@@ -390,8 +429,9 @@ def aggregate(results: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
     ``runs`` (manifest rows), ``n`` (folds with a Dice), ``dice`` (mean over folds) and
     ``dice_sd`` (population SD over folds), ``paired_dice`` and ``paired_cps_dice`` (the means over
     the folds both the group and CPS have) and their ratio ``relative_dice``
-    (:func:`pgps.report.stats.relative`), ``relative_runtime`` (median), ``relative_flops`` (mean),
-    and ``folds`` (the Dice per fold, ``{fold: dice}``).
+    (:func:`pgps.report.stats.relative`), ``relative_runtime`` (median), ``relative_flops`` and
+    ``relative_co2`` (means), ``train_time_s``, ``co2_kg`` and ``iterated_voxels`` (means over folds), and
+    ``folds`` (the Dice per fold, ``{fold: dice}``).
     """
     df = compare_to_cps(with_defaults(results))
     by = [c for c in by if c in df.columns]
@@ -413,11 +453,14 @@ def aggregate(results: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
                 "relative_dice": stats.relative(paired, paired_cps),
                 "relative_runtime": g["relative_runtime"].median(),
                 "relative_flops": g["relative_flops"].mean(),
+                "relative_co2": g["relative_co2"].mean(),
+                **{c: g[c].mean() if c in g else math.nan for c in ("train_time_s", "co2_kg", "iterated_voxels")},
                 "folds": {int(f): float(v) for f, v in zip(g["fold"], g["dice"], strict=True) if math.isfinite(v)}
                 if "fold" in g
                 else {},
             }
         )
     columns = [*by, "runs", "n", "dice", "dice_sd", "paired_dice", "paired_cps_dice", "relative_dice"]
-    columns += ["relative_runtime", "relative_flops", "folds"]
+    columns += ["relative_runtime", "relative_flops", "relative_co2", "train_time_s", "co2_kg", "iterated_voxels"]
+    columns += ["folds"]
     return pd.DataFrame(rows, columns=columns)

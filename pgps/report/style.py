@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +79,15 @@ PUBLISHED_MARKER: dict = {
     "zorder": 5,
 }
 """How the article's published values are overlaid on our figures (hollow black diamonds)."""
+
+
+def legend(fig: Figure, handles: list, labels: list, published: str | None = None, ncols: int | None = None) -> None:
+    """The figure's legend below its axes; ``published`` (the source's name) adds the published-value marker."""
+    handles, labels = list(handles), list(labels)
+    if published:
+        handles.append(Line2D([], [], **PUBLISHED_MARKER))
+        labels.append(published)
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols or len(labels), frameon=False)
 
 
 def draw_gap(ax, text: str) -> None:
