@@ -16,6 +16,7 @@ from scipy import stats as scipy_stats
 from pgps.report import miccai
 from pgps.report.published import load_published
 from pgps.report.results import CASE_COLUMNS, read_cases
+from pgps.report.table import to_markdown
 
 PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "papers" / "pgps-miccai-2024.txt"
 TABLE1 = load_published("miccai_table1")
@@ -93,6 +94,8 @@ def test_table1_rows_reproduce_their_cells(table1):
     assert table1.value("MSD_Colon|miccai", "voxels") == pytest.approx(32.21)
     assert table1.value("MSD_Colon|miccai", "rel_runtime") == pytest.approx(100 * 4.36 / 10.94)
     assert math.isnan(table1.value("MSD_Colon|miccai", "p_value"))  # no per-case results: no test, no number
+    assert table1.value("MSD_Colon|miccai", "co2_kg") == pytest.approx(1.69)  # the CO2 column renders
+    assert "| MSD Colon, PGPS | 0.4925 | – | 4.36 | 32.21 | 1.69 |" in to_markdown(table1)
 
 
 def test_one_sided_ttest_pools_the_cases_of_all_folds():

@@ -41,6 +41,7 @@ def test_performance_trains_every_stage_from_the_cli(tiny):
     assert list(rows[0]) == [
         "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
         "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss", "val_loss", "pseudo_dice", "lr",
+        "energy_kwh", "co2_kg",
     ]  # fmt: skip
     schedule = pgps.make_schedule("performance", nn.PATCH, (8, 8, 8), 2, epochs=4, iterations_per_epoch=2)
     assert [int(r["stage"]) for r in rows] == [0, 1, 2, 3]
@@ -55,6 +56,15 @@ def test_performance_trains_every_stage_from_the_cli(tiny):
     assert lrs == sorted(lrs, reverse=True)
     summary = json.loads((folder / "pgps_summary.json").read_text())
     assert summary["iterated_voxels"] == sum(int(r["iterated_voxels"]) for r in rows)
+    # CodeCarbon (installed with pgps[carbon], as make venv does): each training epoch's energy and CO2-eq
+    from pgps.nnunet.carbon import offline_tracker_class
+
+    if offline_tracker_class() is not None:
+        for key in ("energy_kwh", "co2_kg"):
+            assert all(float(r[key]) >= 0 for r in rows), key
+            assert summary[key] == pytest.approx(sum(float(r[key]) for r in rows)), key
+        assert (folder / "pgps_emissions.csv").is_file()
+        assert "CodeCarbon offline tracker" in next(folder.glob("training_log_*.txt")).read_text()
     assert summary["p_max_epochs_done"] == 1
     # validation and inference use the planned configuration (P_max, b_base)
     plans = json.loads((folder.parent / "plans.json").read_text())

@@ -39,6 +39,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.io import atomic_write_text
+from pgps.nnunet import carbon
 from pgps.nnunet.batched import AugmentationSpec
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
@@ -53,6 +54,7 @@ TELEMETRY_COLUMNS = (
     "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
     "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss", "val_loss", "pseudo_dice", "lr",
 )  # fmt: skip
+TELEMETRY_COLUMNS += carbon.COLUMNS  # CodeCarbon's energy and CO2-eq per training epoch (pgps.nnunet.carbon)
 
 
 ENV_OVERRIDES = {
@@ -225,6 +227,8 @@ class PGPSMixin:
         self.telemetry_rows: list[dict] = []
         self._resume_state: dict | None = None
         self._epoch_started = 0.0
+        self.carbon: carbon.RunCarbon | None = None  # started with the training (on_train_start)
+        self._epoch_carbon = dict.fromkeys(carbon.COLUMNS, float("nan"))
         self.logger = _CurriculumLogger(self.logger, self)
 
     # -- the schedule ---------------------------------------------------------------------------
@@ -412,6 +416,7 @@ class PGPSMixin:
             np.random.seed(seed)
             torch.manual_seed(seed)
         super().on_train_start()
+        self.carbon = self._carbon_tracker()
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
@@ -420,10 +425,12 @@ class PGPSMixin:
             self._resume_state["rng"] = None
         self.dataloader_train.iteration = 0
         self.telemetry.reset()
+        self.carbon.start_epoch(self._carbon_task())
         self._epoch_started = time.perf_counter()
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         self._epoch_time = time.perf_counter() - self._epoch_started
+        self._epoch_carbon = self.carbon.end_epoch()
         super().on_train_epoch_end(train_outputs)
 
     def on_epoch_end(self) -> None:
@@ -449,6 +456,7 @@ class PGPSMixin:
                 "val_loss": float(log("val_losses", step=-1)),
                 "pseudo_dice": float(log("mean_fg_dice", step=-1)),
                 "lr": float(log("lrs", step=-1)),
+                **self._epoch_carbon,
             }
         )
         if self.local_rank == 0:
@@ -458,6 +466,8 @@ class PGPSMixin:
     def on_train_end(self) -> None:
         if self.dataloader_train is not None:
             self.dataloader_train.close()
+        if self.carbon is not None:
+            self.carbon.close()
         super().on_train_end()
 
     # -- telemetry ------------------------------------------------------------------------------
@@ -486,7 +496,19 @@ class PGPSMixin:
             "iterated_voxels": sum(r["iterated_voxels"] for r in rows),
             **self._planned_voxels,
             "fg_fallbacks": sum(r["fg_fallbacks"] for r in rows),
+            **carbon.totals(rows),
         }
+
+    # -- energy and CO2 (pgps.nnunet.carbon) --------------------------------------------------------------
+    def _carbon_task(self) -> str:
+        """CodeCarbon's task name for this epoch: its stage (RPSS draws one per iteration)."""
+        return "rpss" if self.schedule.mode == "rpss" else f"stage {self.schedule.stage_index(self.current_epoch)}"
+
+    def _carbon_tracker(self) -> carbon.RunCarbon:
+        """CodeCarbon for this run, on the main process only (a disabled one elsewhere)."""
+        gpu = [self.device.index or 0] if self.device.type == "cuda" else None
+        mode = "off" if self.local_rank != 0 else None
+        return carbon.RunCarbon(self.output_folder, type(self).__name__, gpu, mode, log=self.print_to_log_file)
 
     # -- checkpoint state -------------------------------------------------------------------------
     @staticmethod
