@@ -89,9 +89,14 @@ def test_report_writes_every_output(rendered):
     out = rendered["out"]
     for rel in OUTPUTS:
         assert (out / rel).stat().st_size > 0, rel
-    for name in outputs.FIGURES:
+    for name in outputs.FIGURES + outputs.MICCAI_FIGURES:
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (out / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        pdf = (out / "figures" / f"{name}.pdf").read_bytes()
+        assert pdf[:5] == b"%PDF-"
+        # journals reject Type 3 fonts: the text is embedded as TrueType (pdf.fonttype 42)
+        assert b"/Type3" not in pdf and b"/FontFile2" in pdf, name
+    tex = (out / "tables" / "table1.tex").read_text()
+    assert "\\caption{CPS, PGPS-Efficiency" in tex and "Table 1: Table 1" not in tex
     assert rendered["seconds"] < 60  # seconds in practice; loose for a loaded machine
     index = (out / "report.md").read_text()
     assert "Runs without a result" in index and "figure5" in index

@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
+import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -127,7 +128,6 @@ RC: dict = {
     "axes.grid": True,
     "grid.linewidth": 0.5,
     "grid.alpha": 0.4,
-    "pdf.fonttype": 42,  # embed TrueType: text stays editable and searchable in the PDF
 }
 """Matplotlib settings for print (use with ``matplotlib.rc_context(RC)`` while building a figure)."""
 
@@ -135,12 +135,17 @@ DPI = 300
 """Resolution of PNGs."""
 
 
+SAVE_RC: dict = {"pdf.fonttype": 42, "ps.fonttype": 42}
+"""Settings that act when a figure is *saved*, not built: TrueType (Type 42) fonts in PDF/PS, never Type 3."""
+
+
 def save_figure(fig: Figure, *paths: str | Path) -> None:
-    """Write ``fig`` to every path (the format follows the suffix), creating folders."""
-    for path in paths:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=_metadata(path))
+    """Write ``fig`` to every path (the format follows the suffix), creating folders; PDFs embed TrueType fonts."""
+    with matplotlib.rc_context(SAVE_RC):  # the PDF backend reads pdf.fonttype while saving
+        for path in paths:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=_metadata(path))
 
 
 def _metadata(path: Path) -> dict | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import re
 from collections.abc import Sequence
 
 import pandas as pd
@@ -202,6 +203,11 @@ _TEX = {
 }  # fmt: skip
 
 
+def latex_caption(title: str) -> str:
+    """``title`` without a leading "Table 1: " (LaTeX numbers its own tables: no "Table 1: Table 1: ...")."""
+    return re.sub(r"^Table [A-Z]?\.?\d+\s*:\s*", "", title)
+
+
 def tex_escape(text: str) -> str:
     """``text`` with LaTeX's special characters escaped and a few symbols as math."""
     return "".join(_TEX.get(ch, ch) for ch in text)
@@ -225,7 +231,7 @@ def to_latex(table: Table) -> str:
         f"% {table.name}: rendered by pgps report; needs \\usepackage{{booktabs,amssymb}}",
         "\\begin{table}[htbp]",
         "\\centering",
-        f"\\caption{{{tex_escape(table.title)}}}",
+        f"\\caption{{{tex_escape(latex_caption(table.title))}}}",
         f"\\label{{tab:pgps-{table.name}}}",
         "\\begin{tabular}{l" + "r" * len(table.columns) + "}",
         "\\toprule",
