@@ -127,3 +127,40 @@ def test_issue_example_performance_128():
     assert schedule.num_stages == 10
     assert schedule.stages[0].patch_size == (32, 32, 32)
     assert schedule.stages[0].batch_size == 128
+
+
+def _flops_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "performance_flops.py"
+    spec = importlib.util.spec_from_file_location("performance_flops", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_performance_flops_notes_are_the_benchmarks_numbers():
+    """The notes on Table 1's PGPS-Perf FLOPs (published/table1.csv) state what benchmarks/performance_flops.py
+    computes for the MSD plans: our numel batch formula and Algorithm 1 as printed."""
+    import re
+
+    from pgps.report.published import load_published
+
+    bench = _flops_benchmark()
+    table1 = load_published("table1").set_index(["row", "column"])
+    for task, plan in bench.PLANS.items():
+        note = table1.loc[(task, "flops.performance"), "note"]
+        ours = float(re.search(r"formula gives ([\d.]+) on", note)[1])
+        algorithm1 = float(re.search(r"Algorithm 1 as printed ([\d.]+);", note)[1])
+        found = bench.candidates(*plan, with_profiler=False)
+        assert (round(found["voxels"], 1), round(found["algorithm1"], 1)) == (ours, algorithm1), task
+        assert table1.loc[(task, "flops.performance"), "value"] == bench.PRINTED[task]
+
+
+def test_profiler_flops_of_the_unet_equal_its_iterated_voxels():
+    """FLOPs counted by torch's FlopCounterMode on nnU-Net's U-Net (forward and backward, every stage of
+    PGPS-Performance on MSD Hippocampus's plans) give the same relative FLOPs as iterated voxels."""
+    bench = _flops_benchmark()
+    found = bench.candidates(*bench.PLANS["MSD_Hippocampus"])
+    assert found["profiler"] == pytest.approx(found["voxels"], rel=1e-9)
