@@ -401,7 +401,9 @@ def test_partial_results_render_and_make_an_html_report(tmp_path, fake_nnunet):
     proc, _ = fake_nnunet("article_partial", "--report", str(tmp_path / "report.html"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     html = (tmp_path / "report.html").read_text(errors="replace")
-    assert "figure3.png" in html and "table1.csv" in html
+    assert "figure3.png" in html and "table1.csv" in html and "miccai_table1.md" in html
+    # docutils renders every caption with the category and file link targets: no duplicates, no warnings
+    assert "(WARNING/" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
 
 
 @pytest.mark.nnunet
