@@ -17,6 +17,7 @@ in the training log), ``on`` (refuse to train without CodeCarbon), ``off``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -100,6 +101,7 @@ class RunCarbon:
             log(f"PGPS: {MISSING}")
             return
         os.makedirs(output_dir, exist_ok=True)
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its start-up notes would fill the training log
         csv_output = _csv_output()
         self.tracker = tracker_class(
             country_iso_code=self.country,
