@@ -20,7 +20,8 @@ from pgps.sizes import fmt_size, numel
 
 TELEMETRY_COLUMNS = (
     "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
-    "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss", "val_loss", "pseudo_dice", "lr",
+    "compile_time_s", "compilations", "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss",
+    "val_loss", "pseudo_dice", "lr", "energy_kwh", "co2_kg",
 )  # fmt: skip
 """The columns ``pgps.nnunet.trainer`` writes (copied: importing the trainer needs torch)."""
 
@@ -51,6 +52,8 @@ def write_run(fold_dir: Path, run: dict, rng: np.random.Generator, finished: boo
                 "iterations": ipe,
                 "iterated_voxels": ipe * stage.tensor_voxels,
                 "epoch_time_s": 1e-6 * ipe * stage.tensor_voxels + 0.5,
+                "compile_time_s": 0.0,
+                "compilations": 0,
                 "fg_voxel_share": 0.02 / (0.2 + share),
                 "class_presence_share": min(1.0, 0.3 + 0.7 * share + 0.002 * stage.batch_size),
                 "fg_fallbacks": 0,
@@ -58,6 +61,9 @@ def write_run(fold_dir: Path, run: dict, rng: np.random.Generator, finished: boo
                 "val_loss": -epoch / EPOCHS,
                 "pseudo_dice": base * (1 - np.exp(-(epoch + 1) / 4)),
                 "lr": 0.01 * (1 - epoch / EPOCHS) ** 0.9,
+                # CodeCarbon's per epoch (pgps.nnunet.carbon): proportional to the iterated voxels here
+                "energy_kwh": 1e-9 * ipe * stage.tensor_voxels,
+                "co2_kg": 4e-10 * ipe * stage.tensor_voxels,
             }
         )
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -80,9 +86,8 @@ def write_run(fold_dir: Path, run: dict, rng: np.random.Generator, finished: boo
         "planned_relative_voxels": pgps.relative_voxels(schedule),
         "cps_voxels_per_epoch": ipe * PLANNED["batch_size"] * numel(PLANNED["patch_size"]),
         "fg_fallbacks": 0,
-        # CodeCarbon's totals (pgps.nnunet.carbon): proportional to the iterated voxels here
-        "energy_kwh": 1e-9 * sum(r["iterated_voxels"] for r in rows),
-        "co2_kg": 4e-10 * sum(r["iterated_voxels"] for r in rows),
+        "energy_kwh": sum(r["energy_kwh"] for r in rows),
+        "co2_kg": sum(r["co2_kg"] for r in rows),
     }
     (fold_dir / "pgps_summary.json").write_text(json.dumps(summary))
     if finished:
