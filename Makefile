@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing pgps and its pinned dependencies into $(VENV) (first time: a few minutes)"
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[test]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[test,carbon]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@touch $(STAMP)
 
 demo: $(STAMP)

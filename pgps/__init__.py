@@ -27,7 +27,7 @@ from pgps.cost import (
 )
 from pgps.curriculum import Curriculum
 from pgps.pacing import epochs_per_stage, iterations_per_epoch, stage_index_of_epoch
-from pgps.plans import PlannedConfiguration, planned_configuration
+from pgps.plans import PlannedConfiguration, configuration_steps, planned_configuration, resolve_configuration
 from pgps.schedule import MODES, Schedule, Stage, make_schedule
 from pgps.sizes import numel, steps_from_strides
 from pgps.stages import journal_stages, legacy_stages
@@ -41,6 +41,7 @@ __all__ = [
     "Schedule",
     "Stage",
     "cap_batch_sizes",
+    "configuration_steps",
     "efficiency_batch_sizes",
     "epochs_per_stage",
     "iterated_voxels",
@@ -59,6 +60,7 @@ __all__ = [
     "performance_batch_sizes",
     "planned_configuration",
     "relative_voxels",
+    "resolve_configuration",
     "stage_index_of_epoch",
     "steps_from_strides",
 ]

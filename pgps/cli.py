@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pgps import pacing, synth
 from pgps.io import atomic_write_text
 from pgps.plans import planned_configuration
-from pgps.schedule import MODES, make_schedule
+from pgps.schedule import MODES, RPSS_POOLS, make_schedule
 from pgps.sizes import fmt_size
 
 
@@ -53,6 +53,12 @@ def _schedule_parser(sub: argparse._SubParsersAction) -> None:
         help="start one stage later, for architectures that cannot train a 1x1x1 bottleneck",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of RPSS's per-iteration stage draws")
+    p.add_argument(
+        "--rpss-pool",
+        default="miccai",
+        choices=list(RPSS_POOLS),
+        help="stages RPSS draws from: miccai (the MICCAI 2024 paper's, default) or journal",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (mode, patch_size_max, ..., relative_voxels)")
     p.set_defaults(func=_run_schedule)
 
@@ -83,6 +89,7 @@ def _run_schedule(args: argparse.Namespace) -> int:
         single_voxel_bottleneck=not args.no_single_voxel_bottleneck,
         batch_size_cap=args.batch_size_cap,
         seed=args.seed,
+        rpss_pool=args.rpss_pool,
     )
     if args.json:
         json.dump(schedule.summary(), sys.stdout)

@@ -52,6 +52,8 @@ MODE_TRAINERS = {
     "progressive-resolution": "ProgressiveResolution",
 }
 JOURNAL_MODES = ("cps", "efficiency", "performance")
+MICCAI_MODES = ("miccai", "miccai-plus", "rpss")
+"""The MICCAI 2024 strategies; like the journal's they have training-length variants (its Supplemental Table 2)."""
 SAMPLER_TRAINERS = {"single_crop": "SingleCrop", "multi_crop": "MultiCrop", "single_volume": "SingleVolume"}
 """PGPS-Performance batch samplers other than its default Split-Crop."""
 LENGTHS = (1, 10, 25, 50, 100)
@@ -126,8 +128,10 @@ def check_run(run: Run) -> Run:
     if run.sampler != "default" and run.sampler not in SAMPLER_TRAINERS:
         fail(f"sampler must be 'default' or one of {', '.join(SAMPLER_TRAINERS)}")
     variant = run.sampler != "default" or not run.mirroring or run.length != 100
-    if run.mode not in JOURNAL_MODES and variant:
-        fail("the legacy, RPSS and Progressive Resolution trainers have no sampler, mirroring or length variants")
+    if run.mode not in JOURNAL_MODES and (run.sampler != "default" or not run.mirroring):
+        fail("the MICCAI 2024, RPSS and Progressive Resolution trainers have no sampler or mirroring variants")
+    if run.mode not in (*JOURNAL_MODES, *MICCAI_MODES) and run.length != 100:
+        fail("Progressive Resolution has no training-length variants")
     if run.sampler != "default" and (run.mode != "performance" or not run.mirroring or run.length != 100):
         fail("sampler variants exist for PGPS-Performance with mirroring at 100% length only")
     if run.backbone in TRANSFORMERS and (variant or run.mode not in JOURNAL_MODES):

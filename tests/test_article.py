@@ -133,7 +133,8 @@ def test_grid_trainers_exist_in_pgps(article_config):
     [
         (Run("BTCV", "unet", "cps", "single_crop", True, 100, 0, 0), "sampler variants"),
         (Run("BTCV", "unetr", "performance", "default", True, 10, 0, 0), "UNETR/SwinUNETR"),
-        (Run("BTCV", "unet", "rpss", "default", False, 100, 0, 0), "legacy"),
+        (Run("BTCV", "unet", "rpss", "default", False, 100, 0, 0), "no sampler or mirroring variants"),
+        (Run("MSD_Lung", "unet", "progressive-resolution", "default", True, 10, 0, 0), "no training-length"),
         (Run("BTCV", "unet", "performance", "split_crop", True, 100, 0, 0), "use sampler 'default'"),
         (Run("BTCV", "unet", "cps", "default", True, 30, 0, 0), "length must be one of"),
     ],
@@ -400,7 +401,9 @@ def test_partial_results_render_and_make_an_html_report(tmp_path, fake_nnunet):
     proc, _ = fake_nnunet("article_partial", "--report", str(tmp_path / "report.html"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     html = (tmp_path / "report.html").read_text(errors="replace")
-    assert "figure3.png" in html and "table1.csv" in html
+    assert "figure3.png" in html and "table1.csv" in html and "miccai_table1.md" in html
+    # docutils renders every caption with the category and file link targets: no duplicates, no warnings
+    assert "(WARNING/" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
 
 
 @pytest.mark.nnunet

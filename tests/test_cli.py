@@ -50,6 +50,14 @@ def test_json_shape(capsys, mode):
     assert data == expected.summary()
 
 
+@pytest.mark.parametrize(("pool", "stages"), [(None, 9), ("miccai", 9), ("journal", 10)])
+def test_rpss_pool_is_named_in_the_stage_table(capsys, pool, stages):
+    code, out, _ = run(capsys, "schedule", *EXPLICIT, "--mode", "rpss", *(["--rpss-pool", pool] if pool else []))
+    assert code == 0
+    assert f"{stages} stages" in out.splitlines()[0]
+    assert f"note: RPSS pool: {pgps.schedule.RPSS_POOLS[pool or 'miccai']}" in out
+
+
 def test_plans_file_input(capsys):
     code, out, _ = run(capsys, "schedule", "--plans", str(PLANS), "--configuration", "3d_fullres", "--json")
     assert code == 0

@@ -40,11 +40,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.io import atomic_write_text
-from pgps.nnunet import compiling
+from pgps.nnunet import carbon, compiling
 from pgps.nnunet.batched import AugmentationSpec
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
 from pgps.nnunet.sampling import PGPSDataLoader, check_strategy, finish_batch
+from pgps.plans import configuration_steps
 from pgps.sizes import fmt_size, numel
 
 CHECKPOINT_KEY = "pgps_curriculum"
@@ -55,10 +56,12 @@ TELEMETRY_COLUMNS = (
     "compile_time_s", "compilations", "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss",
     "val_loss", "pseudo_dice", "lr",
 )  # fmt: skip
+TELEMETRY_COLUMNS += carbon.COLUMNS  # CodeCarbon's energy and CO2-eq per training epoch (pgps.nnunet.carbon)
 """Columns of ``pgps_telemetry.csv``, one row per epoch. ``patch_size``, ``batch_size``, ``iterations``,
 ``iterated_voxels``, the shares and ``fg_fallbacks`` are measured from the batches the network received
 (``mixed`` where an epoch saw several shapes: RPSS); ``stage`` and ``crop_size`` are the schedule's.
-``epoch_time_s`` excludes validation and the time spent compiling (``compile_time_s``, ``compilations``)."""
+``epoch_time_s`` excludes validation and the time spent compiling (``compile_time_s``, ``compilations``);
+``energy_kwh`` and ``co2_kg`` are CodeCarbon's for the epoch's training (:mod:`pgps.nnunet.carbon`)."""
 MIXED = "mixed"
 
 
@@ -239,6 +242,7 @@ class PGPSMixin:
     - ``training_length``: fraction of nnU-Net's 250 iterations per epoch;
     - ``single_voxel_bottleneck``: train the 1x1x1-bottleneck stage (instance norms made to accept it);
     - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: sampler/RPSS seed;
+    - ``rpss_pool``: the stages RPSS draws from (:data:`pgps.schedule.RPSS_POOLS`; ``"miccai"``, the paper's);
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
       (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch.
     """
@@ -250,6 +254,7 @@ class PGPSMixin:
     single_voxel_bottleneck: bool = True
     batch_size_cap: int | None = None
     curriculum_seed: int = 0
+    rpss_pool: str = "miccai"
     batched_augmentation: bool = True
 
     def __init__(
@@ -275,12 +280,15 @@ class PGPSMixin:
         self.telemetry_rows: list[dict] = []
         self._resume_state: dict | None = None
         self._epoch_started = 0.0
+        self.carbon: carbon.RunCarbon | None = None  # started with the training (on_train_start)
+        self._epoch_carbon = dict.fromkeys(carbon.COLUMNS, float("nan"))
         self.logger = _CurriculumLogger(self.logger, self)
 
     # -- the schedule ---------------------------------------------------------------------------
     def curriculum_steps(self) -> tuple[int, int, int]:
-        """Per-axis step: ``2**k`` for ``k`` stride-2 downsamplings (backbones override this)."""
-        return pgps.steps_from_strides(self.configuration_manager.pool_op_kernel_sizes)
+        """Per-axis step of the planned configuration (:func:`pgps.plans.configuration_steps`: ``2**k`` for ``k``
+        stride-2 downsamplings of a U-Net; backbones add their own checks)."""
+        return configuration_steps(self.configuration_manager.configuration, self.configuration_name)
 
     def build_schedule(self) -> pgps.Schedule:
         cm = self.configuration_manager
@@ -297,6 +305,7 @@ class PGPSMixin:
                 single_voxel_bottleneck=self.single_voxel_bottleneck,
                 batch_size_cap=self.batch_size_cap,
                 seed=self.curriculum_seed,
+                rpss_pool=self.rpss_pool,
             )
         except ValueError as exc:
             raise ValueError(
@@ -490,6 +499,7 @@ class PGPSMixin:
             np.random.seed(seed)
             torch.manual_seed(seed)
         super().on_train_start()
+        self.carbon = self._carbon_tracker()
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
@@ -498,6 +508,7 @@ class PGPSMixin:
             self._resume_state["rng"] = None
         self.dataloader_train.iteration = 0
         self.telemetry.reset()
+        self.carbon.start_epoch(self._carbon_task())
         self._epoch_started = time.perf_counter()
 
     def train_step(self, batch: dict) -> dict:
@@ -523,6 +534,7 @@ class PGPSMixin:
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         self._epoch_time = time.perf_counter() - self._epoch_started - self.telemetry.compile_time_s
+        self._epoch_carbon = self.carbon.end_epoch()
         super().on_train_epoch_end(train_outputs)
 
     def on_validation_epoch_start(self) -> None:
@@ -544,6 +556,7 @@ class PGPSMixin:
                 "val_loss": float(log("val_losses", step=-1)),
                 "pseudo_dice": float(log("mean_fg_dice", step=-1)),
                 "lr": float(log("lrs", step=-1)),
+                **self._epoch_carbon,
             }
         )
         if self.local_rank == 0:
@@ -553,6 +566,8 @@ class PGPSMixin:
     def on_train_end(self) -> None:
         if self.dataloader_train is not None:
             self.dataloader_train.close()
+        if self.carbon is not None:
+            self.carbon.close()
         super().on_train_end()
 
     # -- telemetry ------------------------------------------------------------------------------
@@ -585,7 +600,19 @@ class PGPSMixin:
             "fg_fallbacks": sum(int(f) for f in fallbacks) if measured else None,  # None: nnU-Net's own loader
             "compile_time_s": sum(float(r.get("compile_time_s") or 0) for r in rows),
             "compilations": sum(int(r.get("compilations") or 0) for r in rows),
+            **carbon.totals(rows),
         }
+
+    # -- energy and CO2 (pgps.nnunet.carbon) --------------------------------------------------------------
+    def _carbon_task(self) -> str:
+        """CodeCarbon's task name for this epoch: its stage (RPSS draws one per iteration)."""
+        return "rpss" if self.schedule.mode == "rpss" else f"stage {self.schedule.stage_index(self.current_epoch)}"
+
+    def _carbon_tracker(self) -> carbon.RunCarbon:
+        """CodeCarbon for this run, on the main process only (a disabled one elsewhere)."""
+        gpu = [self.device.index or 0] if self.device.type == "cuda" else None
+        mode = "off" if self.local_rank != 0 else None
+        return carbon.RunCarbon(self.output_folder, type(self).__name__, gpu, mode, log=self.print_to_log_file)
 
     # -- checkpoint state -------------------------------------------------------------------------
     @staticmethod

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pgps.plans import _resolve
+from pgps.plans import resolve_configuration
 from pgps.sizes import numel
 
 COLUMNS: tuple[str, ...] = (
@@ -115,7 +115,7 @@ def task_characteristics(
     if not plans_path.is_file():
         raise ValueError(f"{plans_path} does not exist (plans identifier {plans!r})")
     plans_dict = json.loads(plans_path.read_text())
-    conf = _resolve(plans_dict["configurations"], configuration)
+    conf = resolve_configuration(plans_dict["configurations"], configuration)
     patch, median = [int(v) for v in conf["patch_size"]], [float(v) for v in conf["median_image_size_in_voxels"]]
     classes = foreground_classes(dataset_json)
     segmentations = _segmentations(folder / conf.get("data_identifier", f"{plans}_{configuration}"))

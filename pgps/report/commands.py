@@ -19,8 +19,8 @@ def collect(args: argparse.Namespace) -> int:
 
     manifest = read_manifest(args.runs)
     characteristics = pd.read_csv(args.characteristics) if args.characteristics else None
-    results, epochs, schedules = collect_runs(manifest, progress=None if args.quiet else sys.stderr)
-    paths = write_results(args.out, results, epochs, schedules, characteristics)
+    results, epochs, schedules, cases = collect_runs(manifest, progress=None if args.quiet else sys.stderr)
+    paths = write_results(args.out, results, epochs, schedules, characteristics, cases)
     status = results["status"].value_counts().to_dict()
     print(
         f"{len(results)} runs ({', '.join(f'{n} {s}' for s, n in sorted(status.items())) or 'none'}), "

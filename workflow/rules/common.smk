@@ -249,11 +249,14 @@ def study_outputs(study):
 
 
 def report_item(study, name):
-    """A rendered file, flagged for `snakemake --report` when it is a figure or a table's CSV."""
+    """A rendered file, flagged for `snakemake --report` when it is a figure, a table's CSV or a comparison's
+    Markdown. Snakemake turns category and file names into reStructuredText link targets: names without a colon
+    (one would end the target's name) and no file name twice (tables/x.csv, compare/x.md)."""
     path = f"{STUDY_FIGURES[study]}/{name}"
     if name.startswith("figures/") and name.endswith(".png"):
-        return report(path, category=f"{study}: figures", caption="../report/figure.rst")
-    if name.startswith(("tables/", "compare/")) and name.endswith(".csv"):
-        kind = "ours vs published" if name.startswith("compare/") else "tables"
-        return report(path, category=f"{study}: {kind}", caption="../report/table.rst")
+        return report(path, category=f"{study} figures", caption="../report/figure.rst")
+    if name.startswith("tables/") and name.endswith(".csv"):
+        return report(path, category=f"{study} tables", caption="../report/table.rst")
+    if name.startswith("compare/") and name.endswith(".md"):
+        return report(path, category=f"{study} vs published", caption="../report/table.rst")
     return path
