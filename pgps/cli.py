@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from pgps import __version__, pacing, synth
-from pgps.extras import missing_extra
+from pgps.extras import MissingExtra
 from pgps.io import atomic_write_text
 from pgps.plans import planned_configuration
 from pgps.schedule import MODES, make_schedule
@@ -525,11 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `pgps schedule ... | head`
         sys.stdout = open(os.devnull, "w")
         return 0
-    except ModuleNotFoundError as exc:  # an optional dependency: name the extra that installs it
-        line = missing_extra(exc, "this command")
-        if line is None:
-            raise
-        print(f"pgps {args.command}: error: {line}", file=sys.stderr)
+    except MissingExtra as exc:  # an optional dependency: the message names the extra that installs it
+        print(f"pgps {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

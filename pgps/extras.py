@@ -4,13 +4,15 @@
 extra: ``pgps[torch]`` (:mod:`pgps.torch`), ``pgps[monai]`` (:mod:`pgps.monai`), ``pgps[nnunet]``
 (:mod:`pgps.nnunet`, ``pgps trainers/convert/characteristics``), ``pgps[synth]`` (``pgps synth``
 writing NIfTI), ``pgps[report]`` (``pgps collect/report``), ``pgps[workflow]`` (the Snakemake
-workflow) and ``pgps[all]``. :func:`require` stops an adapter's import with a line naming the
-extra; :func:`missing_extra` turns a ``ModuleNotFoundError`` raised inside pgps into that line.
+workflow) and ``pgps[all]``. When a module of an extra is missing, importing the pgps module that
+needs it fails with :class:`MissingExtra`, one line naming the extra to install (the CLI prints it and
+exits with status 2), instead of a bare ``No module named ...`` from deep inside.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.abc
+import sys
 
 EXTRAS: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
@@ -51,24 +53,27 @@ def message(what: str, extra: str, module: str) -> str:
     return f"{what} needs the '{extra}' extra (no module named '{module}'): pip install 'pgps[{extra}]'"
 
 
-def require(extra: str, what: str) -> None:
-    """Raise :class:`MissingExtra` naming ``extra`` when one of its modules is not installed."""
-    for module in EXTRAS[extra]:
-        if importlib.util.find_spec(module) is None:
-            raise MissingExtra(message(what, extra, module), name=module)
+class _MissingExtraFinder(importlib.abc.MetaPathFinder):
+    """Last on ``sys.meta_path``, so asked only about a module that no other finder found: when a pgps
+    module outside the core imports it and an extra installs it, the import fails with :class:`MissingExtra`.
+    Imports from anywhere else are left alone."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if path is not None:  # a submodule: its package was found
+            return None
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_globals.get("__name__", "").startswith("importlib"):
+            frame = frame.f_back
+        importer = frame.f_globals.get("__name__", "") if frame is not None else ""
+        if not any(importer == p or importer.startswith(p + ".") for p in PACKAGE_EXTRAS):
+            return None
+        extra = extra_for(fullname, importer)
+        if extra is None:
+            return None
+        raise MissingExtra(message(importer, extra, fullname), name=fullname)
 
 
-def missing_extra(exc: ModuleNotFoundError, what: str) -> str | None:
-    """One line for a missing third-party module (``exc``) that an extra installs; ``None`` for any other."""
-    if isinstance(exc, MissingExtra):
-        return str(exc)
-    if not exc.name or exc.name.split(".")[0] == "pgps":
-        return None
-    tb, importer = exc.__traceback__, None
-    while tb is not None:  # the innermost pgps module on the way to the failed import
-        name = tb.tb_frame.f_globals.get("__name__", "")
-        if name == "pgps" or name.startswith("pgps."):
-            importer = name
-        tb = tb.tb_next
-    extra = extra_for(exc.name, importer)
-    return None if extra is None else message(what, extra, exc.name.split(".")[0])
+def install() -> None:
+    """Put the finder behind every other one (once); ``import pgps`` does this."""
+    if not any(isinstance(f, _MissingExtraFinder) for f in sys.meta_path):
+        sys.meta_path.append(_MissingExtraFinder())

@@ -222,10 +222,58 @@ def class_locations(label: np.ndarray, classes: Sequence[int] | None = None) -> 
 
 
 # -- a schedule's batches, step by step ------------------------------------------------------------
+def generator(seed: int, step: int, *stream: int) -> np.random.Generator:
+    """The generator of ``step`` of a run seeded ``seed`` (its cases), or of a stream of it (``stream`` =
+    ``(slot,)``: the crop corners of the step's ``slot``-th volume; ``(slot, row)``: a patch's augmentation)."""
+    key = (int(step), *(int(s) + 1 for s in stream))  # +1: no stream's key equals another's prefix padded with 0
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeRequest:
+    """What one process crops from one volume at one step: everything a data-loading worker needs.
+
+    ``rows`` are the global batch rows of every patch of this volume and ``forced`` their flags; the
+    corners are drawn for all of them from the volume's own generator, so every rank draws the same
+    ones, and the patches at positions ``take`` (this rank's rows) are returned.
+    """
+
+    seed: int
+    step: int
+    stage_index: int
+    patch_size: tuple[int, int, int]
+    crop_size: tuple[int, int, int]
+    slot: int
+    case: int
+    rows: tuple[int, ...]
+    forced: tuple[bool, ...]
+    take: tuple[int, ...]
+
+    def corners(self, shape: Sequence[int], foreground: Mapping | Sequence = ()) -> tuple[np.ndarray, np.ndarray]:
+        """Lower corners ``(len(take), 3)`` of the crops (at ``crop_size``) in a volume of spatial ``shape``,
+        and which of them are forced patches that fell back to random ones (the volume has no foreground).
+
+        ``foreground``: voxel locations per foreground class (:func:`class_locations`, or a sequence).
+        """
+        if isinstance(foreground, Mapping):
+            foreground = list(foreground.values())
+        forced = np.asarray(self.forced, dtype=bool)
+        rng, bounds = generator(self.seed, self.step, self.slot), crop_bounds(shape, self.crop_size)
+        corners, _ = crop_corners(rng, bounds, self.crop_size, forced, foreground)
+        take = np.asarray(self.take, dtype=np.int64)
+        fell_back = forced[take] & (not any(len(f) for f in foreground))
+        return corners[take], fell_back
+
+    @property
+    def taken_rows(self) -> np.ndarray:
+        return np.asarray(self.rows, dtype=np.int64)[list(self.take)]
+
+
 @dataclasses.dataclass(frozen=True)
 class StepPlan:
     """One step's global batch: the stage, and the case and forced-foreground flag of every sample."""
 
+    seed: int
     step: int
     stage_index: int
     stage: Stage
@@ -236,24 +284,22 @@ class StepPlan:
     def batch_size(self) -> int:
         return len(self.cases)
 
-    def volumes(self, rows: np.ndarray | None = None) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
-        """The volumes that ``rows`` of the batch (default: all) need, in order of first appearance.
-
-        For each: ``(slot, case, case_rows, take)``: ``slot`` numbers the distinct volumes of the global
-        batch, ``case_rows`` are all global rows of that volume (its corners are drawn for all of them,
-        so that every rank draws the same ones) and ``take`` the positions within ``case_rows`` that
-        ``rows`` hold.
-        """
+    def requests(self, rows: np.ndarray | None = None) -> list[VolumeRequest]:
+        """One request per volume that ``rows`` of the batch (default: all) need, in order of first appearance."""
         _, first = np.unique(self.cases, return_index=True)
-        order = self.cases[np.sort(first)]
         wanted = np.zeros(self.batch_size, dtype=bool)
         wanted[np.arange(self.batch_size) if rows is None else rows] = True
         out = []
-        for slot, case in enumerate(order.tolist()):
+        for slot, case in enumerate(self.cases[np.sort(first)].tolist()):
             case_rows = np.flatnonzero(self.cases == case)
             take = np.flatnonzero(wanted[case_rows])
             if len(take):
-                out.append((slot, case, case_rows, take))
+                out.append(VolumeRequest(
+                    seed=self.seed, step=self.step, stage_index=self.stage_index,
+                    patch_size=self.stage.patch_size, crop_size=self.stage.crop_size, slot=slot, case=int(case),
+                    rows=tuple(case_rows.tolist()), forced=tuple(self.forced[case_rows].tolist()),
+                    take=tuple(take.tolist()),
+                ))  # fmt: skip
         return out
 
 
@@ -261,9 +307,8 @@ class BatchPlanner:
     """Every step's batch plan of a :class:`~pgps.Schedule`, identical on every process.
 
     Step ``s`` (``epoch * iterations_per_epoch + iteration``) trains the schedule's stage of that
-    iteration. Its cases come from a generator seeded by ``(seed, s)`` and the crop corners of its
-    ``k``-th distinct volume from one seeded by ``(seed, s, k)`` (:meth:`generator`), so a step's batch
-    depends on nothing but the seed and the step.
+    iteration. Its cases come from :func:`generator` ``(seed, s)`` and the crop corners of its ``k``-th
+    distinct volume from ``(seed, s, k)``, so a step's batch depends on nothing but the seed and the step.
     """
 
     def __init__(
@@ -298,34 +343,15 @@ class BatchPlanner:
             raise ValueError(f"step {step} is outside the schedule's {self.total_steps} steps")
         return self.schedule.stage_index(*divmod(step, self.schedule.iterations_per_epoch))
 
-    def generator(self, step: int, *stream: int) -> np.random.Generator:
-        """The generator of ``step`` (its cases) or of one of its streams (e.g. a volume's corners)."""
-        key = (int(step), *(int(s) + 1 for s in stream))  # +1: the cases' stream never equals a volume's
-        return np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=key))
-
     def plan(self, step: int) -> StepPlan:
         index = self.stage_index(step)
         stage = self.schedule.stages[index]
         forced = forced_foreground(stage.batch_size, self.foreground_share)
-        cases = plan_cases(self.generator(step), self.strategy, self.num_cases, forced)
-        return StepPlan(step=int(step), stage_index=index, stage=stage, cases=np.asarray(cases), forced=forced)
-
-    def corners(
-        self,
-        plan: StepPlan,
-        slot: int,
-        shape: Sequence[int],
-        forced: np.ndarray,
-        foreground: Mapping[int, VoxelLocations] | Sequence = (),
-    ) -> tuple[np.ndarray, int]:
-        """Crop corners (at the stage's crop size) of the ``slot``-th volume of ``plan``, with fallbacks."""
-        if isinstance(foreground, Mapping):
-            foreground = list(foreground.values())
-        bounds = crop_bounds(shape, plan.stage.crop_size)
-        return crop_corners(self.generator(plan.step, slot), bounds, plan.stage.crop_size, forced, foreground)
+        cases = plan_cases(generator(self.seed, step), self.strategy, self.num_cases, forced)
+        return StepPlan(self.seed, int(step), index, stage, np.asarray(cases), forced)
 
     def state(self) -> dict:
-        """What fixes the batches besides the step (``load`` refuses a checkpoint that differs)."""
+        """What fixes the batches besides the step (:meth:`check_state` refuses a checkpoint that differs)."""
         return {
             "schedule": self.schedule.to_dict(),
             "num_cases": self.num_cases,
