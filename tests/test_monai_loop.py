@@ -28,6 +28,7 @@ import pgps  # noqa: E402
 import pgps.monai  # noqa: E402
 from pgps.cli import main  # noqa: E402
 from pgps.sampling import forced_foreground  # noqa: E402
+from tests.loops import drive  # noqa: E402
 
 KEYS = ["image", "label"]
 # MONAI's UNet with strides (2, 2): step 4. Its instance norm cannot train a 1x1x1 bottleneck, so the
@@ -62,18 +63,15 @@ def run(files, steps=None, state=None, train=True):
     net = UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(4, 8, 16), strides=(2, 2))
     optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    batches, losses = [], []
-    while not sampler.finished and (steps is None or len(batches) < steps):
-        for batch in loader:
-            batches.append(batch)
-            if train:
-                loss = loss_fn(net(batch["image"]), batch["label"])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-            if steps is not None and len(batches) == steps:
-                break
+
+    def train_step(batch):
+        loss = loss_fn(net(batch["image"]), batch["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    batches, losses = drive(sampler, loader, steps, train_step if train else None)
     return sampler, batches, losses
 
 

@@ -20,6 +20,7 @@ import pgps  # noqa: E402
 import pgps.torch  # noqa: E402
 from pgps.cli import main  # noqa: E402
 from pgps.sampling import forced_foreground  # noqa: E402
+from tests.loops import drive  # noqa: E402
 
 DataLoader = torch.utils.data.DataLoader
 # performance mode, P_max 16^3, step 8: 8^3 x 16, 16x8x8 x 8, 16x16x8 x 4, 16^3 x 2; 2 iterations per epoch
@@ -60,20 +61,20 @@ def run(raw, schedule=SCHEDULE, steps=None, state=None, workers=0, train=False, 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv3d(8, 2, 1))
     optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
-    batches, losses, pids = [], [], set()
-    while not sampler.finished and (steps is None or len(batches) < steps):
-        for batch in loader:
-            batches.append(batch)
-            if workers:
-                pids.add(tuple(w.pid for w in loader._iterator._workers))
-            if train:
-                loss = torch.nn.functional.cross_entropy(net(batch["image"]), batch["label"][:, 0])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-            if steps is not None and len(batches) == steps:
-                break
+    pids = set()
+
+    def train_step(batch):
+        loss = torch.nn.functional.cross_entropy(net(batch["image"]), batch["label"][:, 0])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def workers_of(batch):
+        if workers:
+            pids.add(tuple(w.pid for w in loader._iterator._workers))
+
+    batches, losses = drive(sampler, loader, steps, train_step if train else None, workers_of)
     return SimpleNamespace(sampler=sampler, batches=batches, losses=losses, pids=pids)
 
 
