@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pgps.extras import EXTRAS, PACKAGE_EXTRAS
@@ -126,3 +127,20 @@ def test_torch_is_pinned():
         torch = [r for r in requirements if _name(r) in ("torch", "torchvision")]
         assert not torch or sorted(torch) == ["torch==2.14.1", "torchvision==0.29.1"], (extra, torch)
     assert "torch==2.14.1" in _extra("torch") and "torch==2.14.1" in _extra("nnunet")
+
+
+def test_a_missing_module_of_an_extra_names_the_extra(monkeypatch):
+    """The finder that ``import pgps`` appends names the extra for imports made by pgps's optional parts only."""
+    from pgps import extras
+
+    monkeypatch.setitem(extras.EXTRAS, "report", (*extras.EXTRAS["report"], "pgps_test_absent_module"))
+    code = compile("import pgps_test_absent_module", "<test>", "exec")
+    with pytest.raises(extras.MissingExtra) as caught:
+        exec(code, {"__name__": "pgps.report.figures"})
+    assert str(caught.value) == (
+        "pgps.report.figures needs the 'report' extra (no module named 'pgps_test_absent_module'): "
+        "pip install 'pgps[report]'"
+    )
+    with pytest.raises(ModuleNotFoundError) as plain:  # anyone else's import is left alone
+        exec(code, {"__name__": "my_training_script"})
+    assert not isinstance(plain.value, extras.MissingExtra)

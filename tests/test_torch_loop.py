@@ -182,3 +182,16 @@ def test_two_gloo_processes_slice_the_single_process_batch(raw, tmp_path):
     assert ranks[0]["gathered"] == ranks[1]["gathered"]  # all_gather_object over gloo saw both slices
     for a, b in zip(ranks[0]["weights"], ranks[1]["weights"], strict=True):
         assert torch.equal(a, b)  # DDP kept the replicas in step
+
+
+def test_set_epoch_follows_distributed_sampler_habits():
+    sampler = pgps.torch.CurriculumBatchSampler(SCHEDULE, num_cases=6, seed=4)
+    sampler.set_epoch(2)
+    assert [r[0].step for r in sampler] == [4, 5] and sampler.epoch == 3
+    sampler.load_state_dict({**sampler.state_dict(), "step": 7})  # resumed in the middle of epoch 3
+    sampler.set_epoch(3)
+    assert len(sampler) == 1 and [r[0].step for r in sampler] == [7] and sampler.finished
+    sampler.set_epoch(0)  # a repeated epoch replays its batches
+    assert [r[0].step for r in sampler] == [0, 1]
+    with pytest.raises(ValueError, match="outside the schedule's 4 epochs"):
+        sampler.set_epoch(5)

@@ -91,6 +91,15 @@ class CurriculumBatchSampler(Sampler[list[VolumeRequest]]):
             self.step += 1  # counted when handed out: with 0 workers, when the loop receives the batch
             yield self.requests(step)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Start the next iteration at ``epoch`` (``DistributedSampler``'s habit); a no-op while the sampler is
+        inside that epoch, e.g. right after ``load_state_dict`` restored a step in its middle."""
+        ipe = self.schedule.iterations_per_epoch
+        if not 0 <= epoch <= self.schedule.epochs:
+            raise ValueError(f"epoch {epoch} is outside the schedule's {self.schedule.epochs} epochs")
+        if self.step // ipe != epoch:
+            self.step = epoch * ipe
+
     def requests(self, step: int) -> list[VolumeRequest]:
         """This rank's volume requests of ``step``."""
         plan = self.planner.plan(step)
