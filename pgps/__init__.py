@@ -9,6 +9,7 @@ subpackages and import it. Typical use::
     s.stage_at(epoch=0)           # Stage(patch_size=(32, 32, 32), batch_size=128, epochs=100, ...)
 """
 
+from pgps import extras
 from pgps.batch import (
     cap_batch_sizes,
     efficiency_batch_sizes,
@@ -33,6 +34,8 @@ from pgps.sizes import numel, steps_from_strides
 from pgps.stages import journal_stages, legacy_stages
 
 __version__ = "0.1.0"
+
+extras.install()  # a missing optional dependency of pgps.torch/monai/nnunet/report/synth names its extra
 
 __all__ = [
     "MODES",

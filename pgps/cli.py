@@ -11,7 +11,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pgps import pacing, synth
+from pgps import __version__, pacing, synth
+from pgps.extras import MissingExtra
 from pgps.io import atomic_write_text
 from pgps.plans import planned_configuration
 from pgps.schedule import MODES, RPSS_POOLS, make_schedule
@@ -507,6 +508,7 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
+    parser.add_argument("--version", action="version", version=f"pgps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _schedule_parser(sub)
     _trainers_parser(sub)
@@ -530,6 +532,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `pgps schedule ... | head`
         sys.stdout = open(os.devnull, "w")
         return 0
+    except MissingExtra as exc:  # an optional dependency: the message names the extra that installs it
+        print(f"pgps {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"pgps {args.command}: error: {msg}", file=sys.stderr)

@@ -119,3 +119,9 @@ def test_trainers_lists_variants_and_ext_path(capsys):
     from pgps.nnunet.variants import TRAINERS
 
     assert names == sorted(TRAINERS)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"pgps {pgps.__version__}"
