@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-EXTRAS = ("torch", "monai", "synth", "nnunet", "report", "workflow", "all")
+EXTRAS = ("torch", "monai", "synth", "nnunet", "report", "workflow", "carbon", "all")
 
 
 def closure(extra: str) -> set[str]:

@@ -111,6 +111,8 @@ def test_every_imported_module_is_declared_by_the_extra_of_its_package():
         extra = packages[folder.name]
         names = {_name(r) for r in _extra(extra)} | {"numpy"}
         allowed = {"blosc2"} if extra == "report" else set()  # characteristics reads nnU-Net's files (pgps[nnunet])
+        if extra == "nnunet":  # optional inside the trainers: pgps.nnunet.carbon runs without it (pgps[carbon])
+            allowed |= set(EXTRAS["carbon"])
         for module in _third_party_imports(folder.rglob("*.py")) - allowed:
             dists = {_name(d) for d in providers.get(module, [module])}
             assert dists & names, f"pgps/{folder.name} imports {module}, which pgps[{extra}] does not declare"
