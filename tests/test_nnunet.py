@@ -16,14 +16,6 @@ pytestmark = pytest.mark.nnunet
 STAGES = pgps.journal_stages(nn.PATCH, (8, 8, 8))  # the reduced plans: 3 stride-2 downsamplings per axis
 
 
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nnunet")
-    nn.write_raw(root)
-    nn.plan_and_preprocess(root)
-    return root
-
-
 def read_telemetry(folder):
     with open(folder / "pgps_telemetry.csv") as f:
         return list(csv.DictReader(f))
