@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAULTS = Path(__file__).resolve().parent / "faults"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 TRAINER = "nnUNetTrainer_PGPS_Performance"
-EPOCHS = 6  # the tiny plans' 4 stages: epochs 0, 1, 2 and 3-5 (P_max)
+EPOCHS = 5  # the tiny plans' 4 stages: epochs 0, 1, 2 and 3-4 (P_max)
 KILL_SEED = 13
 
 
@@ -105,27 +105,41 @@ def read_telemetry(folder: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+UNINTERRUPTED = """
+import multiprocessing, sys, torch
+from nnunetv2.run.run_training import get_trainer_from_args
+torch.set_num_threads(multiprocessing.cpu_count())  # what nnUNetv2_train -device cpu does
+get_trainer_from_args("1", "3d_fullres", 0, sys.argv[1], device=torch.device("cpu")).run_training()
+"""
+
+
+def uninterrupted(tiny: Path, results: Path, **settings: str) -> Path:
+    """The fold folder of an uninterrupted training (no final validation: equal weights give equal Dice)."""
+    env = nn.env(tiny, results, **settings)
+    proc = subprocess.run([sys.executable, "-c", UNINTERRUPTED, TRAINER], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return nn.fold_folder(results, TRAINER)
+
+
 @pytest.fixture(scope="module")
 def demo_runs(tiny, tmp_path_factory):
-    """An uninterrupted demo-rule run, and the same run killed at five points drawn from a seeded generator."""
+    """The demo rule's run killed at four points drawn from a seeded generator and run to the end, and the
+    same training uninterrupted."""
     rng = np.random.default_rng(KILL_SEED)
-    a = int(rng.integers(1, 3))  # a mid-epoch kill early on
-    b = int(rng.integers(a, EPOCHS - 1))  # a kill inside the write of checkpoint_latest after epoch b
-    c = int(rng.integers(b, EPOCHS))  # a mid-epoch kill later
+    a = int(rng.integers(1, EPOCHS - 1))  # a mid-epoch kill (1..3)
+    b = int(rng.integers(a, EPOCHS - 1))  # a kill inside the write of checkpoint_latest after epoch b (a..3)
     plan = [
         ("iteration", f"iteration:{a}:{rng.integers(2)}", a),
         ("latest write", f"save:checkpoint_latest.pth:{b}:{rng.uniform():.3f}", b),
-        ("iteration", f"iteration:{c}:{rng.integers(2)}", c),
         ("final write", f"save:checkpoint_final.pth:-1:{rng.uniform():.3f}", None),
         ("validation", f"validation:{rng.integers(2)}", None),
         ("none", "", None),
     ]
     settings = {"epochs": EPOCHS, "iterations_per_epoch": 2, "val_iterations": 1, "checkpoint_epochs": 1}
-    reference = tmp_path_factory.mktemp("uninterrupted")
-    copy_nnunet(tiny, reference / "nnunet")
-    workflow_config(reference, reference / "nnunet", "demo", **settings)
-    status, log = launch(reference, cores=1)
-    assert status == 0, log[-6000:]
+    reference = uninterrupted(
+        tiny, tmp_path_factory.mktemp("uninterrupted") / "results", PGPS_EPOCHS=str(EPOCHS),
+        PGPS_ITERATIONS_PER_EPOCH="2", PGPS_VAL_ITERATIONS="1", PGPS_SEED="0", nnUNet_n_proc_DA="0",
+    )  # fmt: skip
     work = tmp_path_factory.mktemp("killed")
     copy_nnunet(tiny, work / "nnunet")
     workflow_config(work, work / "nnunet", "demo", **settings)
@@ -137,7 +151,7 @@ def demo_runs(tiny, tmp_path_factory):
         status, log = launch(work, cores=1, kill=kill)
         launches.append({"what": what, "kill": kill, "epoch": epoch, "before": before, "strays": strays,
                          "status": status, "log": log})  # fmt: skip
-    return {"reference": fold_dir(reference / "nnunet"), "folder": folder, "launches": launches, "plan": plan}
+    return {"reference": reference, "folder": folder, "launches": launches, "plan": plan}
 
 
 def describe(launch: dict) -> str:
@@ -161,10 +175,11 @@ def test_a_kill_inside_a_checkpoint_write_keeps_the_previous_checkpoint_loadable
     b = latest_write["epoch"]
     # the write of the state after epoch b was cut short: the state after epoch b - 1 is still there, loadable
     assert after["before"]["checkpoint_latest.pth"] == b, describe(latest_write)
-    assert after["strays"] == [f"checkpoint_latest.pth.tmp{after['strays'][0].rsplit('tmp', 1)[1]}"], after["strays"]
+    assert [s.rsplit(".tmp", 1)[0] for s in after["strays"]] == ["checkpoint_latest.pth"], after["strays"]
     assert f"resuming at epoch {b}," in after["log"], describe(after)
-    after = launches[4]  # killed inside the write of checkpoint_final: checkpoint_latest is kept until it exists
+    after = launches[3]  # killed inside the write of checkpoint_final: checkpoint_latest is kept until it exists
     assert after["before"]["checkpoint_final.pth"] is None and after["before"]["checkpoint_latest.pth"] >= EPOCHS - 1
+    assert [s.rsplit(".tmp", 1)[0] for s in after["strays"]] == ["checkpoint_final.pth"], after["strays"]
     assert f"resuming at epoch {after['before']['checkpoint_latest.pth']}," in after["log"], describe(after)
     assert not list(demo_runs["folder"].glob("*.tmp*")), "a stray temporary checkpoint survived the finished run"
 
@@ -204,14 +219,12 @@ def test_with_0_workers_the_resumed_run_equals_the_uninterrupted_one(demo_runs):
     same = [c for c in TELEMETRY_COLUMNS if c != "epoch_time_s"]
     rows = [[[r[c] for c in same] for r in read_telemetry(f)] for f in (reference, folder)]
     assert rows[0] == rows[1]
-    dice = [json.loads((f / "validation" / "summary.json").read_text())["foreground_mean"] for f in (reference, folder)]
-    assert dice[0]["Dice"] == dice[1]["Dice"]
 
 
 def test_with_workers_no_batch_after_a_resume_repeats_one_before_it(tiny, tmp_path):
     """Why: with nnUNet_n_proc_DA=2, a resume mid-stage replayed the batches of the epochs before it."""
     rng = np.random.default_rng(KILL_SEED + 1)
-    epoch, iteration = int(rng.integers(4, EPOCHS)), int(rng.integers(4))  # inside the P_max stage (epochs 3-5)
+    epoch, iteration = EPOCHS - 1, int(rng.integers(4))  # the second epoch of the P_max stage (epochs 3-4)
     copy_nnunet(tiny, tmp_path / "nnunet")
     # the article rule (its nnUNet_n_proc_DA = its threads = 2 here); a checkpoint_latest after every epoch by time
     workflow_config(tmp_path, tmp_path / "nnunet", "article", epochs=EPOCHS, iterations_per_epoch=4, val_iterations=1,

@@ -337,35 +337,24 @@ def test_gpu_slot_forwards_sigterm_and_holds_the_gpu_until_its_command_exits(tmp
 
 
 # -- 9. pgps convert checks label values and shapes in every layout, naming the case --------------------------------
-def test_nnunet_layout_with_an_undeclared_label_value_names_the_case(tmp_path, capsys):
-    source = fake_nnunet(tmp_path / "src")
+@pytest.mark.parametrize(("fmt", "problem"), [("nnunet", "value"), ("nnunet", "shape"), ("msd", "value"),
+                                             ("msd", "shape")])  # fmt: skip
+def test_convert_names_the_case_with_a_bad_label_in_every_layout(tmp_path, capsys, fmt, problem):
+    """The btcv layout checked these already; the nnunet and msd layouts accepted both."""
+    source = fake_nnunet(tmp_path / "src") if fmt == "nnunet" else fake_msd(tmp_path / "src")
     label = sorted((source / "labelsTr").glob("*.nii.gz"))[1]
-    nifti(label, label_volume(np.random.default_rng(3), [1, 5]).astype(np.uint8), spacing=(1.0, 1.0, 1.0))
-    code, _, err = run(capsys, "convert", "--format", "nnunet", "--source", str(source), "--raw", str(tmp_path / "raw"),
-                       "--dataset-id", "42", "--name", "Bad", "--no-progress")  # fmt: skip
+    spacing = (1.0, 1.0, 1.0) if fmt == "nnunet" else (1.0, 1.0, 2.0)  # the fakes' own spacing
+    if problem == "value":
+        nifti(label, label_volume(np.random.default_rng(3), [1, 7]), spacing=spacing)
+    else:
+        nifti(label, np.zeros((8, 8, 6), np.uint8), spacing=spacing)
+    argv = ["convert", "--format", fmt, "--source", str(source), "--raw", str(tmp_path / "raw"), "--dataset-id", "42",
+            "--name", "Bad", "--no-progress"]  # fmt: skip
+    code, _, err = run(capsys, *argv)
     assert code == 2
     case = label.name.removesuffix(".nii.gz")
-    one_line_error(err, f"case {case}", "label value(s) [5]")
+    one_line_error(err, f"case {case}", "label value(s) [7]" if problem == "value" else "shape")
     assert not (tmp_path / "raw" / "Dataset042_Bad").exists()
-
-
-def test_msd_layout_with_a_label_of_another_shape_names_the_case(tmp_path, capsys):
-    source = fake_msd(tmp_path / "src")
-    nifti(source / "labelsTr" / "fake_002.nii.gz", np.zeros((8, 8, 6), np.uint8))
-    code, _, err = run(capsys, "convert", "--format", "msd", "--source", str(source), "--raw", str(tmp_path / "raw"),
-                       "--dataset-id", "5", "--name", "Bad", "--no-progress")  # fmt: skip
-    assert code == 2
-    one_line_error(err, "fake_002", "shape")
-    assert not (tmp_path / "raw" / "Dataset005_Bad").exists()
-
-
-def test_msd_layout_with_an_undeclared_label_value_names_the_case(tmp_path, capsys):
-    source = fake_msd(tmp_path / "src")
-    nifti(source / "labelsTr" / "fake_003.nii.gz", label_volume(np.random.default_rng(4), [1, 2, 7]))
-    code, _, err = run(capsys, "convert", "--format", "msd", "--source", str(source), "--raw", str(tmp_path / "raw"),
-                       "--dataset-id", "5", "--name", "Bad", "--no-progress")  # fmt: skip
-    assert code == 2
-    one_line_error(err, "fake_003", "label value(s) [7]")
 
 
 @pytest.mark.nnunet
