@@ -1,4 +1,4 @@
-"""Fixtures shared by the test modules that train nnU-Net on the tiny dataset of tests/nnunet_env.py."""
+"""Fixtures shared by the test modules."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from tests import nnunet_env as nn
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """nnU-Net folders (raw, preprocessed with the reduced plans) of the tiny dataset, made once per session;
-    each test trains into a results folder of its own."""
+def tiny_nnunet(tmp_path_factory):
+    """The tiny nnU-Net dataset of :mod:`tests.nnunet_env`, planned and preprocessed once per session, with the
+    reduced U-Net plans and the tiny UNETR/SwinUNETR configurations (``nnUNetTransformerPlans``)."""
     root = tmp_path_factory.mktemp("nnunet")
     nn.write_raw(root)
     nn.plan_and_preprocess(root)
+    nn.add_transformer_plans(root)
     return root

@@ -122,7 +122,7 @@ def uninterrupted(tiny: Path, results: Path, **settings: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def demo_runs(tiny, tmp_path_factory):
+def demo_runs(tiny_nnunet, tmp_path_factory):
     """The demo rule's run killed at four points drawn from a seeded generator and run to the end, and the
     same training uninterrupted."""
     rng = np.random.default_rng(KILL_SEED)
@@ -137,11 +137,11 @@ def demo_runs(tiny, tmp_path_factory):
     ]
     settings = {"epochs": EPOCHS, "iterations_per_epoch": 2, "val_iterations": 1, "checkpoint_epochs": 1}
     reference = uninterrupted(
-        tiny, tmp_path_factory.mktemp("uninterrupted") / "results", PGPS_EPOCHS=str(EPOCHS),
+        tiny_nnunet, tmp_path_factory.mktemp("uninterrupted") / "results", PGPS_EPOCHS=str(EPOCHS),
         PGPS_ITERATIONS_PER_EPOCH="2", PGPS_VAL_ITERATIONS="1", PGPS_SEED="0", nnUNet_n_proc_DA="0",
     )  # fmt: skip
     work = tmp_path_factory.mktemp("killed")
-    copy_nnunet(tiny, work / "nnunet")
+    copy_nnunet(tiny_nnunet, work / "nnunet")
     workflow_config(work, work / "nnunet", "demo", **settings)
     folder = fold_dir(work / "nnunet")
     launches = []
@@ -221,11 +221,11 @@ def test_with_0_workers_the_resumed_run_equals_the_uninterrupted_one(demo_runs):
     assert rows[0] == rows[1]
 
 
-def test_with_workers_no_batch_after_a_resume_repeats_one_before_it(tiny, tmp_path):
+def test_with_workers_no_batch_after_a_resume_repeats_one_before_it(tiny_nnunet, tmp_path):
     """Why: with nnUNet_n_proc_DA=2, a resume mid-stage replayed the batches of the epochs before it."""
     rng = np.random.default_rng(KILL_SEED + 1)
     epoch, iteration = EPOCHS - 1, int(rng.integers(4))  # the second epoch of the P_max stage (epochs 3-4)
-    copy_nnunet(tiny, tmp_path / "nnunet")
+    copy_nnunet(tiny_nnunet, tmp_path / "nnunet")
     # the article rule (its nnUNet_n_proc_DA = its threads = 2 here); a checkpoint_latest after every epoch by time
     workflow_config(tmp_path, tmp_path / "nnunet", "article", epochs=EPOCHS, iterations_per_epoch=4, val_iterations=1,
                     checkpoint_epochs=50, checkpoint_minutes=1e-4)  # fmt: skip
@@ -292,3 +292,27 @@ def test_checkpoint_latest_by_wall_time(monkeypatch, tmp_path):
     clock[0] += 3600
     module.PGPSMixin._maybe_save_latest_by_time(stub, 7)
     assert len(saved) == 5
+
+
+def test_the_cuda_generator_is_checkpointed_on_a_gpu_only(monkeypatch):
+    """No GPU here: torch.cuda's generator calls are replaced, to check that a GPU run saves and restores its
+    device's generator and that a CPU run never touches torch.cuda."""
+    from types import SimpleNamespace
+
+    from pgps.nnunet.trainer import PGPSMixin
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.tensor([7, device.index], dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state.tolist(), device)))
+    gpu = SimpleNamespace(device=torch.device("cuda", 1))
+    state = PGPSMixin._rng_state(gpu)
+    assert state["cuda"].tolist() == [7, 1]
+    PGPSMixin._restore_rng(gpu, state)
+    assert restored == [([7, 1], torch.device("cuda", 1))]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: pytest.fail("a CPU run touched torch.cuda"))
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    assert "cuda" not in PGPSMixin._rng_state(cpu)
+    PGPSMixin._restore_rng(cpu, {**state, "cuda": None})
+    assert len(restored) == 1

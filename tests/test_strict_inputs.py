@@ -358,13 +358,13 @@ def test_convert_names_the_case_with_a_bad_label_in_every_layout(tmp_path, capsy
 
 
 @pytest.mark.nnunet
-def test_a_training_time_label_error_names_the_case(tiny, tmp_path):
+def test_a_training_time_label_error_names_the_case(tiny_nnunet, tmp_path):
     """Preprocessed labels with a value dataset.json does not declare (label 2 became 5 in every case)."""
     import blosc2
 
     root = tmp_path / "bad"
     for sub in ("raw", "preprocessed"):
-        shutil.copytree(tiny / sub, root / sub)
+        shutil.copytree(tiny_nnunet / sub, root / sub)
     data = root / "preprocessed" / nn.DATASET / "nnUNetPlans_3d_fullres"
     for path in sorted(data.glob("*_seg.b2nd")):
         source = blosc2.open(str(path), mode="r")
