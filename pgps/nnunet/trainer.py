@@ -727,7 +727,8 @@ class PGPSMixin:
         if self.schedule is not None and saved != self.schedule:
             raise ValueError(
                 "this checkpoint was trained with a different PGPS schedule; resume with the same trainer, "
-                f"plans and configuration.\nsaved:\n{saved}\ncurrent:\n{self.schedule}"
+                "plans, configuration and PGPS_* settings, or remove the fold folder to train it anew."
+                f"\nsaved:\n{saved}\ncurrent:\n{self.schedule}"
             )
         self.telemetry_rows = [r for r in state["telemetry"] if r["epoch"] < state["epoch"]]
         self._resume_state = state
