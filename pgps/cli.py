@@ -25,6 +25,55 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"pgps: error: {message}\n")
 
 
+def _integer(minimum: int):
+    """An argparse type: an integer of at least ``minimum`` (argparse names the argument in its error)."""
+    kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a {kind} integer, got {text!r}")
+        return value
+
+    parse.__name__ = f"{kind} integer"
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _integer(1), _integer(0)
+
+
+def _read_plans(path: str) -> dict:
+    """A plans JSON file, with errors that name it."""
+    with open(path) as f:
+        try:
+            plans = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
+        raise ValueError(f"{path} is not an nnU-Net v2 plans file: it has no 'configurations'")
+    return plans
+
+
+def _refuse_silent_changes(path: str, before: dict, after: dict, overwrite: bool) -> None:
+    """Raise unless writing ``after`` to ``path`` (holding ``before``) keeps every configuration it held,
+    or ``overwrite`` allows replacing and dropping them: a run trained on a configuration cannot resume once
+    its architecture changed."""
+    old, new = before.get("configurations", {}), after.get("configurations", {})
+    dropped = [name for name in old if name not in new]
+    changed = [name for name in old if name in new and new[name] != old[name]]
+    if (dropped or changed) and not overwrite:
+        what = "; ".join(
+            part for part in (f"would replace configuration(s) {', '.join(changed)}" if changed else "",
+                              f"would drop configuration(s) {', '.join(dropped)}" if dropped else "") if part
+        )  # fmt: skip
+        raise ValueError(
+            f"{path}: {what}, which runs may have been trained on (their --c would fail); pass --overwrite to do it"
+        )
+
+
 def _schedule_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "schedule",
@@ -37,23 +86,23 @@ def _schedule_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--configuration", default="3d_fullres", help="plans configuration (default: %(default)s)")
     src.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="planned patch size P_max (3 axes)")
     src.add_argument("--steps", nargs="+", type=int, metavar="N", help="per-axis step = 2**(stride-2 downsamplings)")
-    src.add_argument("--batch-size", type=int, metavar="B", help="planned batch size b_base")
+    src.add_argument("--batch-size", type=POSITIVE, metavar="B", help="planned batch size b_base")
     p.add_argument("--mode", default="performance", choices=list(MODES), help="curriculum mode (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=pacing.EPOCHS, help="training epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=POSITIVE, default=pacing.EPOCHS, help="training epochs (default: %(default)s)")
     length = p.add_mutually_exclusive_group()
     length.add_argument(
-        "--iterations-per-epoch", type=int, help=f"iterations per epoch (default: {pacing.ITERATIONS_PER_EPOCH})"
+        "--iterations-per-epoch", type=POSITIVE, help=f"iterations per epoch (default: {pacing.ITERATIONS_PER_EPOCH})"
     )
     length.add_argument(
         "--training-length", type=float, help="fraction of the default iterations per epoch, e.g. 0.1 for 10%%"
     )
-    p.add_argument("--batch-size-cap", type=int, help="upper limit on every stage's batch size")
+    p.add_argument("--batch-size-cap", type=POSITIVE, help="upper limit on every stage's batch size")
     p.add_argument(
         "--no-single-voxel-bottleneck",
         action="store_true",
         help="start one stage later, for architectures that cannot train a 1x1x1 bottleneck",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of RPSS's per-iteration stage draws")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of RPSS's per-iteration stage draws")
     p.add_argument(
         "--rpss-pool",
         default="miccai",
@@ -69,7 +118,10 @@ def _run_schedule(args: argparse.Namespace) -> int:
     if args.plans:
         if any(v is not None for v in explicit):
             raise ValueError("give either --plans or --patch-size/--steps/--batch-size, not both")
-        planned = planned_configuration(args.plans, args.configuration)
+        try:
+            planned = planned_configuration(_read_plans(args.plans), args.configuration)
+        except ValueError as exc:
+            raise ValueError(exc if str(exc).startswith(args.plans) else f"{args.plans}: {exc}") from exc
         patch_size, steps, batch_size = planned.patch_size, planned.steps, planned.batch_size
     else:
         missing = [n for n, v in zip(("--patch-size", "--steps", "--batch-size"), explicit, strict=True) if v is None]
@@ -78,8 +130,10 @@ def _run_schedule(args: argparse.Namespace) -> int:
         patch_size, steps, batch_size = explicit
     if args.training_length is not None:
         ipe = pacing.iterations_per_epoch(args.training_length)
+    elif args.iterations_per_epoch is not None:
+        ipe = args.iterations_per_epoch
     else:
-        ipe = args.iterations_per_epoch or pacing.ITERATIONS_PER_EPOCH
+        ipe = pacing.ITERATIONS_PER_EPOCH
     schedule = make_schedule(
         args.mode,
         patch_size,
@@ -113,11 +167,11 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset-id", required=True, type=int, metavar="ID", help="nnU-Net dataset id, 1..999")
     p.add_argument("--name", help="dataset name (default: Synth + the preset's name, e.g. SynthLesions)")
     knobs = p.add_argument_group("knobs (default: the preset's)")
-    knobs.add_argument("--cases", type=int, metavar="N", help="number of training cases")
+    knobs.add_argument("--cases", type=POSITIVE, metavar="N", help="number of training cases")
     knobs.add_argument("--shape", nargs="+", type=int, metavar="N", help="volume shape (3 axes, array order)")
     knobs.add_argument("--shape-jitter", nargs="+", type=int, metavar="N", help="per-case shape jitter, 1 or 3 axes")
     knobs.add_argument("--spacing", nargs="+", type=float, metavar="MM", help="voxel spacing (3 axes)")
-    knobs.add_argument("--seed", type=int, help="seed; case i is drawn from default_rng([seed, i])")
+    knobs.add_argument("--seed", type=NON_NEGATIVE, help="seed; case i is drawn from default_rng([seed, i])")
     knobs.add_argument("--classes", type=int, metavar="K", help="number of foreground classes")
     knobs.add_argument("--radius", nargs=2, type=float, metavar=("MIN", "MAX"), help="semi-axis range, every class")
     knobs.add_argument("--objects", nargs=2, type=int, metavar=("MIN", "MAX"), help="objects per class and case")
@@ -227,19 +281,23 @@ def _light_plans_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default="3d_fullres", help="configuration to inherit from (default: %(default)s)")
     p.add_argument("--name", default="3d_light", help="name of the added configuration (default: %(default)s)")
     p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="patch size (default: the source's)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="batch size (default: the source's)")
+    p.add_argument("--batch-size", type=POSITIVE, metavar="B", help="batch size (default: the source's)")
     p.add_argument(
         "--features", nargs="+", type=int, metavar="F", default=list(light.DEFAULT_FEATURES),
         help="features per resolution stage; their count sets the stages "
         f"(default: {' '.join(map(str, light.DEFAULT_FEATURES))})",
     )  # fmt: skip
     p.add_argument(
-        "--convs", type=int, metavar="N", default=light.DEFAULT_CONVS,
+        "--convs", type=POSITIVE, metavar="N", default=light.DEFAULT_CONVS,
         help="convolutions per stage, encoder and decoder (default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--memory-format", choices=light.MEMORY_FORMATS, default=light.DEFAULT_MEMORY_FORMAT,
         help="memory format the PGPS trainers put the network in (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing configuration NAME that differs (without it, only an identical one is kept)",
     )  # fmt: skip
     p.set_defaults(func=_run_light_plans)
 
@@ -247,25 +305,28 @@ def _light_plans_parser(sub: argparse._SubParsersAction) -> None:
 def _run_light_plans(args: argparse.Namespace) -> int:
     from pgps.nnunet.light import add_light_configuration
 
-    with open(args.plans) as f:
-        try:
-            plans = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{args.plans} is not JSON: {exc}") from exc
-    plans = add_light_configuration(
-        plans,
-        args.source,
-        args.name,
-        patch_size=args.patch_size,
-        batch_size=args.batch_size,
-        features_per_stage=args.features,
-        n_conv_per_stage=args.convs,
-        memory_format=args.memory_format,
-    )
-    atomic_write_text(args.plans, json.dumps(plans, indent=4))
+    before = _read_plans(args.plans)
+    try:
+        plans = add_light_configuration(
+            before,
+            args.source,
+            args.name,
+            patch_size=args.patch_size,
+            batch_size=args.batch_size,
+            features_per_stage=args.features,
+            n_conv_per_stage=args.convs,
+            memory_format=args.memory_format,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{args.plans}: {exc}") from exc
+    _refuse_silent_changes(args.plans, before, plans, args.overwrite)
+    unchanged = plans == before
+    if not unchanged:
+        atomic_write_text(args.plans, json.dumps(plans, indent=4))
     planned = planned_configuration(plans, args.name)
     print(
-        f"{args.plans}: configuration {args.name} inherits {args.source}: patch {fmt_size(planned.patch_size)}, "
+        f"{args.plans}: configuration {args.name}{' (unchanged)' if unchanged else ''} inherits {args.source}: "
+        f"patch {fmt_size(planned.patch_size)}, "
         f"batch {planned.batch_size}, PGPS step {fmt_size(planned.steps)}, features "
         f"{','.join(map(str, args.features))}, {args.convs} conv(s) per stage, {args.memory_format}"
     )
@@ -280,7 +341,7 @@ def _gpu_slot_parser(sub: argparse._SubParsersAction) -> None:
         "release the slot when it ends; waits while all N are busy. Example: pgps gpu-slot --slots 4 -- "
         "nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_PGPS_Performance",
     )
-    p.add_argument("--slots", type=int, required=True, help="number of GPUs shared by the jobs (>= 1)")
+    p.add_argument("--slots", type=POSITIVE, required=True, help="number of GPUs shared by the jobs (>= 1)")
     p.add_argument("--lock-dir", default=None, help="folder of the lock files (default: $PGPS_GPU_LOCK_DIR or /tmp)")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run")
     p.set_defaults(func=_run_gpu_slot)
@@ -313,7 +374,7 @@ def _convert_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", required=True, metavar="DIR", help="nnU-Net raw folder to write into (e.g. $nnUNet_raw)")
     p.add_argument("--dataset-id", required=True, type=int, metavar="ID", help="nnU-Net dataset id, 1..999")
     p.add_argument("--name", required=True, help="dataset name (folder DatasetXXX_NAME)")
-    p.add_argument("--workers", type=int, default=1, help="processes converting cases in parallel (default: 1)")
+    p.add_argument("--workers", type=POSITIVE, default=1, help="processes converting cases in parallel (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal; else lines)"
@@ -385,11 +446,15 @@ def _backbone_plans_parser(sub: argparse._SubParsersAction) -> None:
         "--out, its file name without .json; else unchanged)",
     )  # fmt: skip
     p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="P_max, 3 axes (default: the rule above)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="batch size b_base (default: the source's)")
+    p.add_argument("--batch-size", type=POSITIVE, metavar="B", help="batch size b_base (default: the source's)")
     p.add_argument(
         "--arch", action="append", default=[], metavar="[BACKBONE:]KEY=VALUE",
         help="architecture argument, VALUE as JSON (e.g. hidden_size=384, swinunetr:depths=[1,1,1,1]); without a "
         "prefix it applies to every backbone given; repeatable; defaults are MONAI's",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace configurations that differ, or drop those an existing output file holds beyond --plans",
     )  # fmt: skip
     p.set_defaults(func=_run_backbone_plans)
 
@@ -416,20 +481,21 @@ def _run_backbone_plans(args: argparse.Namespace) -> int:
             value = text  # a bare string such as norm_name=batch
         for backbone in [prefix] if colon else arch:
             arch[backbone][key] = value
-    with open(args.plans) as f:
-        try:
-            plans = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{args.plans} is not JSON: {exc}") from exc
+    plans = _read_plans(args.plans)
     for backbone, name in zip(args.backbone, names, strict=True):
-        plans = add_backbone_configuration(
-            plans, backbone, args.source, name, patch_size=args.patch_size, batch_size=args.batch_size,
-            arch_kwargs=arch[backbone],
-        )  # fmt: skip
+        try:
+            plans = add_backbone_configuration(
+                plans, backbone, args.source, name, patch_size=args.patch_size, batch_size=args.batch_size,
+                arch_kwargs=arch[backbone],
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ValueError(f"{args.plans}: {exc}") from exc
     out = args.out or args.plans
     plans_name = args.plans_name or (Path(out).name.removesuffix(".json") if args.out else None)
     if plans_name:
         plans["plans_name"] = plans_name
+    if os.path.exists(out):
+        _refuse_silent_changes(out, _read_plans(out), plans, args.overwrite)
     atomic_write_text(out, json.dumps(plans, indent=4))
     for backbone, name in zip(args.backbone, names, strict=True):
         print(f"{out}: {describe(plans, name)}")

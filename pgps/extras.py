@@ -23,13 +23,15 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "threadpoolctl", "blosc2", "SimpleITK", "nibabel", "tqdm", "dynamic_network_architectures",
     ),
     "report": ("matplotlib", "seaborn", "scipy", "pandas"),
-    "workflow": ("snakemake", "snakemake_executor_plugin_slurm", "matplotlib", "seaborn", "scipy", "pandas"),
+    "workflow": (
+        "snakemake", "snakemake_executor_plugin_slurm", "filelock", "matplotlib", "seaborn", "scipy", "pandas",
+    ),
     "carbon": ("codecarbon",),
 }  # fmt: skip
 """The top-level modules each extra installs (import names, not distribution names)."""
 
 PACKAGE_EXTRAS = {"pgps.torch": "torch", "pgps.monai": "monai", "pgps.nnunet": "nnunet", "pgps.report": "report",
-                  "pgps.synth": "synth"}  # fmt: skip
+                  "pgps.synth": "synth", "pgps.gpu_slot": "workflow"}  # fmt: skip
 """The extra a pgps module needs, by package: a module missing there is named with this extra first."""
 
 

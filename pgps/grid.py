@@ -209,3 +209,35 @@ def factors_of_trainer(trainer: str, plans: str = "nnUNetPlans") -> dict[str, An
         else:
             raise ValueError(f"{trainer!r}: unknown part {part!r}")
     return found
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """What the config schema cannot say and would otherwise fail only at job time; raises ``ValueError``
+    naming the key. Run after the schema's ``validate`` (defaults filled in), while Snakemake builds the DAG:
+
+    - every ``schedules.datasets`` entry builds a schedule in every ``schedules.modes`` (e.g. a patch that
+      is not a multiple of its steps);
+    - no two ``demo.datasets`` (and no two ``article.datasets``) share a ``dataset_id``: nnU-Net finds a
+      dataset by its id, so they would overwrite each other's folders.
+    """
+    from pgps.schedule import make_schedule
+
+    schedules = config.get("schedules") or {}
+    for name, planned in (schedules.get("datasets") or {}).items():
+        for mode in schedules["modes"]:
+            try:
+                make_schedule(
+                    mode, planned["patch_size"], planned["steps"], planned["batch_size"],
+                    epochs=schedules["epochs"], iterations_per_epoch=schedules["iterations_per_epoch"],
+                )  # fmt: skip
+            except ValueError as exc:
+                raise ValueError(f"config schedules.datasets.{name} ({mode}): {exc}") from None
+    for section in ("demo", "article"):
+        owners: dict[int, str] = {}
+        for name, dataset in ((config.get(section) or {}).get("datasets") or {}).items():
+            other = owners.setdefault(int(dataset["dataset_id"]), name)
+            if other != name:
+                raise ValueError(
+                    f"config {section}.datasets.{name}: dataset_id {dataset['dataset_id']} is already "
+                    f"{section}.datasets.{other}'s; nnU-Net finds datasets by id, give each its own"
+                )

@@ -83,10 +83,6 @@ def test_training_length(capsys):
             "axis 1 (= 100) is not divisible by its step 32",
         ),
         (["--patch-size", "128", "128", "--steps", "32", "32", "32", "--batch-size", "2"], "must have 3 axes"),
-        (
-            ["--patch-size", "128", "128", "128", "--steps", "32", "32", "32", "--batch-size", "0"],
-            "batch_size_base must be a positive integer",
-        ),
         (["--patch-size", "128", "128", "128"], "missing --steps, --batch-size"),
         (["--plans", str(PLANS), "--configuration", "2d"], "is not 3D"),
         (["--plans", str(PLANS), "--configuration", "3d_lowres"], "configuration '3d_lowres' is not in the plans"),

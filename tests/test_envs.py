@@ -85,8 +85,9 @@ def test_every_conda_env_named_by_a_rule_exists():
 def test_report_stack_covers_pgps_report_imports():
     """The analysis stack can import pgps.report (and the core) without the training stack."""
     stack = {_name(r) for r in _pip_requirements(ROOT / "envs" / "report.yaml")} | {"pgps"}
-    # characteristics reads nnU-Net's blosc2 files and synth writes NIfTI: both run in envs/pgps.yaml
-    skip = ("characteristics.py", "synth.py")
+    # characteristics reads nnU-Net's blosc2 files, synth writes NIfTI and gpu_slot (filelock) wraps the training
+    # jobs: all run in envs/pgps.yaml
+    skip = ("characteristics.py", "synth.py", "gpu_slot.py")
     paths = [p for p in [*(ROOT / "pgps" / "report").glob("*.py"), *(ROOT / "pgps").glob("*.py")] if p.name not in skip]
     assert _third_party_imports(paths) <= stack, sorted(_third_party_imports(paths) - stack)
 
@@ -116,11 +117,15 @@ def test_every_imported_module_is_declared_by_the_extra_of_its_package():
         for module in _third_party_imports(folder.rglob("*.py")) - allowed:
             dists = {_name(d) for d in providers.get(module, [module])}
             assert dists & names, f"pgps/{folder.name} imports {module}, which pgps[{extra}] does not declare"
-    core = [p for p in (ROOT / "pgps").glob("*.py") if p.name != "synth.py"]
+    # top-level modules outside the core: synth writes NIfTI (pgps[synth]), gpu_slot wraps the workflow's training
+    # jobs on local GPUs (pgps[workflow])
+    own_extra = {"synth.py": "synth", "gpu_slot.py": "workflow"}
+    core = [p for p in (ROOT / "pgps").glob("*.py") if p.name not in own_extra]
     assert _third_party_imports(core) == {"numpy"}, "the core imports only numpy at module level"
-    synth = {_name(r) for r in _extra("synth")}
-    for module in _third_party_imports([ROOT / "pgps" / "synth.py"]) - {"numpy"}:
-        assert {_name(d) for d in providers.get(module, [module])} & synth, module
+    for name, extra in own_extra.items():
+        declared = {_name(r) for r in _extra(extra)}
+        for module in _third_party_imports([ROOT / "pgps" / name]) - {"numpy"}:
+            assert {_name(d) for d in providers.get(module, [module])} & declared, (name, module)
 
 
 def test_torch_is_pinned():

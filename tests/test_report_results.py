@@ -6,6 +6,7 @@ import math
 import pandas as pd
 import pytest
 
+import pgps
 from pgps.report.results import METRIC_COLUMNS, collect_run, compare_to_cps
 from pgps.report.tables import table1
 
@@ -60,21 +61,28 @@ def test_collect_run_reads_nnunet_and_pgps_summaries(tmp_path):
     (tmp_path / "validation" / "summary.json").write_text(
         json.dumps({"foreground_mean": {"Dice": 0.5}, "mean": {"1": {"Dice": 0.4}, "2": {"Dice": 0.6}}})
     )
+    schedule = pgps.make_schedule("efficiency", (32, 32, 32), (16, 16, 16), 2, epochs=3, iterations_per_epoch=2)
     summary = {"mode": "efficiency", "epochs_done": 3, "train_time_s": 1.5, "p_max_mean_epoch_time_s": 0.7}
-    (tmp_path / "pgps_summary.json").write_text(json.dumps({**summary, "iterated_voxels": 12}))
-    metrics, telemetry, schedule = collect_run(tmp_path)
+    summary |= {"iterated_voxels": 12, "schedule": schedule.to_dict()}
+    (tmp_path / "pgps_summary.json").write_text(json.dumps(summary))
+    pd.DataFrame({"epoch": [0, 1, 2]}).to_csv(tmp_path / "pgps_telemetry.csv", index=False)
+    metrics, telemetry, read_schedule = collect_run(tmp_path)
     assert list(metrics) == list(METRIC_COLUMNS)
     assert metrics["status"] == "complete" and metrics["dice"] == 0.5
     assert json.loads(metrics["dice_per_class"]) == {"1": 0.4, "2": 0.6}
     assert metrics["relative_runtime"] == pytest.approx(1.5 / (0.7 * 3))
-    assert telemetry is None and schedule is None
-    (tmp_path / "validation" / "summary.json").unlink()
+    assert telemetry["epoch"].tolist() == [0, 1, 2] and read_schedule["mode"] == "efficiency"
+
+
+@pytest.mark.parametrize("epochs", [[0, 1], [0, 1, 1, 2], None])
+def test_collect_run_is_incomplete_without_every_epoch_once(tmp_path, epochs):
+    """A validated run whose telemetry misses, repeats or lacks epochs is not counted as complete."""
+    (tmp_path / "validation").mkdir()
+    (tmp_path / "validation" / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": 0.5}}))
+    schedule = pgps.make_schedule("cps", (32, 32, 32), (16, 16, 16), 2, epochs=3, iterations_per_epoch=2)
+    (tmp_path / "pgps_summary.json").write_text(json.dumps({"mode": "cps", "schedule": schedule.to_dict()}))
+    if epochs is not None:
+        pd.DataFrame({"epoch": epochs}).to_csv(tmp_path / "pgps_telemetry.csv", index=False)
     metrics, _, _ = collect_run(tmp_path)
-    assert metrics["status"] == "training" and math.isnan(metrics["dice"]) and math.isnan(metrics["relative_runtime"])
-
-
-def test_relative_dice_is_missing_when_cps_scored_zero():
-    df = pd.DataFrame([row("A", "cps", 0, 0.0, 10.0, 1.0, 10, 100), row("A", "efficiency", 0, 0.5, 4.0, 1.0, 10, 30)])
-    out = compare_to_cps(df).set_index("mode")
-    assert math.isnan(out.loc["efficiency", "relative_dice"])
-    assert out.loc["efficiency", "relative_flops"] == pytest.approx(0.3)
+    assert metrics["status"] == "incomplete"
+    assert math.isnan(metrics["relative_runtime"])

@@ -65,9 +65,12 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "first_batch_size", "fg_fallbacks", "mean_fg_voxel_share", "mean_class_presence_share", "energy_kwh", "co2_kg",
 )  # fmt: skip
 """What :func:`collect_run` measures per run (Dice as a fraction, times in seconds, voxels per
-channel). ``status``: ``complete`` (nnU-Net's validation summary exists), ``training`` (only
-pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete runs only. ``energy_kwh`` and
-``co2_kg`` are CodeCarbon's totals for the run (missing without CodeCarbon, see :mod:`pgps.nnunet.carbon`)."""
+channel). ``status``: ``complete`` (nnU-Net's validation summary exists and the telemetry holds every
+epoch of the run's schedule exactly once), ``incomplete`` (validated, but the telemetry is missing or
+holds fewer or repeated epochs: a cut or stale file, or a run resumed without its telemetry),
+``training`` (only pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete
+runs only. ``energy_kwh`` and ``co2_kg`` are CodeCarbon's totals for the run (missing without CodeCarbon,
+see :mod:`pgps.nnunet.carbon`)."""
 
 RESULTS_FILE, EPOCHS_FILE, SCHEDULES_FILE, CHARACTERISTICS_FILE, CASES_FILE = (
     "results.csv", "epochs.csv", "schedules.json", "characteristics.csv", "cases.csv",
@@ -77,13 +80,38 @@ CASE_COLUMNS: tuple[str, ...] = ("run", *("dataset", "mode", "fold"), "case", "l
 """Columns of ``cases.csv``: one row per run, validation case and foreground label (or region) of nnU-Net's
 ``metric_per_case``; ``dice`` as a fraction, NaN where nnU-Net's is (label absent from both images)."""
 
+
+# -- reading files, with errors that name them ------------------------------------------------------
+def read_json(path: str | Path) -> Any:
+    """A JSON file; a file that is not JSON (e.g. cut short by a kill) raises ``ValueError`` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); was it cut short?") from None
+
+
+def read_csv(path: str | Path, required: Sequence[str] = (), what: str = "table", **kwargs: Any) -> pd.DataFrame:
+    """A CSV table with the ``required`` columns; anything else raises ``ValueError`` naming the file
+    (and the missing columns)."""
+    try:
+        df = pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a CSV {what} ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a CSV {what}: no column(s) {', '.join(missing)}")
+    return df
+
+
 # -- reading one fold folder ----------------------------------------------------------------------
 def read_validation(fold_dir: str | Path) -> tuple[float, dict[str, float]]:
     """``(mean foreground Dice, Dice per class)`` from nnU-Net's ``validation/summary.json``; NaN, {} if absent."""
     path = Path(fold_dir) / "validation" / "summary.json"
     if not path.is_file():
         return math.nan, {}
-    metrics = json.loads(path.read_text())
+    metrics = read_json(path)
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path}: not nnU-Net's validation summary (no foreground_mean)")
     dice = _number(metrics.get("foreground_mean", {}).get("Dice"))
     per_class = {str(k): _number(v.get("Dice")) for k, v in metrics.get("mean", {}).items()}
     return dice, per_class
@@ -107,7 +135,7 @@ def read_cases(fold_dir: str | Path) -> list[dict[str, Any]]:
 def read_summary(fold_dir: str | Path) -> dict[str, Any] | None:
     """pgps's ``pgps_summary.json`` of a fold folder, or None."""
     path = Path(fold_dir) / "pgps_summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def read_telemetry(fold_dir: str | Path) -> pd.DataFrame | None:
@@ -115,7 +143,7 @@ def read_telemetry(fold_dir: str | Path) -> pd.DataFrame | None:
     path = Path(fold_dir) / "pgps_telemetry.csv"
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    return pd.read_csv(path)
+    return read_csv(path, ["epoch"], "telemetry table (pgps_telemetry.csv)")
 
 
 def _number(value: Any) -> float:
@@ -138,7 +166,10 @@ def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | No
     telemetry = read_telemetry(fold_dir)
     s = summary or {}
     schedule = Schedule.from_dict(s["schedule"]) if s.get("schedule") else None
-    status = "complete" if math.isfinite(dice) else ("training" if summary or telemetry is not None else "missing")
+    if math.isfinite(dice):
+        status = "complete" if _every_epoch_once(telemetry, schedule) else "incomplete"
+    else:
+        status = "training" if summary or telemetry is not None else "missing"
     epochs = _number(s.get("epochs_done"))
     p_max_time = _number(s.get("p_max_mean_epoch_time_s"))
     train_time = _number(s.get("train_time_s"))
@@ -173,6 +204,13 @@ def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | No
     return metrics, telemetry, (schedule.summary() if schedule else None)
 
 
+def _every_epoch_once(telemetry: pd.DataFrame | None, schedule: Any) -> bool:
+    """Whether the telemetry holds epochs 0 .. E-1 of the schedule, each exactly once."""
+    if telemetry is None or schedule is None:
+        return False
+    return sorted(telemetry["epoch"].tolist()) == list(range(schedule.epochs))
+
+
 def _column_mean(df: pd.DataFrame | None, column: str) -> float:
     if df is None or column not in df or df[column].notna().sum() == 0:
         return math.nan
@@ -191,10 +229,7 @@ def _bool(value: Any) -> bool:
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """The run manifest with typed factors (``mirroring`` bool; ``length``, ``fold``, ``seed`` int)."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: the run manifest lacks column(s) {', '.join(missing)}")
+    df = read_csv(path, MANIFEST_COLUMNS, "run manifest", dtype=str, keep_default_na=False)
     df = df[list(MANIFEST_COLUMNS)].copy()
     df["mirroring"] = [_bool(v) for v in df["mirroring"]]
     for column in ("length", "fold", "seed"):
@@ -285,20 +320,31 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
     results_path = d / RESULTS_FILE
     if not results_path.is_file():
         raise ValueError(f"{results_path} does not exist; run `pgps collect` first")
-    results = with_defaults(pd.read_csv(results_path))
+    results = read_csv(results_path, RESULTS_REQUIRED, "results table (pgps collect)")
+    try:
+        results = with_defaults(results)
+    except ValueError as exc:
+        raise ValueError(f"{results_path}: {exc}") from None
     if "run" not in results.columns:  # a hand-made or older table without manifest rows: no telemetry to join
         results.insert(0, "run", range(len(results)))
     epochs_path = d / EPOCHS_FILE
     if _nonempty(epochs_path):
-        epochs = pd.read_csv(epochs_path, usecols=lambda c: c in EPOCH_COLUMNS_USED)
+        epochs = read_csv(epochs_path, ["run", "epoch"], "epoch table (pgps collect)",
+                          usecols=lambda c: c in EPOCH_COLUMNS_USED)  # fmt: skip
     else:
         epochs = pd.DataFrame(columns=list(EPOCH_COLUMNS_USED))
     schedules_path = d / SCHEDULES_FILE
-    schedules = json.loads(schedules_path.read_text()) if schedules_path.is_file() else {}
+    schedules = read_json(schedules_path) if schedules_path.is_file() else {}
+    if not isinstance(schedules, dict):
+        raise ValueError(f"{schedules_path}: not a schedules file of pgps collect (a JSON object by run)")
     char_path = d / CHARACTERISTICS_FILE
-    characteristics = pd.read_csv(char_path) if _nonempty(char_path) else pd.DataFrame(columns=["dataset"])
+    characteristics = read_characteristics(char_path) if _nonempty(char_path) else pd.DataFrame(columns=["dataset"])
     cases_path = d / CASES_FILE
-    cases = pd.read_csv(cases_path, dtype={"case": str, "label": str}) if _nonempty(cases_path) else None
+    cases = (
+        read_csv(cases_path, (), "per-case table (pgps collect)", dtype={"case": str, "label": str})
+        if _nonempty(cases_path)
+        else None
+    )
     cases = cases if cases is not None else pd.DataFrame(columns=list(CASE_COLUMNS))
     return {
         "results": results,
@@ -307,6 +353,21 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
         "characteristics": characteristics,
         "cases": cases,
     }
+
+
+RESULTS_REQUIRED: tuple[str, ...] = ("dataset", "mode", "fold", "dice")
+"""Columns every results table must have (the rest take :data:`DEFAULTS` or stay missing)."""
+
+
+def read_characteristics(path: str | Path) -> pd.DataFrame:
+    """A task characteristics table (``pgps characteristics``): one row per dataset with the four measures."""
+    from pgps.report.characteristics import MEASURES
+
+    df = read_csv(path, ["dataset", *MEASURES], "task characteristics table (pgps characteristics)")
+    repeated = sorted(set(df["dataset"][df["dataset"].duplicated()].astype(str)))
+    if repeated:
+        raise ValueError(f"{path}: dataset(s) {', '.join(repeated)} appear more than once")
+    return df
 
 
 def _nonempty(path: Path) -> bool:
@@ -324,7 +385,10 @@ def with_defaults(df: pd.DataFrame) -> pd.DataFrame:
         df["mirroring"] = [v if isinstance(v, bool | np.bool_) else _bool(v) for v in df["mirroring"]]
         for column in ("length", "fold", "seed"):
             if column in df.columns:
-                df[column] = df[column].astype(int)
+                try:
+                    df[column] = df[column].astype(int)
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"column {column} must hold integers ({exc})") from None
         df["sampler"] = df["sampler"].fillna("default").astype(str)
     return df
 
@@ -402,6 +466,7 @@ def compare_to_cps(results: pd.DataFrame) -> pd.DataFrame:
     cps_rows = df[df["mode"] == "cps"].drop_duplicates(key)
     index = pd.MultiIndex.from_frame(df[key]) if len(key) > 1 else pd.Index(df[key[0]])
     cps = cps_rows.set_index(key).reindex(index).set_index(df.index)  # NaN where there is no CPS run
+
     def column(frame: pd.DataFrame, name: str) -> pd.Series:  # NaN where a (hand-made) frame lacks the column
         return frame[name] if name in frame.columns else pd.Series(math.nan, index=frame.index)
 
@@ -409,6 +474,7 @@ def compare_to_cps(results: pd.DataFrame) -> pd.DataFrame:
     if "relative_runtime" not in df.columns:  # a hand-made frame: computed as collect_run does
         inputs = zip(*(column(df, c) for c in ("train_time_s", "p_max_mean_epoch_time_s", "epochs")), strict=True)
         df["relative_runtime"] = [stats.virtual_relative_runtime(*map(float, values)) for values in inputs]
+
     def finished_voxels(frame: pd.DataFrame) -> pd.Series:  # an unfinished run's voxel count is no total
         voxels = column(frame, "iterated_voxels")
         return voxels.where(frame["status"] == "complete") if "status" in frame.columns else voxels

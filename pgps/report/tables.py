@@ -436,7 +436,7 @@ def stats_wilcoxon(results: pd.DataFrame) -> Table:
             "differences dropped, exact null distribution up to 50 pairs. This reproduces the p-values of Section "
             "4.1.1 from Table 1's Dice columns.",
             f"Below {stats.wilcoxon_min_pairs()} non-zero pairs no two-sided exact test can reach p < 0.05: such "
-            "rows say \"too few datasets\" instead of a test.",
+            'rows say "too few datasets" instead of a test.',
             MAIN_GRID_NOTE.replace("the dataset's full training length", "each training length"),
         ],
     )

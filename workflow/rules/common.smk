@@ -89,11 +89,14 @@ from pgps.grid import (  # noqa: E402
     BACKBONES,
     TRANSFORMER_PLANS,
     TRANSFORMERS,
+    check_config,
     dataset_folder,
     factors_of_trainer,
     grid_runs,
 )
 from pgps.report.outputs import OUTPUTS as REPORT_OUTPUTS  # noqa: E402 (light: no pandas/matplotlib)
+
+check_config(config)  # what the schema cannot say (patch divisibility, duplicate dataset ids): fail now, not in a job
 
 ARTICLE = config["article"]
 ARTICLE_NNUNET = os.path.abspath(ARTICLE["nnunet_dir"])
@@ -207,7 +210,14 @@ def article_train_env(wildcards, threads):
     )
     return (
         f"{article_nnunet_env(wildcards.results_dir)} export nnUNet_n_proc_DA={threads}"
-        f" nnUNet_def_n_proc={threads} PGPS_SEED={seed}{short};"
+        f" nnUNet_def_n_proc={threads} PGPS_SEED={seed}{short} {checkpoint_env(ARTICLE)};"
+    )
+
+
+def checkpoint_env(section):
+    """How often the trainers write checkpoint_latest.pth (a section's checkpoint_epochs/_minutes)."""
+    return (
+        f"PGPS_CHECKPOINT_EPOCHS={section['checkpoint_epochs']} PGPS_CHECKPOINT_MINUTES={section['checkpoint_minutes']}"
     )
 
 
