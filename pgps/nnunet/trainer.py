@@ -67,9 +67,11 @@ ENV_OVERRIDES = {
     "PGPS_ITERATIONS_PER_EPOCH": ("num_iterations_per_epoch", 1),
     "PGPS_VAL_ITERATIONS": ("num_val_iterations_per_epoch", 1),
     "PGPS_SEED": ("curriculum_seed", 0),
+    "PGPS_PROGRESS_EVERY": ("progress_plot_every", 0),
 }
 """Environment overrides (variable -> trainer attribute, smallest allowed value): epochs,
-training/validation iterations per epoch (short runs), and a seed.
+training/validation iterations per epoch (short runs), a seed, and how often nnU-Net redraws
+``progress.png`` (every N epochs and after the last; 0 = never).
 
 With ``PGPS_SEED`` set, a fresh run also seeds Python's, numpy's and torch's global generators
 (nnU-Net itself does not), so that runs with single-process data loading are reproducible;
@@ -108,6 +110,14 @@ class _CurriculumLogger:
         state = checkpoint.pop(CHECKPOINT_KEY, None)
         self._inner.load_checkpoint(checkpoint)
         self._trainer.load_curriculum_state_dict(state)
+
+    def plot_progress_png(self, output_folder: str) -> None:
+        """nnU-Net's progress plot, drawn every ``progress_plot_every`` epochs and after the last one (never at 0):
+        matplotlib takes seconds of CPU per plot, more than a short CPU run's epoch."""
+        t = self._trainer
+        every, epoch = t.progress_plot_every, t.current_epoch
+        if every and ((epoch + 1) % every == 0 or epoch + 1 >= t.num_epochs):
+            self._inner.plot_progress_png(output_folder)
 
 
 class _Telemetry:
@@ -240,7 +250,9 @@ class PGPSMixin:
     - ``single_voxel_bottleneck``: train the 1x1x1-bottleneck stage (instance norms made to accept it);
     - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: sampler/RPSS seed;
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
-      (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch.
+      (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch;
+    - ``progress_plot_every``: redraw nnU-Net's ``progress.png`` every N epochs and after the last
+      (nnU-Net: 1; 0 = never).
     """
 
     curriculum_mode: str = "performance"
@@ -251,6 +263,7 @@ class PGPSMixin:
     batch_size_cap: int | None = None
     curriculum_seed: int = 0
     batched_augmentation: bool = True
+    progress_plot_every: int = 1
 
     def __init__(
         self,
