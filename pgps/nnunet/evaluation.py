@@ -33,6 +33,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -209,8 +210,9 @@ def train_and_evaluate(
         if fold_complete(fold_dir) and not overwrite:
             log(f"{name}: finished run kept ({fold_dir})")
             continue
-        if os.path.isdir(fold_dir):
-            log(f"{name}: emptying {fold_dir} (unfinished or overwritten run)")
+        if os.path.isdir(fold_dir):  # Snakemake creates the (empty) folders of a job's outputs
+            if any(f.is_file() for f in Path(fold_dir).rglob("*")):
+                log(f"{name}: emptying {fold_dir} (an unfinished or overwritten run)")
             shutil.rmtree(fold_dir)
         started = time.process_time()
         trainer = get_trainer_from_args(str(dataset), configuration, fold, name, plans, device=torch.device(device))
