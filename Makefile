@@ -11,7 +11,7 @@ comma := ,
 STAMP := $(VENV)/.pgps-installed-$(subst $(comma),-,$(EXTRAS))
 CORES ?= 2
 
-.PHONY: demo test lint venv clean gpu-check
+.PHONY: demo test lint venv clean gpu-check study
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The synthetic study of the article's four claims (README: What the synthetic study shows; ~1 h on 2 idle cores).
+study: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml study
 
 # On a CUDA machine: every PGPS trainer through every stage of a realistic plan (README: GPU acceptance run).
 gpu-check: $(STAMP)

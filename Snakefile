@@ -17,6 +17,7 @@ configfile: "config.yaml"
 
 config.setdefault("demo", {})  # optional sections: validate() fills in their defaults
 config.setdefault("article", {})
+config.setdefault("study", {})
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -30,6 +31,8 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/study_common.smk"
+include: "workflow/rules/study.smk"
 
 
 # Cheap bookkeeping and downloads (cluster compute nodes often lack internet) run on the submit host.
@@ -41,6 +44,10 @@ localrules:
     download,
     manifest,
     collect,
+    study,
+    study_split,
+    study_manifest,
+    study_render,
 
 
 rule all:
@@ -48,7 +55,14 @@ rule all:
         schedule_targets(),
         demo_targets(),
         article_targets(),
+        study_targets() if STUDY["enabled"] else [],
     default_target: True
+
+
+rule study:
+    """The synthetic study of the article's four claims (README: What the synthetic study shows)."""
+    input:
+        study_targets(),
 
 
 rule article_partial:

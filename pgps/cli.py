@@ -181,6 +181,11 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     knobs.add_argument(
         "--orientation", action=argparse.BooleanOptionalAction, help="classes defined by the band along axis 2"
     )
+    knobs.add_argument(
+        "--foreground-share", type=float, metavar="F",
+        help="scale every object (after the other knobs) until the measured foreground share over the cases is F "
+        f"(a fraction, e.g. 0.001), to {synth.SHARE_TOLERANCE * 100:g}%% of F",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar on stderr (default: on a terminal)"
@@ -210,6 +215,8 @@ def _run_synth(args: argparse.Namespace) -> int:
     if overrides.get("num_classes", base.num_classes) != base.num_classes:
         overrides["class_names"] = None
     config = synth.preset(args.preset, **overrides)
+    if args.foreground_share is not None:
+        config = synth.with_foreground_share(config, args.foreground_share)
     name = args.name or f"Synth{args.preset.capitalize()}"
     path = synth.generate_dataset(
         config, args.out, args.dataset_id, name, overwrite=args.overwrite, progress=args.progress
@@ -330,6 +337,59 @@ def _run_light_plans(args: argparse.Namespace) -> int:
         f"batch {planned.batch_size}, PGPS step {fmt_size(planned.steps)}, features "
         f"{','.join(map(str, args.features))}, {args.convs} conv(s) per stage, {args.memory_format}"
     )
+    return 0
+
+
+def _train_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-evaluate",
+        help="train several nnU-Net runs in one process, each evaluated on its held-out cases without worker pools",
+        description="Train DATASET's fold FOLD of CONFIGURATION with each trainer in turn, in this process, as "
+        "nnUNetv2_train does (nnU-Net's paths, nnUNet_extTrainer and the PGPS_* overrides come from the "
+        "environment), then predict the fold's held-out cases with nnU-Net's predictor and score them with "
+        "nnU-Net's metrics into validation/summary.json, one case at a time (see pgps.nnunet.evaluation). "
+        "Saves the process start, imports and validation pools of one nnUNetv2_train per run.",
+    )
+    p.add_argument("dataset", help="nnU-Net dataset id or name")
+    p.add_argument("configuration", help="configuration to train (e.g. 3d_light)")
+    p.add_argument("fold", type=int, help="fold of nnU-Net's split (splits_final.json)")
+    p.add_argument("-tr", "--trainers", nargs="+", required=True, metavar="TRAINER", help="trainer classes, in order")
+    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="(default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default: %(default)s)")
+    p.add_argument(
+        "--mirroring", action=argparse.BooleanOptionalAction, default=False,
+        help="mirroring test-time augmentation when predicting the held-out cases (nnU-Net's validation: on; "
+        "default: off, 8x fewer forward passes in 3D)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pairs", action=argparse.BooleanOptionalAction, default=True,
+        help="on the CPU, run each single-tile forward pass as a pair of tiles (torch's batch-1 3D convolution "
+        "kernel is 3-6x slower on small maps; default: on)",
+    )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="retrain runs whose fold folder is already finished")
+    p.add_argument(
+        "--evaluate-only", action="store_true",
+        help="score finished runs again from checkpoint_final.pth (as nnUNetv2_train --val), no training",
+    )  # fmt: skip
+    p.set_defaults(func=_run_train_evaluate)
+
+
+def _run_train_evaluate(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    if not os.environ.get("nnUNet_results"):
+        raise ValueError("set nnUNet_raw, nnUNet_preprocessed and nnUNet_results (as for nnUNetv2_train)")
+    import torch
+
+    from pgps.nnunet.evaluation import train_and_evaluate
+
+    torch.set_num_threads(args.threads)
+    train_and_evaluate(
+        args.dataset, args.configuration, args.fold, args.trainers, plans=args.plans, device=args.device,
+        mirroring=args.mirroring, pairs=args.pairs, overwrite=args.overwrite, evaluate_only=args.evaluate_only,
+        log=lambda message: print(f"pgps train-evaluate: {message}", flush=True),
+    )  # fmt: skip
     return 0
 
 
@@ -572,6 +632,26 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_report_command("report"))
 
 
+def _study_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study-report",
+        help="render the synthetic study (figures, tables, statistics, claim verdicts) from its collected runs",
+        description="Render the synthetic study of the workflow's `study` section from a `pgps collect` folder: "
+        "Dice over training length per imbalance level (Figure 3 style), relative FLOPs and runtime, paired Wilcoxon "
+        "tests over (level, seed) pairs, Spearman correlations of the gain with the class imbalance, and "
+        "results.md, a paragraph per claim with its verdict (holds / fails / undecided) by the rules of "
+        "pgps.report.study.",
+    )
+    p.add_argument("--results", required=True, metavar="DIR", help="results folder written by pgps collect")
+    p.add_argument(
+        "--study", required=True, metavar="JSON",
+        help="the study's configuration (the workflow's study section as JSON; holds the decision thresholds)",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to render into (e.g. paper_figures/study)")
+    p.add_argument("--list-outputs", action="store_true", help="print the output paths (relative to --out) and exit")
+    p.set_defaults(func=_report_command("study_report"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
     parser.add_argument("--version", action="version", version=f"pgps {__version__}")
@@ -580,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
     _trainers_parser(sub)
     _synth_parser(sub)
     _light_plans_parser(sub)
+    _train_evaluate_parser(sub)
     _backbone_plans_parser(sub)
     _gpu_slot_parser(sub)
     _convert_parser(sub)
@@ -587,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     _collect_parser(sub)
     _characteristics_parser(sub)
     _report_parser(sub)
+    _study_report_parser(sub)
     return parser
 
 

@@ -81,10 +81,12 @@ ENV_OVERRIDES = {
     "PGPS_SEED": ("curriculum_seed", 0),
     "PGPS_CHECKPOINT_EPOCHS": ("checkpoint_every_epochs", 1),
     "PGPS_CHECKPOINT_MINUTES": ("checkpoint_every_minutes", 0.0),
+    "PGPS_PROGRESS_EVERY": ("progress_plot_every", 0),
 }
 """Environment overrides (variable -> trainer attribute, smallest allowed value): epochs,
-training/validation iterations per epoch (short runs), a seed, and how often ``checkpoint_latest.pth``
-is written (every N epochs; after M minutes, a number, 0 = only by epochs).
+training/validation iterations per epoch (short runs), a seed, how often ``checkpoint_latest.pth``
+is written (every N epochs; after M minutes, a number, 0 = only by epochs) and how often nnU-Net
+redraws ``progress.png`` (every N epochs and after the last; 0 = never).
 
 With ``PGPS_SEED`` set, a fresh run also seeds Python's, numpy's and torch's global generators
 (nnU-Net itself does not), so that runs with single-process data loading are reproducible;
@@ -130,6 +132,14 @@ class _CurriculumLogger:
         state = checkpoint.pop(CHECKPOINT_KEY, None)
         self._inner.load_checkpoint(checkpoint)
         self._trainer.load_curriculum_state_dict(state)
+
+    def plot_progress_png(self, output_folder: str) -> None:
+        """nnU-Net's progress plot, drawn every ``progress_plot_every`` epochs and after the last one (never at 0):
+        matplotlib takes seconds of CPU per plot, more than a short CPU run's epoch."""
+        t = self._trainer
+        every, epoch = t.progress_plot_every, t.current_epoch
+        if every and ((epoch + 1) % every == 0 or epoch + 1 >= t.num_epochs):
+            self._inner.plot_progress_png(output_folder)
 
 
 class _Telemetry:
@@ -267,6 +277,8 @@ class PGPSMixin:
     - ``checkpoint_every_epochs`` / ``checkpoint_every_minutes``: write ``checkpoint_latest.pth`` every
       N epochs (nnU-Net's ``save_every``) and at the end of the first epoch M minutes after the last one
       (0: by epochs only); a new best writes it too.
+    - ``progress_plot_every``: redraw nnU-Net's ``progress.png`` every N epochs and after the last
+      (nnU-Net: 1; 0 = never).
     """
 
     curriculum_mode: str = "performance"
@@ -280,6 +292,7 @@ class PGPSMixin:
     batched_augmentation: bool = True
     checkpoint_every_epochs: int = 50
     checkpoint_every_minutes: float = 5.0
+    progress_plot_every: int = 1
 
     def __init__(
         self,

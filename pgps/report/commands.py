@@ -74,3 +74,17 @@ def report(args: argparse.Namespace) -> int:
         check_published_dir(args.published)
     render_report(args.results, args.out, args.published, log=print)
     return 0
+
+
+def study_report(args: argparse.Namespace) -> int:
+    """Render the synthetic study and print the claims' verdicts."""
+    from pgps.study import study_outputs
+
+    if args.list_outputs:
+        print("\n".join(study_outputs()))
+        return 0
+    from pgps.report.study import render_study
+
+    written = render_study(args.results, args.study, args.out, log=print)
+    print(f"{len(written)} files -> {args.out}")
+    return 0
