@@ -12,6 +12,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 )
 
 from pgps.nnunet.backbones import BackboneMixin
+from pgps.nnunet.data_curriculum import DataCurriculumMixin
 from pgps.nnunet.memory import MemoryProbeMixin
 from pgps.nnunet.trainer import PGPSMixin
 
@@ -154,6 +155,43 @@ class nnUNetTrainer_PGPS_UNETR_Performance_MemoryProbe(MemoryProbeMixin, nnUNetT
 
 class nnUNetTrainer_PGPS_SwinUNETR_Performance_MemoryProbe(MemoryProbeMixin, nnUNetTrainer_PGPS_SwinUNETR_Performance):
     pass
+
+
+# Data-level curriculum (CDL-UNet, FLARE 2024): which cases each phase may draw, from difficulty.csv
+# (pgps.nnunet.data_curriculum), on top of every patch-size mode and batch strategy. "_DataCurriculumRestart"
+# also restarts the poly learning rate at each phase switch, as the authors' hard course does.
+DATA_CURRICULUM_BASES = (
+    nnUNetTrainer_PGPS_CPS,
+    nnUNetTrainer_PGPS_Efficiency,
+    nnUNetTrainer_PGPS_Performance,
+    nnUNetTrainer_PGPS_Performance_SingleCrop,
+    nnUNetTrainer_PGPS_Performance_MultiCrop,
+    nnUNetTrainer_PGPS_Performance_SingleVolume,
+    nnUNetTrainer_PGPS_MICCAI,
+    nnUNetTrainer_PGPS_MICCAIPlus,
+    nnUNetTrainer_PGPS_RPSS,
+    nnUNetTrainer_PGPS_ProgressiveResolution,
+    nnUNetTrainer_PGPS_CPS_NoMirroring,
+    nnUNetTrainer_PGPS_Efficiency_NoMirroring,
+    nnUNetTrainer_PGPS_Performance_NoMirroring,
+)
+
+
+def _data_curriculum_variants() -> dict[str, type]:
+    made = {}
+    for base in DATA_CURRICULUM_BASES:
+        for suffix, restart in (("DataCurriculum", False), ("DataCurriculumRestart", True)):
+            if restart and "_NoMirroring" in base.__name__:
+                continue
+            name = f"{base.__name__}_{suffix}"
+            doc = f"{base.__name__} with the data-level curriculum" + (" and a learning-rate restart per phase." if
+                                                                       restart else ".")  # fmt: skip
+            attrs = {"lr_restart": restart, "__doc__": doc, "__module__": __name__}
+            made[name] = type(name, (DataCurriculumMixin, base), attrs)
+    return made
+
+
+globals().update(_data_curriculum_variants())
 
 
 TRAINERS: tuple[str, ...] = tuple(
