@@ -251,49 +251,71 @@ def _light_plans_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plans", required=True, metavar="FILE", help="nnU-Net v2 plans JSON to edit (nnUNetPlans.json)")
     p.add_argument("--source", default="3d_fullres", help="configuration to inherit from (default: %(default)s)")
     p.add_argument("--name", default="3d_light", help="name of the added configuration (default: %(default)s)")
+    p.add_argument(
+        "--preset", choices=list(light.PRESETS),
+        help="a published light network (its features, convolutions, strides, kernels, patch and batch size; "
+        "options given explicitly still win), with a parameter and FLOP report against the published numbers",
+    )  # fmt: skip
     p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="patch size (default: the source's)")
     p.add_argument("--batch-size", type=int, metavar="B", help="batch size (default: the source's)")
     p.add_argument(
-        "--features", nargs="+", type=int, metavar="F", default=list(light.DEFAULT_FEATURES),
+        "--features", nargs="+", type=int, metavar="F",
         help="features per resolution stage; their count sets the stages "
         f"(default: {' '.join(map(str, light.DEFAULT_FEATURES))})",
     )  # fmt: skip
     p.add_argument(
-        "--convs", type=int, metavar="N", default=light.DEFAULT_CONVS,
-        help="convolutions per stage, encoder and decoder (default: %(default)s)",
+        "--convs", type=int, metavar="N",
+        help=f"convolutions per stage, encoder and decoder (default: {light.DEFAULT_CONVS})",
     )  # fmt: skip
     p.add_argument(
         "--memory-format", choices=light.MEMORY_FORMATS, default=light.DEFAULT_MEMORY_FORMAT,
         help="memory format the PGPS trainers put the network in (default: %(default)s)",
     )  # fmt: skip
+    p.add_argument(
+        "--report", action=argparse.BooleanOptionalAction, default=None,
+        help="print parameters and forward FLOPs of the network (imports torch; default: on with --preset)",
+    )  # fmt: skip
     p.set_defaults(func=_run_light_plans)
 
 
 def _run_light_plans(args: argparse.Namespace) -> int:
-    from pgps.nnunet.light import add_light_configuration
+    from pathlib import Path
+
+    from pgps.nnunet.light import DEFAULT_CONVS, DEFAULT_FEATURES, PRESETS, add_light_configuration
 
     with open(args.plans) as f:
         try:
             plans = json.load(f)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{args.plans} is not JSON: {exc}") from exc
+    preset = PRESETS[args.preset] if args.preset else None
+    features = args.features or (preset.features if preset else DEFAULT_FEATURES)
+    convs = args.convs or (preset.convs if preset else DEFAULT_CONVS)
     plans = add_light_configuration(
         plans,
         args.source,
         args.name,
-        patch_size=args.patch_size,
-        batch_size=args.batch_size,
-        features_per_stage=args.features,
-        n_conv_per_stage=args.convs,
+        patch_size=args.patch_size or (preset.patch_size if preset else None),
+        batch_size=args.batch_size or (preset.batch_size if preset else None),
+        features_per_stage=features,
+        n_conv_per_stage=convs,
         memory_format=args.memory_format,
+        strides=preset.strides if preset and not args.features else None,
+        kernel_sizes=preset.kernel_sizes if preset and not args.features else None,
     )
     atomic_write_text(args.plans, json.dumps(plans, indent=4))
     planned = planned_configuration(plans, args.name)
     print(
         f"{args.plans}: configuration {args.name} inherits {args.source}: patch {fmt_size(planned.patch_size)}, "
         f"batch {planned.batch_size}, PGPS step {fmt_size(planned.steps)}, features "
-        f"{','.join(map(str, args.features))}, {args.convs} conv(s) per stage, {args.memory_format}"
+        f"{','.join(map(str, features))}, {convs} conv(s) per stage, {args.memory_format}"
+        + (f" (preset {args.preset})" if preset else "")
     )
+    if args.report or (args.report is None and preset):
+        from pgps.nnunet.light import light_report
+
+        dataset_json = Path(args.plans).parent / "dataset.json"
+        print(light_report(plans, args.name, dataset_json if dataset_json.is_file() else None, preset))
     return 0
 
 

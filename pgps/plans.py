@@ -44,6 +44,13 @@ def _resolve(configurations: dict[str, Any], name: str, seen: tuple[str, ...] = 
     return merged
 
 
+def resolve_configuration(plans: dict[str, Any], name: str) -> dict[str, Any]:
+    """Configuration ``name`` of a plans dict with its ``inherits_from`` chain merged, as nnU-Net resolves it."""
+    if "configurations" not in plans:
+        raise ValueError("not an nnU-Net v2 plans file: it has no 'configurations'")
+    return _resolve(plans["configurations"], name)
+
+
 def derived_configuration_source(
     plans: dict[str, Any], name: Any, source: str, owner_key: str, kind: str, maker: str
 ) -> dict[str, Any]:
