@@ -551,7 +551,7 @@ def _run_difficulty(args: argparse.Namespace) -> int:
     from collections import Counter
     from pathlib import Path
 
-    from pgps import labelsets
+    from pgps.nnunet import labelsets
 
     folders = [Path(d) for d in args.labels]
     names = labelsets.set_names(folders)
@@ -683,6 +683,61 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _surface_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "surface",
+        help="Dice and Normalized Surface Dice per case and class (for pgps collect, or two folders)",
+        description="Compute Dice and NSD at a tolerance in mm for every case and foreground class (pgps.metrics), "
+        "either for the final validation of trained nnU-Net fold folders (written to FOLD/validation/"
+        "pgps_surface.csv, which pgps collect reads) or for a folder of predictions against a folder of references "
+        "(--out). Files are read with nnU-Net's reader for the dataset.",
+    )
+    p.add_argument("--fold-dir", nargs="+", metavar="DIR", help="trained fold folder(s) with validation/summary.json")
+    p.add_argument("--pred", metavar="DIR", help="predicted segmentations (e.g. pgps predict's output)")
+    p.add_argument("--ref", metavar="DIR", help="reference segmentations with the same file names")
+    p.add_argument("--dataset-json", metavar="FILE", help="dataset.json for --pred/--ref (default: --pred's)")
+    p.add_argument("--out", metavar="CSV", help="table to write for --pred/--ref")
+    p.add_argument(
+        "--tolerance", type=float, default=None, metavar="MM",
+        help="NSD tolerance in mm (default: 2, the CDL-UNet authors' FLARE evaluation)",
+    )  # fmt: skip
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)")
+    p.set_defaults(func=_run_surface)
+
+
+def _run_surface(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgps.nnunet import surface
+
+    tolerance = surface.DEFAULT_TOLERANCE_MM if args.tolerance is None else args.tolerance
+    if bool(args.fold_dir) == bool(args.pred or args.ref):
+        raise ValueError("give either --fold-dir DIR... or --pred DIR --ref DIR --out CSV")
+    if args.fold_dir:
+        for fold in args.fold_dir:
+            print(surface.write_fold_surface(fold, tolerance, args.progress))
+        return 0
+    if not (args.pred and args.ref and args.out):
+        raise ValueError("--pred, --ref and --out go together")
+    meta = Path(args.dataset_json or Path(args.pred) / "dataset.json")
+    if not meta.is_file():
+        raise ValueError(f"{meta} does not exist (give --dataset-json)")
+    dataset_json = json.loads(meta.read_text())
+    rows = surface.surface_rows(surface.folder_pairs(args.pred, args.ref, dataset_json), dataset_json, tolerance,
+                                args.progress)  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, surface.surface_csv(rows))
+    import math
+
+    def mean(key: str) -> float:
+        values = [r[key] for r in rows if not math.isnan(r[key])]
+        return sum(values) / len(values) if values else math.nan
+
+    print(f"{args.out}: {len({r['case'] for r in rows})} cases, mean Dice {mean('dice'):.4f}, mean NSD "
+          f"{mean('nsd'):.4f} at {tolerance:g} mm")  # fmt: skip
+    return 0
+
+
 def _report_command(name: str):
     """The ``pgps.report.commands`` function ``name``, imported only when it runs (pandas, matplotlib)."""
 
@@ -758,6 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
     _light_plans_parser(sub)
     _difficulty_parser(sub)
     _predict_parser(sub)
+    _surface_parser(sub)
     _backbone_plans_parser(sub)
     _gpu_slot_parser(sub)
     _convert_parser(sub)

@@ -40,6 +40,7 @@ import pandas as pd
 from pgps.io import atomic_write_text
 from pgps.report import datasets as ds
 from pgps.report.style import ordered, strategy
+from pgps.report.surface import surface_metrics
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset", "backbone", "mode", "sampler", "mirroring", "length", "fold", "seed", "trainer", "plans",
@@ -61,10 +62,12 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "p_max_epochs", "p_max_mean_epoch_time_s", "relative_runtime", "iterated_voxels", "planned_iterated_voxels",
     "planned_relative_voxels", "cps_voxels_per_epoch", "patch_size_max", "batch_size_base", "num_stages",
     "first_batch_size", "fg_fallbacks", "mean_fg_voxel_share", "mean_class_presence_share",
+    "nsd", "nsd_per_class", "nsd_tolerance_mm",
 )  # fmt: skip
 """What :func:`collect_run` measures per run (Dice as a fraction, times in seconds, voxels per
 channel). ``status``: ``complete`` (nnU-Net's validation summary exists), ``training`` (only
-pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete runs only."""
+pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete runs only.
+``nsd*``: from ``validation/pgps_surface.csv`` when ``pgps surface`` wrote it (:mod:`pgps.report.surface`)."""
 
 RESULTS_FILE, EPOCHS_FILE, SCHEDULES_FILE, CHARACTERISTICS_FILE = (
     "results.csv", "epochs.csv", "schedules.json", "characteristics.csv",
@@ -173,6 +176,7 @@ def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | No
         "fg_fallbacks": _number(s.get("fg_fallbacks")),
         "mean_fg_voxel_share": _column_mean(telemetry, "fg_voxel_share"),
         "mean_class_presence_share": _column_mean(telemetry, "class_presence_share"),
+        **surface_metrics(fold_dir),
     }
     return metrics, telemetry, (schedule.summary() if schedule else None)
 
@@ -392,6 +396,7 @@ def compare_to_cps(results: pd.DataFrame) -> pd.DataFrame:
     cps_rows = df[df["mode"] == "cps"].drop_duplicates(key)
     index = pd.MultiIndex.from_frame(df[key]) if len(key) > 1 else pd.Index(df[key[0]])
     cps = cps_rows.set_index(key).reindex(index).set_index(df.index)  # NaN where there is no CPS run
+
     def column(frame: pd.DataFrame, name: str) -> pd.Series:  # NaN where a (hand-made) frame lacks the column
         return frame[name] if name in frame.columns else pd.Series(math.nan, index=frame.index)
 
@@ -399,6 +404,7 @@ def compare_to_cps(results: pd.DataFrame) -> pd.DataFrame:
     if "relative_runtime" not in df.columns:
         time_s, epoch_s, epochs = (column(df, c) for c in ("train_time_s", "p_max_mean_epoch_time_s", "epochs"))
         df["relative_runtime"] = time_s / (epoch_s * epochs)
+
     def finished_voxels(frame: pd.DataFrame) -> pd.Series:  # an unfinished run's voxel count is no total
         voxels = column(frame, "iterated_voxels")
         return voxels.where(frame["status"] == "complete") if "status" in frame.columns else voxels
