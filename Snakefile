@@ -17,6 +17,7 @@ configfile: "config.yaml"
 
 config.setdefault("demo", {})  # optional sections: validate() fills in their defaults
 config.setdefault("article", {})
+config.setdefault("cdl", {})
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -30,6 +31,8 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/cdl_common.smk"
+include: "workflow/rules/cdl.smk"
 
 
 # Cheap bookkeeping and downloads (cluster compute nodes often lack internet) run on the submit host.
@@ -48,6 +51,7 @@ rule all:
         schedule_targets(),
         demo_targets(),
         article_targets(),
+        cdl_targets(),
     default_target: True
 
 

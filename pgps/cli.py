@@ -522,8 +522,8 @@ def _difficulty_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument(
         "--dataset-json", metavar="FILE",
-        help="dataset.json whose labels are valid (others become background; default: the one next to the first "
-        "label folder, if any)",
+        help="dataset.json whose labels are valid (others become background) and that the enhanced dataset copies "
+        "(default: the first found next to --images or a label folder, or one folder up)",
     )  # fmt: skip
     p.add_argument(
         "--dice-classes", nargs="+", type=int, metavar="C",
@@ -562,11 +562,13 @@ def _run_difficulty(args: argparse.Namespace) -> int:
         raise ValueError("--predict-with and --enhanced-raw need --images (the cases' image folder)")
     if not 1 <= args.provided <= len(folders):
         raise ValueError(f"--provided must be 1..{len(folders)} (the number of --labels), got {args.provided}")
-    dataset_json = args.dataset_json or (folders[0].parent / "dataset.json")
     if args.dataset_json and not Path(args.dataset_json).is_file():
         raise ValueError(f"{args.dataset_json} does not exist")
+    dataset_json = args.dataset_json or labelsets.find_dataset_json(folders, args.images)
+    if args.enhanced_raw and dataset_json is None:
+        raise ValueError("the enhanced dataset needs the source's dataset.json (give --dataset-json)")
     valid = labelsets.valid_labels(dataset_json)
-    source_json = json.loads(Path(dataset_json).read_text()) if Path(dataset_json).is_file() else {}
+    source_json = json.loads(Path(dataset_json).read_text()) if dataset_json else {}
     ending = source_json.get("file_ending")
     Path(args.out).resolve().parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".pgps-difficulty-", dir=Path(args.out).resolve().parent) as tmp:
@@ -738,6 +740,37 @@ def _run_surface(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cdl_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cdl-report",
+        help="the data-curriculum experiment's table in the style of CDL-UNet Table 5, beside the published one",
+        description="Render table5.csv/.md (DSC and NSD per class and arm, the published CDL-UNet Table 5, and the "
+        "average gain of easy-then-hard over easy-only ours vs published) and difficulty.md (groups, L_real, "
+        "Spearman of DS with the known corruption level) from pgps surface tables (pgps.report.cdl).",
+    )
+    p.add_argument("--surface", nargs="+", required=True, metavar="ARM=CSV", help="pgps surface table per arm")
+    p.add_argument("--dataset-json", required=True, metavar="FILE", help="the dataset's dataset.json (class names)")
+    p.add_argument("--difficulty", required=True, metavar="CSV", help="difficulty.csv of the training cases")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped)")
+    p.add_argument("--notes", default="", help="a line about the run (size, epochs) under the table's title")
+    p.set_defaults(func=_run_cdl_report)
+
+
+def _run_cdl_report(args: argparse.Namespace) -> int:
+    from pgps.report.cdl import render_cdl
+
+    surfaces: dict[str, list[str]] = {}
+    for item in args.surface:
+        arm, sep, path = item.partition("=")
+        if not sep or not arm or not path:
+            raise ValueError(f"--surface takes ARM=CSV, got {item!r}")
+        surfaces.setdefault(arm, []).append(path)  # several tables of an arm (folds) are pooled
+    for path in render_cdl(surfaces, args.dataset_json, args.difficulty, args.out, args.published, args.notes):
+        print(path)
+    return 0
+
+
 def _report_command(name: str):
     """The ``pgps.report.commands`` function ``name``, imported only when it runs (pandas, matplotlib)."""
 
@@ -814,6 +847,7 @@ def build_parser() -> argparse.ArgumentParser:
     _difficulty_parser(sub)
     _predict_parser(sub)
     _surface_parser(sub)
+    _cdl_report_parser(sub)
     _backbone_plans_parser(sub)
     _gpu_slot_parser(sub)
     _convert_parser(sub)

@@ -243,3 +243,60 @@ def test_core_modules_do_not_import_torch_or_scipy():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- synthetic label sets with known, graded corruption (pgps synth --label-sets) -----------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_difficulty_ranking_recovers_the_corruption_order(seed):
+    from scipy.stats import spearmanr
+
+    from pgps import synth
+
+    config = synth.preset("organs", num_cases=12, seed=seed)
+    noise = synth.LabelNoise()  # 3 sets, levels 0..1 over the cases, set factors 1, 0.75, 0.5
+    levels = noise.case_levels(config.num_cases, config.seed)
+    assert sorted(levels) == pytest.approx(np.linspace(0, 1, 12).tolist())
+    cases = [score_case(f"c{i}", synth.make_label_sets(config, noise, i, levels[i])) for i in range(12)]
+    rho = spearmanr([c.ds for c in cases], levels).statistic
+    assert rho <= -0.9, rho  # high DS (easy) where the labels are least corrupted
+    # L_real is the least corrupted set (factor 0.5) wherever the sets differ (seeds 0-5: 63 of 66 cases, the
+    # middle set otherwise), never the most corrupted one
+    reals = [c.real for c, level in zip(cases, levels, strict=True) if level > 0]
+    assert reals.count(2) >= 10 and 0 not in reals
+    clean = cases[levels.index(0.0)]
+    assert clean.ds == 1.0 and clean.group == "easy"
+
+
+def test_synth_writes_label_sets_and_test_cases(tmp_path, capsys):
+    import json
+
+    import SimpleITK as sitk
+
+    from pgps import synth
+    from pgps.cli import main
+
+    args = ["synth", "--preset", "organs", "--cases", "3", "--shape", "32", "32", "32", "--shape-jitter", "0",
+            "--radius", "4", "6", "--label-sets", "2", "--label-levels", "0", "0.5", "--test-cases", "1",
+            "--out", str(tmp_path), "--dataset-id", "7", "--name", "N", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    root = tmp_path / "Dataset007_N"
+    meta = json.loads((root / "dataset.json").read_text())["pgps_synth"]
+    levels = meta["label_noise"]["case_levels"]
+    assert sorted(levels.values()) == [0.0, 0.25, 0.5] and meta["test_cases"] == 1
+    assert sorted(p.name for p in (root / "imagesTs").iterdir()) == ["case_003_0000.nii.gz"]
+    config = synth.SynthConfig.from_dict(meta["config"])
+    noise = synth.LabelNoise(count=2, levels=(0.0, 0.5))
+    for case, level in levels.items():
+        index = int(case.split("_")[1])
+        expected = synth.make_label_sets(config, noise, index, level)
+        for k in (1, 2):
+            written = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "labelSets" / f"set_{k}" / f"{case}.nii.gz")))
+            assert np.array_equal(written, expected[k - 1])
+        clean = sitk.GetArrayFromImage(sitk.ReadImage(str(root / "labelsTr" / f"{case}.nii.gz")))
+        assert np.array_equal(clean, synth.make_case(config, index)[1])
+        assert np.array_equal(expected[0], clean) == (level == 0.0)
+    assert "2 noisy label sets per case" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="factors must be 2 numbers"):
+        synth.LabelNoise(count=2, factors=(1.0,))

@@ -52,9 +52,9 @@ def set_names(folders: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def find_file_ending(folder: Path) -> str:
-    """The file ending of ``folder``'s labels: ``dataset.json``'s next to it, else the most common known ending."""
-    meta = folder.parent / "dataset.json"
-    if meta.is_file():
+    """The file ending of ``folder``'s labels: its dataset's ``dataset.json``, else the most common known ending."""
+    meta = find_dataset_json([folder])
+    if meta is not None:
         ending = json.loads(meta.read_text()).get("file_ending")
         if ending:
             return ending
@@ -94,6 +94,14 @@ def matched_cases(folders: Sequence[str | os.PathLike], file_ending: str | None 
             )
             raise LabelSetError(f"{folder}: {detail}")
     return found
+
+
+def find_dataset_json(folders: Sequence[str | os.PathLike], images: str | os.PathLike | None = None) -> Path | None:
+    """The dataset's ``dataset.json``: next to ``images`` or a label folder, or one folder further up
+    (``labelSets/set_1`` of a ``pgps synth`` dataset), whichever exists first."""
+    places = [Path(images).parent] if images else []
+    places += [Path(f).resolve().parent for f in folders] + [Path(f).resolve().parent.parent for f in folders]
+    return next((p / "dataset.json" for p in places if (p / "dataset.json").is_file()), None)
 
 
 def valid_labels(dataset_json: str | os.PathLike | None) -> list[int] | None:

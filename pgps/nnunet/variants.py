@@ -181,8 +181,6 @@ def _data_curriculum_variants() -> dict[str, type]:
     made = {}
     for base in DATA_CURRICULUM_BASES:
         for suffix, restart in (("DataCurriculum", False), ("DataCurriculumRestart", True)):
-            if restart and "_NoMirroring" in base.__name__:
-                continue
             name = f"{base.__name__}_{suffix}"
             doc = f"{base.__name__} with the data-level curriculum" + (" and a learning-rate restart per phase." if
                                                                        restart else ".")  # fmt: skip
