@@ -159,7 +159,7 @@ def test_missing_or_incomplete_difficulty_fails_before_training(tiny, tmp_path):
     assert lines[3] == "STARTED"
 
 
-def test_difficulty_cli_on_raw_label_folders(tiny, tmp_path):
+def test_difficulty_cli_on_raw_label_folders(tiny, tmp_path, capsys):
     import SimpleITK as sitk
 
     from pgps.cli import main
@@ -196,36 +196,67 @@ def test_difficulty_cli_on_raw_label_folders(tiny, tmp_path):
     target = tmp_path / "bad.csv"
     assert main(["difficulty", "--labels", str(labels), str(bad), "--out", str(target), "--no-progress"]) == 2
     assert not target.exists() and not list(tmp_path.glob(".pgps-difficulty-*"))
+    assert "case case_003: " in capsys.readouterr().err  # names the case and both files
+    # a shape mismatch too
+    image = sitk.ReadImage(str(bad / "case_003.nii.gz"))
+    sitk.WriteImage(image[:, :, :20], str(bad / "case_003.nii.gz"))
+    assert main(["difficulty", "--labels", str(labels), str(bad), "--out", str(target), "--no-progress"]) == 2
+    assert "has shape 20x24x24" in capsys.readouterr().err and not target.exists()
 
 
 def test_predict_without_adaptation_equals_nnunet_predictor(tiny, trained, tmp_path):
+    import shutil
+
+    import SimpleITK as sitk
+
+    from pgps.metrics import label_dice
+
     trainer = "nnUNetTrainer_PGPS_RPSS_DataCurriculum"
     results = trained(trainer)[0]
     model = nn.fold_folder(results, trainer).parent
-    images = tiny / "raw" / nn.DATASET / "imagesTr"
+    raw = tiny / "raw" / nn.DATASET
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    cases = ["case_000", "case_001"]
+    for case in cases:
+        shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", images)
+        shutil.copy(raw / "labelsTr" / f"{case}.nii.gz", labels)
+    shutil.copy(raw / "dataset.json", tmp_path)  # the labels' dataset.json, one folder up
     code = f"""
-import sys, torch
+import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from pgps.cli import main
 from pgps.nnunet.predict import Adaptation, make_predictor, predict_folder
 plain = nnUNetPredictor(tile_step_size=0.5, use_mirroring=True, perform_everything_on_device=False,
                         device=torch.device("cpu"), allow_tqdm=False)
 plain.initialize_from_trained_model_folder({str(model)!r}, (0,))
-plain.predict_from_files({str(images)!r}, {str(tmp_path / "plain")!r}, num_processes_preprocessing=1,
-                         num_processes_segmentation_export=1)
+plain.predict_from_files_sequential({str(images)!r}, {str(tmp_path / "plain")!r})
 ours = make_predictor({str(model)!r}, (0,), adaptation=Adaptation.off())
 report = predict_folder(ours, {str(images)!r}, {str(tmp_path / "ours")!r})
 print("REPORT", [(r["case"], r["windows_planned"], r["windows_evaluated"]) for r in report])
+# a third label set predicted by the model: pgps difficulty --predict-with
+code = main(["difficulty", "--labels", {str(labels)!r}, {str(labels)!r}, "--predict-with", {str(model)!r},
+             "--folds", "0", "--images", {str(images)!r}, "--out", {str(tmp_path / "difficulty.csv")!r},
+             "--no-progress"])
+print("DIFFICULTY", code)
 """
     proc = subprocess.run([sys.executable, "-c", code], env=nn.env(tiny, results), capture_output=True, text=True)
     check(proc)
-    import SimpleITK as sitk
-
-    for i in range(nn.NUM_CASES):
-        name = f"case_{i:03d}.nii.gz"
-        a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "plain" / name)))
-        b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ours" / name)))
-        assert np.array_equal(a, b), name
+    for case in cases:
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "plain" / f"{case}.nii.gz")))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ours" / f"{case}.nii.gz")))
+        assert np.array_equal(a, b), case
     # 24^3 volumes, 16^3 patch, step 0.5: 2 windows per axis, all evaluated
-    assert "('case_000', 8, 8)" in proc.stdout
+    assert "('case_000', 8, 8)" in proc.stdout and "DIFFICULTY 0" in proc.stdout
     with open(tmp_path / "ours" / "pgps_predict_report.csv") as f:
-        assert [int(r["windows_skipped"]) for r in csv.DictReader(f)] == [0] * nn.NUM_CASES
+        assert [int(r["windows_skipped"]) for r in csv.DictReader(f)] == [0, 0]
+    # sets: the labels twice (set1, set2) and the model's prediction; Dice(set1, set2) = 1, so L_real = set1 and
+    # DS = (1 + 1) / 2 = 1; the prediction's Dice with the labels is that of the exported segmentation
+    rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "difficulty.csv"))}
+    for case in cases:
+        row = rows[case]
+        assert (row["real"], float(row["ds"]), row["group"]) == ("set1", 1.0, "easy")
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz")))
+        predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ours" / f"{case}.nii.gz")))
+        assert float(row["dice_set1_prediction"]) == pytest.approx(label_dice(truth, predicted), abs=1e-6)

@@ -175,15 +175,25 @@ DATA_CURRICULUM_BASES = (
     nnUNetTrainer_PGPS_Efficiency_NoMirroring,
     nnUNetTrainer_PGPS_Performance_NoMirroring,
 )
+DATA_CURRICULUM_RESTART_BASES = (
+    nnUNetTrainer_PGPS_CPS,
+    nnUNetTrainer_PGPS_Efficiency,
+    nnUNetTrainer_PGPS_Performance,
+    nnUNetTrainer_PGPS_CPS_NoMirroring,
+    nnUNetTrainer_PGPS_Efficiency_NoMirroring,
+    nnUNetTrainer_PGPS_Performance_NoMirroring,
+)
+"""Bases that also get a ``_DataCurriculumRestart`` variant (any other: ``PGPS_LR_RESTART=1``)."""
 
 
 def _data_curriculum_variants() -> dict[str, type]:
     made = {}
     for base in DATA_CURRICULUM_BASES:
-        for suffix, restart in (("DataCurriculum", False), ("DataCurriculumRestart", True)):
-            name = f"{base.__name__}_{suffix}"
-            doc = f"{base.__name__} with the data-level curriculum" + (" and a learning-rate restart per phase." if
-                                                                       restart else ".")  # fmt: skip
+        for restart in (False, True):
+            if restart and base not in DATA_CURRICULUM_RESTART_BASES:
+                continue
+            name = f"{base.__name__}_DataCurriculum{'Restart' if restart else ''}"
+            doc = f"{base.__name__} with the data-level curriculum{' and an LR restart per phase' if restart else ''}."
             attrs = {"lr_restart": restart, "__doc__": doc, "__module__": __name__}
             made[name] = type(name, (DataCurriculumMixin, base), attrs)
     return made
