@@ -35,7 +35,7 @@ def env(work: Path, **extra: str) -> dict[str, str]:
     e = dict(os.environ)
     e.update(
         nnUNet_raw=str(work / "raw"), nnUNet_preprocessed=str(work / "preprocessed"),
-        nnUNet_results=str(work / "results"), nnUNet_def_n_proc="2", nnUNet_n_proc_DA="0",
+        nnUNet_results=str(work / "results"), nnUNet_def_n_proc="2",
         nnUNet_extTrainer=str(Path(__file__).resolve().parents[1] / "pgps" / "nnunet" / "ext"),
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     )  # fmt: skip
@@ -62,7 +62,8 @@ def prepare(work: Path, args: argparse.Namespace) -> Path:
     model = work / "results" / raw.name / f"{TRAINER}__nnUNetPlans__3d_light"
     if not (model / "fold_0" / "checkpoint_final.pth").is_file():
         run([BIN / "nnUNetv2_train", DATASET_ID, "3d_light", "0", "-tr", TRAINER, "-device", "cpu"], work,
-            PGPS_EPOCHS=str(args.epochs), PGPS_ITERATIONS_PER_EPOCH=str(args.iterations), PGPS_VAL_ITERATIONS="1",
+            nnUNet_n_proc_DA="0", PGPS_EPOCHS=str(args.epochs), PGPS_ITERATIONS_PER_EPOCH=str(args.iterations),
+            PGPS_VAL_ITERATIONS="1",
             PGPS_SEED=str(args.seed), OMP_NUM_THREADS=str(args.threads))  # fmt: skip
     return model
 

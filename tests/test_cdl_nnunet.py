@@ -224,13 +224,14 @@ def test_predict_without_adaptation_equals_nnunet_predictor(tiny, trained, tmp_p
         shutil.copy(raw / "labelsTr" / f"{case}.nii.gz", labels)
     shutil.copy(raw / "dataset.json", tmp_path)  # the labels' dataset.json, one folder up
     code = f"""
-import torch
+import os, torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from pgps.cli import main
 from pgps.nnunet.predict import Adaptation, make_predictor, predict_folder
 plain = nnUNetPredictor(tile_step_size=0.5, use_mirroring=True, perform_everything_on_device=False,
                         device=torch.device("cpu"), allow_tqdm=False)
 plain.initialize_from_trained_model_folder({str(model)!r}, (0,))
+os.makedirs({str(tmp_path / "plain")!r})  # the sequential path writes into an existing folder
 plain.predict_from_files_sequential({str(images)!r}, {str(tmp_path / "plain")!r})
 ours = make_predictor({str(model)!r}, (0,), adaptation=Adaptation.off())
 report = predict_folder(ours, {str(images)!r}, {str(tmp_path / "ours")!r})

@@ -90,15 +90,17 @@ class DataCurriculumMixin:
     easy_threshold: float | None = None
     erroneous_threshold: float | None = None
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's signature
-    ) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def initialize(self) -> None:
+        self._read_environment()
+        self.data_schedule: dc.DataSchedule | None = None
+        self.data_rows: list[dict] = []
+        self._drawn: Counter = Counter()
+        self._loader_phase: int | None = None
+        self._saved_data_state: dict | None = None
+        super().initialize()  # builds the optimizer and its (possibly restarting) scheduler
+
+    def _read_environment(self) -> None:
+        """Apply the environment overrides (module docstring) and check the pacing kind."""
         env = os.environ
         if env.get("PGPS_DATA_PACING"):
             self.data_pacing = env["PGPS_DATA_PACING"]
@@ -117,11 +119,6 @@ class DataCurriculumMixin:
                 setattr(self, attr, float(env[name]))
         if self.data_pacing not in dc.DEFAULTS:
             raise ValueError(f"unknown data pacing {self.data_pacing!r}; choose one of {', '.join(dc.DEFAULTS)}")
-        self.data_schedule: dc.DataSchedule | None = None
-        self.data_rows: list[dict] = []
-        self._drawn: Counter = Counter()
-        self._loader_phase: int | None = None
-        self._saved_data_state: dict | None = None
 
     # -- where difficulty.csv is ---------------------------------------------------------------------------------
     def difficulty_file(self) -> Path:

@@ -94,18 +94,22 @@ TRAINING_LENGTHS = {1: 0.01, 10: 0.10, 25: 0.25, 50: 0.50}
 """Training-length variants: percent of nnU-Net's 250 iterations per epoch (1000 epochs kept)."""
 
 
+JOURNAL_STRATEGIES = (
+    nnUNetTrainer_PGPS_CPS,
+    nnUNetTrainer_PGPS_Efficiency,
+    nnUNetTrainer_PGPS_Performance,
+    nnUNetTrainer_PGPS_CPS_NoMirroring,
+    nnUNetTrainer_PGPS_Efficiency_NoMirroring,
+    nnUNetTrainer_PGPS_Performance_NoMirroring,
+)
+"""The journal's three strategies, with and without mirroring."""
+
+
 def _training_length_variants() -> dict[str, type]:
     """``<base>_<p>pct`` for the three journal strategies, with and without mirroring (Figure 3 runs
     ToothFairy2 and TotalSegmentatorV2 without mirroring at every length)."""
     made = {}
-    for base in (
-        nnUNetTrainer_PGPS_CPS,
-        nnUNetTrainer_PGPS_Efficiency,
-        nnUNetTrainer_PGPS_Performance,
-        nnUNetTrainer_PGPS_CPS_NoMirroring,
-        nnUNetTrainer_PGPS_Efficiency_NoMirroring,
-        nnUNetTrainer_PGPS_Performance_NoMirroring,
-    ):
+    for base in JOURNAL_STRATEGIES:
         for percent, fraction in TRAINING_LENGTHS.items():
             name = f"{base.__name__}_{percent}pct"
             doc = f"{base.__name__} at {percent}% of the default iterations per epoch."
@@ -175,14 +179,7 @@ DATA_CURRICULUM_BASES = (
     nnUNetTrainer_PGPS_Efficiency_NoMirroring,
     nnUNetTrainer_PGPS_Performance_NoMirroring,
 )
-DATA_CURRICULUM_RESTART_BASES = (
-    nnUNetTrainer_PGPS_CPS,
-    nnUNetTrainer_PGPS_Efficiency,
-    nnUNetTrainer_PGPS_Performance,
-    nnUNetTrainer_PGPS_CPS_NoMirroring,
-    nnUNetTrainer_PGPS_Efficiency_NoMirroring,
-    nnUNetTrainer_PGPS_Performance_NoMirroring,
-)
+DATA_CURRICULUM_RESTART_BASES = JOURNAL_STRATEGIES
 """Bases that also get a ``_DataCurriculumRestart`` variant (any other: ``PGPS_LR_RESTART=1``)."""
 
 
