@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.pgps-installed
 CORES ?= 2
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean gpu-check
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# On a CUDA machine: every PGPS trainer through every stage of a realistic plan (README: GPU acceptance run).
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

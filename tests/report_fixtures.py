@@ -20,7 +20,8 @@ from pgps.sizes import fmt_size, numel
 
 TELEMETRY_COLUMNS = (
     "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
-    "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss", "val_loss", "pseudo_dice", "lr",
+    "compile_time_s", "compilations", "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss",
+    "val_loss", "pseudo_dice", "lr",
 )  # fmt: skip
 """The columns ``pgps.nnunet.trainer`` writes (copied: importing the trainer needs torch)."""
 
@@ -51,6 +52,8 @@ def write_run(fold_dir: Path, run: dict, rng: np.random.Generator, finished: boo
                 "iterations": ipe,
                 "iterated_voxels": ipe * stage.tensor_voxels,
                 "epoch_time_s": 1e-6 * ipe * stage.tensor_voxels + 0.5,
+                "compile_time_s": 0.0,
+                "compilations": 0,
                 "fg_voxel_share": 0.02 / (0.2 + share),
                 "class_presence_share": min(1.0, 0.3 + 0.7 * share + 0.002 * stage.batch_size),
                 "fg_fallbacks": 0,

@@ -411,12 +411,8 @@ def python(root: Path, results: Path, code: str, *args: str, **extra: str) -> su
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("backbones")
-    nn.write_raw(root)
-    nn.plan_and_preprocess(root)
-    nn.add_transformer_plans(root)
-    return root
+def tiny(tiny_nnunet):
+    return tiny_nnunet
 
 
 @pytest.mark.nnunet

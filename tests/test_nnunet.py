@@ -10,6 +10,7 @@ import pytest
 
 import pgps
 from tests import nnunet_env as nn
+from tests.report_fixtures import TELEMETRY_COLUMNS
 
 pytestmark = pytest.mark.nnunet
 
@@ -17,11 +18,8 @@ STAGES = pgps.journal_stages(nn.PATCH, (8, 8, 8))  # the reduced plans: 3 stride
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nnunet")
-    nn.write_raw(root)
-    nn.plan_and_preprocess(root)
-    return root
+def tiny(tiny_nnunet):
+    return tiny_nnunet
 
 
 def read_telemetry(folder):
@@ -40,8 +38,10 @@ def test_performance_trains_every_stage_from_the_cli(tiny):
     rows = read_telemetry(folder)
     assert list(rows[0]) == [
         "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
-        "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss", "val_loss", "pseudo_dice", "lr",
+        "compile_time_s", "compilations", "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss",
+        "val_loss", "pseudo_dice", "lr",
     ]  # fmt: skip
+    assert tuple(rows[0]) == TELEMETRY_COLUMNS  # the report tests' synthetic runs write the same columns
     schedule = pgps.make_schedule("performance", nn.PATCH, (8, 8, 8), 2, epochs=4, iterations_per_epoch=2)
     assert [int(r["stage"]) for r in rows] == [0, 1, 2, 3]
     assert [r["patch_size"] for r in rows] == ["8x8x8", "16x8x8", "16x16x8", "16x16x16"]

@@ -19,6 +19,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import random
 import time
@@ -39,6 +40,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.io import atomic_write_text
+from pgps.nnunet import compiling
 from pgps.nnunet.batched import AugmentationSpec
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
@@ -50,8 +52,14 @@ TELEMETRY_FILE = "pgps_telemetry.csv"
 SUMMARY_FILE = "pgps_summary.json"
 TELEMETRY_COLUMNS = (
     "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
-    "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss", "val_loss", "pseudo_dice", "lr",
+    "compile_time_s", "compilations", "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss",
+    "val_loss", "pseudo_dice", "lr",
 )  # fmt: skip
+"""Columns of ``pgps_telemetry.csv``, one row per epoch. ``patch_size``, ``batch_size``, ``iterations``,
+``iterated_voxels``, the shares and ``fg_fallbacks`` are measured from the batches the network received
+(``mixed`` where an epoch saw several shapes: RPSS); ``stage`` and ``crop_size`` are the schedule's.
+``epoch_time_s`` excludes validation and the time spent compiling (``compile_time_s``, ``compilations``)."""
+MIXED = "mixed"
 
 
 ENV_OVERRIDES = {
@@ -103,32 +111,75 @@ class _CurriculumLogger:
 
 
 class _Telemetry:
-    """Per-iteration batch statistics, aggregated per epoch."""
+    """Batch statistics measured from the tensors the network receives, summed per epoch.
 
-    def __init__(self, foreground_labels: list[int], has_regions: bool) -> None:
-        self.labels = torch.as_tensor(sorted(foreground_labels), dtype=torch.int64)
+    Shapes come from ``batch["data"]`` (no device synchronisation); the foreground-voxel share and
+    the share of foreground classes present are computed on the target's device (the GPU when
+    training on one) and stay there until the epoch ends, so telemetry adds one host transfer per
+    epoch, not one per iteration. Forced-foreground fallbacks are counted by the PGPS samplers;
+    nnU-Net's own loader does not report them (``None``: not measured).
+    """
+
+    def __init__(self, foreground_labels: list[int], has_regions: bool, ignore_label: int | None = None) -> None:
+        self.foreground_labels = sorted(int(label) for label in foreground_labels)
         self.has_regions = has_regions
+        # one count per label value up to the largest label (ignore label included); larger values are clamped
+        self.bins = max([0, *self.foreground_labels, *([] if ignore_label is None else [int(ignore_label)])]) + 1
+        self._labels: dict[torch.device, torch.Tensor] = {}
         self.reset()
 
     def reset(self) -> None:
-        self.iterations = self.voxels = self.fallbacks = 0
-        self.fg_shares: list[float] = []
-        self.class_shares: list[float] = []
+        self.iterations = self.voxels = 0
+        self.fallbacks: int | None = 0
+        self.shapes: dict[tuple[int, ...], int] = {}  # (b, *patch) -> iterations
+        self._shares: list[torch.Tensor] = []  # per iteration: [foreground share, class presence share]
+        self.compile_time_s = 0.0
+        self.compilations = 0
 
-    def add(self, batch: dict, stage: pgps.Stage) -> None:
-        target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
+    def add(self, data: torch.Tensor, target: torch.Tensor | list[torch.Tensor], fallbacks: int | None) -> None:
+        """Record one training batch: ``data`` (B, C, X, Y, Z), ``target`` (B, 1, X, Y, Z) or its
+        deep-supervision list (the full-resolution map first), ``fallbacks`` from the sampler or ``None``."""
+        shape = (int(data.shape[0]), *(int(v) for v in data.shape[2:]))
         self.iterations += 1
-        self.voxels += stage.tensor_voxels
-        self.fallbacks += int(batch.get("pgps_fg_fallbacks", 0))
-        if self.has_regions:  # one channel per region
+        self.voxels += math.prod(shape)
+        self.shapes[shape] = self.shapes.get(shape, 0) + 1
+        self.fallbacks = None if fallbacks is None or self.fallbacks is None else self.fallbacks + int(fallbacks)
+        with torch.no_grad():
+            self._shares.append(self._batch_shares(target[0] if isinstance(target, (list, tuple)) else target))
+
+    def _batch_shares(self, target: torch.Tensor) -> torch.Tensor:
+        if self.has_regions:  # one binary channel per region
             present = target.flatten(2).amax(dim=(0, 2)) > 0
-            self.fg_shares.append(float(target.amax(dim=1).float().mean()) if target.numel() else 0.0)
-            self.class_shares.append(float(present.float().mean()))
-            return
-        seg = target[:, 0].to(torch.int64)
-        self.fg_shares.append(float(torch.isin(seg, self.labels).float().mean()))
-        present = torch.isin(self.labels, torch.unique(seg))
-        self.class_shares.append(float(present.float().mean()) if len(self.labels) else 0.0)
+            foreground = (target.amax(dim=1) > 0).float().mean()
+            return torch.stack([foreground, present.float().mean()])
+        labels = self._labels.get(target.device)
+        if labels is None:
+            labels = self._labels[target.device] = torch.as_tensor(
+                self.foreground_labels, dtype=torch.int64, device=target.device
+            )
+        seg = target[:, 0].reshape(-1).to(torch.int64).clamp_(0, self.bins - 1)
+        counts = torch.zeros(self.bins, dtype=torch.int64, device=seg.device).scatter_add_(0, seg, torch.ones_like(seg))
+        per_class = counts[labels]
+        foreground = per_class.sum().float() / max(seg.numel(), 1)
+        presence = (per_class > 0).float().mean() if len(self.foreground_labels) else foreground.new_zeros(())
+        return torch.stack([foreground, presence])
+
+    def epoch_row(self) -> dict[str, Any]:
+        """The measured columns of this epoch's telemetry row (one transfer of the shares to the host)."""
+        shares = torch.stack(self._shares).float().cpu().numpy() if self._shares else np.full((1, 2), np.nan)
+        patches = {shape[1:] for shape in self.shapes}
+        batches = {shape[0] for shape in self.shapes}
+        return {
+            "patch_size": fmt_size(next(iter(patches))) if len(patches) == 1 else MIXED,
+            "batch_size": next(iter(batches)) if len(batches) == 1 else MIXED,
+            "iterations": self.iterations,
+            "iterated_voxels": self.voxels,
+            "fg_voxel_share": float(np.mean(shares[:, 0])),
+            "class_presence_share": float(np.mean(shares[:, 1])),
+            "fg_fallbacks": self.fallbacks,
+            "compile_time_s": round(self.compile_time_s, 4),
+            "compilations": self.compilations,
+        }
 
 
 class _CurriculumBatches:
@@ -142,6 +193,7 @@ class _CurriculumBatches:
         self.trainer = trainer
         self.loaders: dict[int, Any] = {}
         self.iteration = 0
+        self.last_index: int | None = None  # stage of the batch returned last
 
     def __iter__(self) -> Iterator[dict]:
         return self
@@ -155,7 +207,7 @@ class _CurriculumBatches:
                 t.print_to_log_file(f"PGPS stage {index}/{t.schedule.num_stages - 1}: {t.describe_stage(index)}")
             self.loaders[index] = t.make_train_loader(index)
         batch = finish_batch(next(self.loaders[index]), t.device)  # batched augmentation deferred to the GPU
-        t.telemetry.add(batch, t.schedule.stages[index])
+        self.last_index = index
         self.iteration = (self.iteration + 1) % t.num_iterations_per_epoch
         return batch
 
@@ -218,7 +270,8 @@ class PGPSMixin:
         if self.foreground_share is not None:
             self.oversample_foreground_percent = self.foreground_share
         self.schedule: pgps.Schedule | None = None
-        self.telemetry = _Telemetry(self.label_manager.foreground_labels, self.label_manager.has_regions)
+        lm = self.label_manager
+        self.telemetry = _Telemetry(lm.foreground_labels, lm.has_regions, lm.ignore_label)
         self.telemetry_rows: list[dict] = []
         self._resume_state: dict | None = None
         self._epoch_started = 0.0
@@ -274,7 +327,37 @@ class PGPSMixin:
         if self.configuration_manager.configuration.get(MEMORY_FORMAT_KEY) == "channels_last_3d":
             use_channels_last_3d(self.network)  # this network only: parameters and inputs (pgps.nnunet.light)
             self.print_to_log_file("PGPS: network in channels_last_3d memory format")
+        self._set_up_compilation()
         self.print_to_log_file(f"PGPS curriculum:\n{self.schedule.table()}", also_print_to_console=True)
+
+    # -- torch.compile (pgps.nnunet.compiling) ------------------------------------------------------
+    def _do_i_compile(self) -> bool:
+        """nnU-Net's own compilation (network and Dice loss, dynamic shapes) is replaced by the stage-wise
+        policy of :mod:`pgps.nnunet.compiling` (:meth:`_set_up_compilation`)."""
+        return False
+
+    def _set_up_compilation(self) -> None:
+        self._eager_network = self.network
+        self._compiled_network = None
+        self._compiled_stages = [False] * self.schedule.num_stages
+        if not compiling.compile_wanted(self.device):
+            return
+        floor = compiling.min_iterations()
+        self._compiled_stages = [n >= floor for n in pgps.iterations_per_stage(self.schedule)]
+        if any(self._compiled_stages):
+            graphs = self.schedule.num_stages + compiling.EXTRA_GRAPHS
+            self._compiled_network = compiling.compile_network(self.network, graphs)
+        eager = [i for i, c in enumerate(self._compiled_stages) if not c]
+        self.print_to_log_file(
+            f"PGPS: torch.compile, static shapes, one compilation per stage; stages run eager (fewer than {floor} "
+            f"iterations): {eager or 'none'}",
+            also_print_to_console=True,
+        )
+
+    def network_for_stage(self, index: int) -> torch.nn.Module:
+        """The network that trains stage ``index``: compiled, or eager where compiling cannot pay off."""
+        compiled = getattr(self, "_compiled_network", None)
+        return compiled if compiled is not None and self._compiled_stages[index] else self._eager_network
 
     # -- loaders ----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -417,29 +500,46 @@ class PGPSMixin:
         self.telemetry.reset()
         self._epoch_started = time.perf_counter()
 
+    def train_step(self, batch: dict) -> dict:
+        """nnU-Net's step, after measuring the batch the network receives (on the training device, where
+        nnU-Net's step would move it first) and choosing the stage's network; compilation is timed apart."""
+        batches = self.dataloader_train
+        last = getattr(batches, "last_index", None)
+        self.network = self.network_for_stage(self.schedule.num_stages - 1 if last is None else last)
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        if isinstance(target, list):
+            target = [t.to(self.device, non_blocking=True) for t in target]
+        else:
+            target = target.to(self.device, non_blocking=True)
+        batch = {**batch, "data": data, "target": target}
+        self.telemetry.add(data, target, batch.get("pgps_fg_fallbacks"))
+        before = compiling.CompileCounters.now()
+        out = super().train_step(batch)
+        spent = compiling.CompileCounters.now() - before
+        self.telemetry.compile_time_s += spent.seconds
+        self.telemetry.compilations += spent.compilations
+        return out
+
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
-        self._epoch_time = time.perf_counter() - self._epoch_started
+        self._epoch_time = time.perf_counter() - self._epoch_started - self.telemetry.compile_time_s
         super().on_train_epoch_end(train_outputs)
+
+    def on_validation_epoch_start(self) -> None:
+        self.network = self.network_for_stage(self.schedule.num_stages - 1)  # validation and inference at P_max
+        super().on_validation_epoch_start()
 
     def on_epoch_end(self) -> None:
         epoch = self.current_epoch
         index = self.schedule.stage_index(epoch) if self.schedule.mode != "rpss" else -1
-        stage = self.schedule.stages[index]
-        t = self.telemetry
         log = self.logger.get_value
         self.telemetry_rows.append(
             {
                 "epoch": epoch,
                 "stage": index,
-                "patch_size": fmt_size(stage.patch_size) if index >= 0 else "rpss",
-                "crop_size": fmt_size(stage.crop_size) if index >= 0 else "rpss",
-                "batch_size": stage.batch_size,
-                "iterations": t.iterations,
-                "iterated_voxels": t.voxels,
+                "crop_size": fmt_size(self.schedule.stages[index].crop_size) if index >= 0 else MIXED,
                 "epoch_time_s": round(self._epoch_time, 4),
-                "fg_voxel_share": float(np.mean(t.fg_shares)) if t.fg_shares else float("nan"),
-                "class_presence_share": float(np.mean(t.class_shares)) if t.class_shares else float("nan"),
-                "fg_fallbacks": t.fallbacks,
+                **self.telemetry.epoch_row(),
                 "train_loss": float(log("train_losses", step=-1)),
                 "val_loss": float(log("val_losses", step=-1)),
                 "pseudo_dice": float(log("mean_fg_dice", step=-1)),
@@ -470,6 +570,8 @@ class PGPSMixin:
         rows = self.telemetry_rows
         last = self.schedule.num_stages - 1
         p_max_times = [r["epoch_time_s"] for r in rows if r["stage"] == last]
+        fallbacks = [r["fg_fallbacks"] for r in rows]
+        measured = all(f not in (None, "") for f in fallbacks)
         return {
             "trainer": self.__class__.__name__,
             "mode": self.schedule.mode,
@@ -480,7 +582,9 @@ class PGPSMixin:
             "p_max_mean_epoch_time_s": float(np.mean(p_max_times)) if p_max_times else None,
             "iterated_voxels": sum(r["iterated_voxels"] for r in rows),
             **self._planned_voxels,
-            "fg_fallbacks": sum(r["fg_fallbacks"] for r in rows),
+            "fg_fallbacks": sum(int(f) for f in fallbacks) if measured else None,  # None: nnU-Net's own loader
+            "compile_time_s": sum(float(r.get("compile_time_s") or 0) for r in rows),
+            "compilations": sum(int(r.get("compilations") or 0) for r in rows),
         }
 
     # -- checkpoint state -------------------------------------------------------------------------

@@ -1,0 +1,103 @@
+"""``torch.compile`` for a curriculum: one static-shape compilation per stage, where it can pay off.
+
+nnU-Net compiles its network on CUDA by default (``nnUNet_compile``) with dynamo's defaults:
+automatic dynamic shapes after the second input shape, and at most ``recompile_limit`` (8)
+compilations per function, past which dynamo logs a warning and runs the function *uncompiled*
+for the rest of the run. A curriculum changes the input shape at every stage (up to ~20 stages in
+the article), and RPSS at every iteration, so those defaults would decide, unseen, which stages
+run compiled. The PGPS trainers (CPS included, so that runtimes stay comparable) replace them by
+this policy:
+
+- **Static shapes, one compilation per stage.** A stage is one input shape, so each compiles once
+  (``dynamic=False``) with kernels specialised to it; the next stage compiles its own shape. RPSS
+  draws from the same shapes, so it compiles each stage once, whenever it is first drawn.
+- **A limit from the schedule, and no silent fallback.** dynamo's recompile limit is raised to the
+  graphs the schedule needs (every stage, plus validation and inference at ``P_max``), and
+  ``fail_on_recompile_limit_hit`` turns exceeding it into an error instead of a silent switch to
+  eager execution.
+- **Only where it can pay off.** A stage with fewer than :data:`MIN_ITERATIONS` training iterations
+  (``PGPS_COMPILE_MIN_ITERATIONS``) runs eager: compiling a 3D U-Net's forward and backward graphs
+  takes tens of seconds to minutes, which a few hundred iterations cannot repay (an assumption,
+  not a measurement of this project: ``benchmarks/gpu_check.py`` prints the compile time per stage
+  on a GPU). At nnU-Net's defaults every stage of the article's schedules has thousands of
+  iterations; the 1% training-length variants have a few hundred per stage and run eager.
+- **The network only.** nnU-Net also compiles its Dice loss, which sees one shape per stage and
+  deep-supervision level (unbounded by the limit above); the PGPS trainers leave it eager.
+- **Measured apart.** Compilation time (dynamo's own timers, backward graphs included) is reported
+  per epoch in the telemetry (``compile_time_s``, ``compilations``) and left out of ``epoch_time_s``,
+  so that runtime tables are not skewed by it.
+
+Switches: ``nnUNet_compile=f`` turns compilation off, as in nnU-Net; ``PGPS_COMPILE_BACKEND``
+chooses dynamo's backend (default ``inductor``) and, when set, compiles on any device (the tests use
+``eager`` on the CPU to count compilations).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+from torch import nn
+
+MIN_ITERATIONS = 1000
+"""Default of ``PGPS_COMPILE_MIN_ITERATIONS``: training iterations a stage needs to be compiled."""
+EXTRA_GRAPHS = 3
+"""Graphs besides the training stages: validation at ``P_max`` (eval mode, no gradients), inference with
+deep supervision off (nnU-Net's final validation), and one spare."""
+_COMPILE_TIMERS = ("_compile.compile_inner", "backward._backward_impl")
+"""dynamo's timers for a frame's compilation and for the lazy compilation of its backward graph."""
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "t", "yes", "y")
+
+
+def compile_wanted(device: torch.device) -> bool:
+    """nnU-Net's rule (``nnUNet_compile``; on by default on CUDA only), or any device with ``PGPS_COMPILE_BACKEND``."""
+    if "nnUNet_compile" in os.environ:
+        return _flag(os.environ["nnUNet_compile"]) and (device.type == "cuda" or "PGPS_COMPILE_BACKEND" in os.environ)
+    return device.type == "cuda" or bool(os.environ.get("PGPS_COMPILE_BACKEND"))
+
+
+def min_iterations() -> int:
+    value = os.environ.get("PGPS_COMPILE_MIN_ITERATIONS", str(MIN_ITERATIONS))
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise ValueError(f"PGPS_COMPILE_MIN_ITERATIONS must be a non-negative integer, got {value!r}")
+    return number
+
+
+def compile_network(network: nn.Module, graphs: int) -> nn.Module:
+    """``torch.compile`` with static shapes and room for ``graphs`` compilations of the network's forward
+    (process-wide: dynamo's limits are global); exceeding them raises instead of falling back to eager."""
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, graphs)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 4 * graphs)
+    if hasattr(config, "fail_on_recompile_limit_hit"):
+        config.fail_on_recompile_limit_hit = True
+    backend = os.environ.get("PGPS_COMPILE_BACKEND") or "inductor"
+    return torch.compile(network, dynamic=False, backend=backend)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileCounters:
+    """Seconds spent compiling and frames compiled so far in this process (dynamo's timers)."""
+
+    seconds: float
+    compilations: int
+
+    @classmethod
+    def now(cls) -> CompileCounters:
+        try:
+            from torch._dynamo.utils import compilation_time_metrics
+        except ImportError:  # pragma: no cover - a torch without dynamo's timers
+            return cls(0.0, 0)
+        seconds = sum(sum(compilation_time_metrics.get(name, ())) for name in _COMPILE_TIMERS)
+        return cls(float(seconds), len(compilation_time_metrics.get(_COMPILE_TIMERS[0], ())))
+
+    def __sub__(self, other: CompileCounters) -> CompileCounters:
+        return CompileCounters(self.seconds - other.seconds, self.compilations - other.compilations)

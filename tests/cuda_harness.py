@@ -1,0 +1,135 @@
+"""One training iteration and one validation step of a PGPS trainer with device "cuda", on the CPU.
+
+Run as ``python -m tests.cuda_harness '<json list of [trainer, configuration, plans]>'`` in an
+environment prepared by :func:`tests.nnunet_env.env`; prints one JSON line per trainer with what was
+measured. Everything runs inside :class:`tests.cuda_emulation.EmulatedCuda`, which raises on any
+CPU/CUDA mix. The trainer runs nnU-Net's own hooks (``on_train_start``, ``train_step``,
+``validation_step``, ``on_epoch_end``...) unchanged, except for these CUDA-only services, which need a
+GPU driver and are replaced here and only here:
+
+- ``torch.autocast("cuda")``: torch switches it off without a GPU; the harness substitutes CPU
+  autocast to bfloat16 so that mixed-precision tensors still flow through the step (CUDA's float16
+  autocast itself is covered with ``FakeTensorMode`` in ``tests/test_cuda.py``);
+- ``GradScaler("cuda")``: nnU-Net's scaler is kept; torch disables it without a GPU, so its calls
+  run and scale by 1;
+- ``pin_memory``: data-augmentation workers are off (``nnUNet_n_proc_DA=0``), so batchgenerators'
+  pinning thread never starts (``Tensor.pin_memory`` would need the driver);
+- ``torch.cuda.empty_cache``: a no-op on an uninitialised CUDA (left as is);
+- ``torch.cuda.get_device_name``: returns ``"emulated CUDA"`` (nnU-Net's debug file, the memory probe);
+- ``torch.compile``: off (``nnUNet_compile=f``); compilation is tested on the CPU with dynamo's eager
+  backend in ``tests/test_compile.py``;
+- the memory probe's ``torch.cuda.max_memory_allocated`` peak: the harness runs the same probe step on
+  the emulated device and measures it with the probe's ``saved_tensors`` method instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import traceback
+
+import torch
+
+from tests.cuda_emulation import EmulatedCuda
+
+
+def _cpu_autocast(device_type: str, dtype: torch.dtype | None = None, enabled: bool = True, cache_enabled=None):
+    return torch.amp.autocast("cpu", dtype=torch.bfloat16, enabled=enabled)
+
+
+@contextlib.contextmanager
+def cuda_services_replaced():
+    """The replacements listed in the module docstring (undone on exit)."""
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer
+
+    from pgps.nnunet import memory
+
+    saved = (torch.autocast, nnunet_trainer.autocast, torch.cuda.get_device_name, memory.PEAKS["cuda"])
+
+    def emulated_peak(network, shape, device):
+        return memory._peak_saved_tensors(network, shape, device)
+
+    torch.autocast = nnunet_trainer.autocast = _cpu_autocast
+    torch.cuda.get_device_name = lambda *args, **kwargs: "emulated CUDA"
+    memory.PEAKS["cuda"] = emulated_peak
+    try:
+        yield
+    finally:
+        torch.autocast, nnunet_trainer.autocast, torch.cuda.get_device_name, memory.PEAKS["cuda"] = saved
+
+
+def _describe(emu: EmulatedCuda, x) -> dict:
+    if isinstance(x, (list, tuple)):
+        return {"list": [_describe(emu, t) for t in x]}
+    return {"device": str(emu.device_of(x)), "shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", "")}
+
+
+def run_one(
+    trainer_name: str, configuration: str, plans: str, batch_size_cap: int | None = None, ignore_stage: bool = False
+) -> dict:
+    """``batch_size_cap`` caps the schedule's batch sizes; ``ignore_stage`` replaces the training loader by one
+    that always builds the last (P_max) stage, a broken loader for the tests to catch."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    record: dict = {"trainer": trainer_name, "configuration": configuration, "ignore_stage": ignore_stage}
+    with EmulatedCuda() as emu, cuda_services_replaced():
+        trainer = get_trainer_from_args("1", configuration, 0, trainer_name, plans, device=torch.device("cuda"))
+        if batch_size_cap is not None:
+            trainer.batch_size_cap = batch_size_cap
+        if ignore_stage:
+            build = trainer.make_train_loader
+            trainer.make_train_loader = lambda index: build(trainer.schedule.num_stages - 1)
+        trainer.initialize()
+        received: list[dict] = []
+        network = trainer.network
+        network.register_forward_pre_hook(lambda module, args: received.append(_describe(emu, args[0])))
+        trainer.on_train_start()
+        record["schedule"] = trainer.schedule.to_dict()
+        trainer.on_epoch_start()
+        trainer.on_train_epoch_start()
+        before = {name: p.detach().cpu().clone() for name, p in network.named_parameters()}
+        batch = next(trainer.dataloader_train)
+        record["stage"] = trainer.dataloader_train.last_index
+        record["loader_data"] = _describe(emu, batch["data"])
+        out = trainer.train_step(batch)
+        trainer.on_train_epoch_end([out])
+        record["train_loss"] = float(out["loss"])
+        params = dict(network.named_parameters())
+        record["grad_devices"] = sorted({str(emu.device_of(p.grad)) for p in params.values() if p.grad is not None})
+        record["param_devices"] = sorted({str(emu.device_of(p)) for p in params.values()})
+        record["params_changed"] = sum(not torch.equal(before[n], p.detach().cpu()) for n, p in params.items())
+        record["params"] = len(params)
+        record["train_input"] = received[-1]
+        with torch.no_grad():
+            trainer.on_validation_epoch_start()
+            val_batch = next(trainer.dataloader_val)
+            val = trainer.validation_step(val_batch)
+            trainer.on_validation_epoch_end([val])
+        record["val_input"] = received[-1]
+        record["val_loss"] = float(val["loss"])
+        trainer.on_epoch_end()
+        record["telemetry"] = trainer.telemetry_rows[-1]
+        record["memory_probe"] = (
+            trainer.memory_probe.to_dict(trainer.schedule.batch_size_base)
+            if getattr(trainer, "memory_probe", None)
+            else None
+        )
+        trainer.dataloader_train.close()
+    record["ok"] = math.isfinite(record["train_loss"])
+    return record
+
+
+def main(specs: list[list]) -> None:
+    for spec in specs:
+        try:
+            record = run_one(*spec)
+        except Exception as exc:  # reported per trainer; the test names it
+            record = {"trainer": spec[0], "ignore_stage": bool(spec[4:5] and spec[4]), "ok": False,
+                      "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}  # fmt: skip
+        print(json.dumps(record, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

@@ -1,0 +1,255 @@
+"""The CUDA training path on a machine without a GPU (CPU/CUDA mixes fail here, not after a cluster queue).
+
+Two tools, each where it is exact (see ``tests/cuda_emulation.py``):
+
+- :class:`tests.cuda_emulation.EmulatedCuda` runs one real training iteration and one validation step of
+  every trainer family with device ``"cuda"`` (``tests/cuda_harness.py``: loader, the batched
+  augmentation deferred to the device, telemetry, forward, deep-supervision loss, backward, optimizer
+  step, validation); every operator that mixes CPU and CUDA tensors raises.
+- torch's ``FakeTensorMode`` (tensors with device ``cuda`` and no data) runs the networks' forward and
+  loss under CUDA autocast, and the telemetry, where no data-dependent value is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorDeviceMismatchError, FakeTensorMode
+
+import pgps
+from pgps.sizes import fmt_size
+from tests import nnunet_env as nn
+from tests.cuda_emulation import DeviceMismatchError, EmulatedCuda
+
+pytestmark = pytest.mark.nnunet
+REPO = Path(__file__).resolve().parents[1]
+U_NET = ("3d_fullres", "nnUNetPlans")
+FAMILIES = {
+    # trainer: (configuration, plans, batch-size cap, batched augmentation on the device)
+    "nnUNetTrainer_PGPS_CPS": (*U_NET, None, False),
+    "nnUNetTrainer_PGPS_Efficiency": (*U_NET, None, False),
+    "nnUNetTrainer_PGPS_Performance": (*U_NET, None, True),
+    # Single-Crop needs a distinct case per patch: the tiny fold has 4, so its stages are capped at 4
+    "nnUNetTrainer_PGPS_Performance_SingleCrop": (*U_NET, 4, True),
+    "nnUNetTrainer_PGPS_Performance_MultiCrop": (*U_NET, None, True),
+    "nnUNetTrainer_PGPS_Performance_SingleVolume": (*U_NET, None, True),
+    "nnUNetTrainer_PGPS_Performance_NoMirroring": (*U_NET, None, True),
+    "nnUNetTrainer_PGPS_MICCAI": (*U_NET, None, False),
+    "nnUNetTrainer_PGPS_MICCAIPlus": (*U_NET, None, False),
+    "nnUNetTrainer_PGPS_RPSS": (*U_NET, None, False),
+    "nnUNetTrainer_PGPS_ProgressiveResolution": (*U_NET, None, False),
+    "nnUNetTrainer_PGPS_Performance_MemoryProbe": (*U_NET, None, True),
+    "nnUNetTrainer_PGPS_UNETR_Performance_MemoryProbe": ("3d_unetr", nn.TRANSFORMER_PLANS, None, True),
+    "nnUNetTrainer_PGPS_UNETR_Efficiency": ("3d_unetr", nn.TRANSFORMER_PLANS, None, False),
+    "nnUNetTrainer_PGPS_SwinUNETR_Performance": ("3d_swinunetr", nn.TRANSFORMER_PLANS, None, True),
+    "nnUNetTrainer_PGPS_SwinUNETR_CPS": ("3d_swinunetr", nn.TRANSFORMER_PLANS, None, False),
+}
+IGNORES_STAGE = "nnUNetTrainer_PGPS_Efficiency"  # run a second time with a loader that always builds P_max
+
+
+def harness(root: Path, specs: list[list]) -> dict[str, dict]:
+    env = nn.env(root, root / "results_cuda", nnUNet_n_proc_DA="0", nnUNet_compile="f", PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.cuda_harness", json.dumps(specs)], env=env, cwd=REPO, capture_output=True,
+        text=True,
+    )  # fmt: skip
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"trainer"')]
+    assert len(records) == len(specs), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {(r["trainer"], r.get("ignore_stage", False)): r for r in records}
+
+
+@pytest.fixture(scope="module")
+def emulated(tiny_nnunet):
+    specs = [[trainer, conf, plans, cap] for trainer, (conf, plans, cap, _) in FAMILIES.items()]
+    specs.append([IGNORES_STAGE, *U_NET, None, True])
+    return harness(tiny_nnunet, specs)
+
+
+def check_against_schedule(record: dict) -> None:
+    """What the network received and the telemetry measured, against the trainer's own schedule."""
+    schedule = pgps.Schedule.from_dict(record["schedule"])
+    stage = schedule.stages[record["stage"]]
+    assert record["train_input"]["shape"] == [stage.batch_size, 1, *stage.patch_size]
+    row = record["telemetry"]
+    assert (row["patch_size"], row["batch_size"]) == (fmt_size(stage.patch_size), stage.batch_size)
+    assert row["iterated_voxels"] == stage.tensor_voxels and row["iterations"] == 1
+
+
+@pytest.mark.parametrize("trainer", list(FAMILIES))
+def test_one_iteration_and_one_validation_step_with_device_cuda(emulated, trainer):
+    record = emulated[(trainer, False)]
+    assert record["ok"], f"{record.get('error')}\n{record.get('traceback', '')}"
+    deferred = FAMILIES[trainer][3]
+    schedule = pgps.Schedule.from_dict(record["schedule"])
+    # the network received CUDA tensors of the stage's batch and patch size, and validated at P_max, b_base
+    assert record["train_input"]["device"] == "cuda:0"
+    check_against_schedule(record)
+    assert record["val_input"] == {
+        "device": "cuda:0", "shape": [schedule.batch_size_base, 1, *schedule.patch_size_max], "dtype": "float32",
+    }  # fmt: skip
+    # PGPS-Performance's samplers hand a cropped batch over and augment it on the device
+    assert record["loader_data"]["device"] == ("cuda:0" if deferred else "cpu")
+    # backward and the optimizer step ran on the device and changed the weights
+    assert record["param_devices"] == record["grad_devices"] == ["cuda:0"]
+    assert record["params_changed"] > record["params"] // 3
+    assert math.isfinite(record["val_loss"])
+    # forced-foreground fallbacks: counted by the PGPS samplers, not measured for nnU-Net's own loader
+    assert record["telemetry"]["fg_fallbacks"] == (0 if "_Performance" in trainer else None)
+    if "MemoryProbe" in trainer:  # the probe ran its steps on the device (peaks measured by the stand-in)
+        probe = record["memory_probe"]
+        assert (probe["device"], probe["method"]) == ("emulated CUDA", "cuda")
+        assert [s["memory_batch_size"] for s in probe["stages"]] == [s.batch_size for s in schedule.stages]
+
+
+def test_a_loader_that_ignores_the_stage_fails_the_schedule_check(emulated):
+    """The measured telemetry can fail: a loader that always builds the planned (P_max) stage is caught."""
+    record = emulated[(IGNORES_STAGE, True)]
+    assert record["ok"], record.get("traceback")
+    assert record["stage"] == 0 and record["telemetry"]["patch_size"] == fmt_size(nn.PATCH)
+    with pytest.raises(AssertionError):
+        check_against_schedule(record)
+
+
+# -- FakeTensorMode: CUDA autocast and the telemetry, without values -----------------------------------------
+def fake_cuda_module(module: torch.nn.Module) -> torch.nn.Module:
+    """Move ``module`` to the fake CUDA device. ``Module.to`` would visit modules the decoder shares with the
+    encoder twice, and a fake parameter cannot be swapped a second time (on a GPU the second visit is a no-op)."""
+    for m in module.modules():
+        for name, p in m._parameters.items():
+            if p is not None:
+                m._parameters[name] = torch.nn.Parameter(p.to("cuda:0"), requires_grad=p.requires_grad)
+        for name, b in m._buffers.items():
+            if b is not None:
+                m._buffers[name] = b.to("cuda:0")
+    return module
+
+
+def cuda_autocast() -> torch.autocast:
+    """nnU-Net's ``autocast("cuda")``; torch switches it off without a GPU, the fake tensors need it on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        autocast = torch.autocast("cuda", enabled=False)
+    autocast._enabled = True
+    return autocast
+
+
+FORWARD = """
+import json, sys, torch
+sys.path.insert(0, sys.argv[2])
+from nnunetv2.run.run_training import get_trainer_from_args
+from torch._subclasses.fake_tensor import FakeTensorMode
+from tests.test_cuda import cuda_autocast, fake_cuda_module
+out = {}
+for trainer_name, conf, plans in json.loads(sys.argv[1]):
+    trainer = get_trainer_from_args("1", conf, 0, trainer_name, plans, device=torch.device("cpu"))
+    trainer.initialize()
+    stage = trainer.schedule.stages[0]
+    scales = trainer._get_deep_supervision_scales() if trainer.enable_deep_supervision else None
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        network = fake_cuda_module(trainer.network)
+        x = torch.empty((stage.batch_size, 1, *stage.patch_size), device="cuda:0")
+        shapes = [[round(p * s) for p, s in zip(stage.patch_size, scale)] for scale in scales] if scales else None
+        target = ([torch.zeros((stage.batch_size, 1, *p), device="cuda:0") for p in shapes] if shapes
+                  else torch.zeros((stage.batch_size, 1, *stage.patch_size), device="cuda:0"))
+        with cuda_autocast():
+            output = network(x)
+            loss = trainer.loss(output, target)
+        first = output[0] if isinstance(output, (list, tuple)) else output
+        out[trainer_name] = {"output": [str(first.device), str(first.dtype), list(first.shape)],
+                             "loss": [str(loss.device), str(loss.dtype)],
+                             "stage": [stage.batch_size, *stage.patch_size]}
+print(json.dumps(out))
+"""
+
+
+def test_forward_and_loss_under_cuda_autocast_with_fake_tensors(tiny_nnunet):
+    """float16 activations on the device, a float32 loss: the forward pass of every network family as CUDA
+    autocast runs it (the emulation computes on the CPU and cannot use CUDA's autocast)."""
+    specs = [
+        ["nnUNetTrainer_PGPS_Performance", *U_NET],
+        ["nnUNetTrainer_PGPS_UNETR_Performance", "3d_unetr", nn.TRANSFORMER_PLANS],
+        ["nnUNetTrainer_PGPS_SwinUNETR_Performance", "3d_swinunetr", nn.TRANSFORMER_PLANS],
+    ]
+    env = nn.env(tiny_nnunet, tiny_nnunet / "results_fake", nnUNet_compile="f")
+    proc = subprocess.run([sys.executable, "-c", FORWARD, json.dumps(specs), str(REPO)], env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    for trainer, _, _ in specs:
+        batch, *patch = found[trainer]["stage"]
+        assert found[trainer]["output"] == ["cuda:0", "torch.float16", [batch, found[trainer]["output"][2][1], *patch]]
+        assert found[trainer]["loss"] == ["cuda:0", "torch.float32"], trainer
+
+
+def telemetry_batch(mode: FakeTensorMode | None, device: str):
+    """A Performance-like batch with deep supervision: data (4, 1, 8^3), targets at 8^3 and 4^3."""
+    context = mode if mode is not None else torch.no_grad()
+    with context:
+        data = torch.zeros((4, 1, 8, 8, 8), device=device)
+        target = [torch.zeros((4, 1, 8, 8, 8), device=device), torch.zeros((4, 1, 4, 4, 4), device=device)]
+    return data, target
+
+
+def test_telemetry_runs_on_cuda_tensors_without_mixing_devices():
+    """The per-iteration telemetry (shapes, foreground and class shares) with a CUDA target: the labels it
+    compares with are made on the target's device, and nothing is copied to the host before the epoch ends."""
+    from pgps.nnunet.trainer import _Telemetry
+
+    telemetry = _Telemetry([1, 2], has_regions=False)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        data, target = telemetry_batch(mode, "cuda:0")
+        telemetry.add(data, target, fallbacks=0)
+        assert all(share.device == torch.device("cuda:0") for share in telemetry._shares)
+    assert telemetry.shapes == {(4, 8, 8, 8): 1} and telemetry.voxels == 4 * 8**3
+    # what a device mix looks like to FakeTensorMode (the telemetry's bug before it made its labels on the device)
+    with FakeTensorMode(allow_non_fake_inputs=True), pytest.raises(FakeTensorDeviceMismatchError):
+        torch.isin(torch.zeros(4, dtype=torch.int64, device="cuda:0"), torch.as_tensor([1, 2]))
+
+
+def test_telemetry_shares_are_measured_from_the_target():
+    """Foreground-voxel and class-presence shares against a count made here with plain Python."""
+    from pgps.nnunet.trainer import _Telemetry
+
+    generator = torch.Generator().manual_seed(0)
+    telemetry = _Telemetry([1, 2, 3], has_regions=False, ignore_label=4)
+    expected_fg, expected_presence = [], []
+    for _ in range(3):
+        seg = torch.randint(0, 5, (2, 1, 6, 6, 6), generator=generator)
+        seg[seg == 3] = 0  # class 3 never present
+        values = seg.flatten().tolist()
+        expected_fg.append(sum(v in (1, 2, 3) for v in values) / len(values))
+        expected_presence.append(sum(c in values for c in (1, 2, 3)) / 3)
+        telemetry.add(torch.zeros(2, 1, 6, 6, 6), [seg, seg[:, :, ::2, ::2, ::2]], fallbacks=None)
+    row = telemetry.epoch_row()
+    assert row["fg_voxel_share"] == pytest.approx(sum(expected_fg) / 3)
+    assert row["class_presence_share"] == pytest.approx(2 / 3)
+    assert row["fg_fallbacks"] is None  # not measured (nnU-Net's own loader)
+    assert (row["patch_size"], row["batch_size"], row["iterated_voxels"]) == ("6x6x6", 2, 3 * 2 * 6**3)
+
+
+def test_the_emulation_refuses_what_cuda_refuses():
+    """The emulation itself: the mixes torch refuses on a GPU raise, what it allows does not."""
+    with EmulatedCuda() as emu:
+        x = torch.ones(4, 3).cuda()
+        assert x.device == torch.device("cuda:0") and x.is_cuda and emu.device_of(x.cpu()).type == "cpu"
+        assert (x * torch.tensor(2.0)).device.type == "cuda"  # a CPU scalar tensor is allowed
+        assert x[torch.tensor([0, 2])].shape == (2, 3)  # CPU indices are allowed
+        assert torch.zeros(2, device=x.device).is_cuda and not torch.zeros(2).is_cuda
+        for mix in (lambda: x + torch.ones(4, 3), lambda: torch.isin(x, torch.tensor([1.0, 2.0])),
+                    lambda: x.index_add_(0, torch.tensor([0]).cuda(), torch.ones(1, 3)),
+                    lambda: torch.randn(3, generator=torch.Generator(), device="cuda")):  # fmt: skip
+            with pytest.raises(DeviceMismatchError):
+                mix()
+        with pytest.raises(TypeError, match="can't convert cuda"):
+            x.numpy()
+        w = torch.nn.Linear(3, 2).cuda()
+        loss = w(x).square().mean()
+        loss.backward()
+        assert emu.device_of(w.weight.grad).type == "cuda"

@@ -1,0 +1,91 @@
+"""``benchmarks/gpu_check.py`` in its CPU mode, as a bare GPU machine would run it: only the packages of
+``benchmarks/gpu_base_packages.txt`` and ``benchmarks/gpu_wheels.txt`` importable (every other installed package
+hidden), SimpleITK supplied by the stand-in. So the script cannot rot, and the README's wheel list is complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pgps
+
+pytestmark = pytest.mark.nnunet
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+HIDE = """
+import importlib.abc, importlib.machinery, importlib.metadata as md, re, runpy, sys
+allowed, standins = set(sys.argv[1].split(",")), sys.argv[2]
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+hidden = {m for m, dists in md.packages_distributions().items() if not any(norm(d) in allowed for d in dists)}
+hidden -= set(sys.stdlib_module_names)  # backports some packages install (argparse) shadow nothing
+
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] not in hidden:
+            return None
+        spec = None
+        if standins in sys.path:  # the check puts its stand-ins on the path when a package is missing
+            spec = importlib.machinery.PathFinder.find_spec(name, [standins] if "." not in name else path)
+        if spec is None or not (spec.origin or "").startswith(standins):
+            raise ModuleNotFoundError(f"No module named {name!r} (not on the GPU machine)", name=name)
+        return spec
+
+sys.meta_path.insert(0, Hide())
+sys.argv = sys.argv[3:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("nnUNet_", "PGPS_"))}
+
+
+def requirement_names(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(re.sub(r"[-_.]+", "-", re.split(r"[=<>!~ ]", line, maxsplit=1)[0]).lower())
+    return names
+
+
+def test_gpu_check_cpu_mode_on_a_bare_machine(tmp_path):
+    allowed = requirement_names(BENCH / "gpu_base_packages.txt") | requirement_names(BENCH / "gpu_wheels.txt")
+    allowed |= {"pgps", "pip", "setuptools"}  # pgps runs from the source tree there (PYTHONPATH)
+    out = tmp_path / "gpu_check.json"
+    args = [str(BENCH / "gpu_check.py"), "--device", "cpu", "--tiny", "--workdir", str(tmp_path / "work"),
+            "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", HIDE, ",".join(sorted(allowed)), str(BENCH / "standins"), *args],
+        capture_output=True, text=True, env={**clean_environment(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "stand-in modules (imported, never called here): SimpleITK" in proc.stdout
+    results = json.loads(out.read_text())
+    found = {r["trainer"] + (" (compiled)" if r["compiled"] else ""): r for r in results}
+    assert set(found) == {*(f"nnUNetTrainer_PGPS_{t}" for t in ("CPS", "Efficiency", "Performance",
+                          "Performance_MemoryProbe", "UNETR_Performance", "SwinUNETR_Performance")),
+                          "nnUNetTrainer_PGPS_CPS (compiled)"}  # fmt: skip
+    # every stage of each U-Net curriculum ran, with the stage's measured patch and batch size
+    for mode in ("cps", "efficiency", "performance"):
+        schedule = pgps.make_schedule(mode, (16, 16, 16), (8, 8, 8), 2)
+        rows = found[f"nnUNetTrainer_PGPS_{mode.capitalize() if mode != 'cps' else 'CPS'}"]["rows"]
+        assert [(r["patch_size"], r["batch_size"]) for r in rows] == [
+            ("x".join(map(str, s.patch_size)), s.batch_size) for s in schedule.stages
+        ]
+        assert all(r["iteration_s"] > 0 and 0 <= r["data_wait_share"] <= 1 for r in rows)
+    assert found["nnUNetTrainer_PGPS_CPS (compiled)"]["rows"][0]["compile_s"] > 0
+    assert "PGPS-Efficiency runtime relative to CPS" in proc.stdout and "PGPS-Performance runtime" in proc.stdout
+    assert re.search(r"gpu_check: 7 runs, 0 failed", proc.stdout)
+
+
+def test_gpu_check_refuses_a_missing_gpu():
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr
