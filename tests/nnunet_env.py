@@ -155,25 +155,3 @@ def add_transformer_plans(root: Path) -> Path:
     out = folder / f"{TRANSFORMER_PLANS}.json"
     out.write_text(json.dumps(plans, indent=1))
     return out
-
-
-_PLANNED: list[Path] = []
-
-
-def planned_copy(root: Path) -> Path:
-    """The tiny dataset, raw and planned/preprocessed (reduced plans), copied into ``root``.
-
-    Planning runs once per test session (in a temporary folder); later calls copy its result,
-    which takes a fraction of a second instead of half a minute.
-    """
-    import shutil
-    import tempfile
-
-    if not _PLANNED:
-        source = Path(tempfile.mkdtemp(prefix="pgps-tiny-"))
-        write_raw(source)
-        plan_and_preprocess(source)
-        _PLANNED.append(source)
-    for part in ("raw", "preprocessed"):
-        shutil.copytree(_PLANNED[0] / part, root / part)
-    return root

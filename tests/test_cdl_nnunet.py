@@ -22,8 +22,13 @@ EASY, HARD = {"case_000", "case_001"}, {"case_002", "case_003"}  # case_004 erro
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = nn.planned_copy(tmp_path_factory.mktemp("cdl"))
+def tiny(tiny_nnunet, tmp_path_factory):
+    """A copy of the session's tiny dataset (raw and preprocessed) with our own split and difficulty.csv."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("cdl")
+    for part in ("raw", "preprocessed"):
+        shutil.copytree(tiny_nnunet / part, root / part)
     pre = root / "preprocessed" / nn.DATASET
     (pre / "splits_final.json").write_text(json.dumps([{"train": TRAIN, "val": ["case_005"]}]))
     lines = ["case,ds"] + [f"{c},{v}" for c, v in DS.items()]
