@@ -2,7 +2,8 @@
 
 Makes demo-like data with a long first axis, as CT volumes are along z: ``pgps synth --preset organs`` with
 volumes of SHAPE voxels (default 224x96x96, the organs preset's objects), plans and preprocesses them with
-nnU-Net, adds the light CPU configuration, trains a light model briefly (CPS, no mirroring), then predicts
+nnU-Net, adds the light CPU configuration with a 64^3 patch (nnU-Net plans the whole volume as its patch),
+trains a light model briefly (CPS, no mirroring), then predicts
 the test cases twice in one process, side by side: nnU-Net's full sliding window (``Adaptation.off()``,
 identical to nnUNetPredictor) and CDL-UNet's adaptive inference with the defaults of
 ``pgps.nnunet.predict`` (or the thresholds given here). Prints per case the windows evaluated/planned,
@@ -58,7 +59,8 @@ def prepare(work: Path, args: argparse.Namespace) -> Path:
     plans = work / "preprocessed" / raw.name / "nnUNetPlans.json"
     if not plans.is_file():
         run([BIN / "nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "3d_fullres", "-np", "2"], work)
-        run([BIN / "pgps", "light-plans", "--plans", plans, "--no-report"], work)
+    # nnU-Net plans the whole volume as its patch here; the light configuration slides a smaller one
+    run([BIN / "pgps", "light-plans", "--plans", plans, "--patch-size", *args.patch, "--no-report"], work)
     model = work / "results" / raw.name / f"{TRAINER}__nnUNetPlans__3d_light"
     if not (model / "fold_0" / "checkpoint_final.pth").is_file():
         run([BIN / "nnUNetv2_train", DATASET_ID, "3d_light", "0", "-tr", TRAINER, "-device", "cpu"], work,
@@ -74,6 +76,7 @@ def main() -> int:
     parser.add_argument("--cases", type=int, default=12)
     parser.add_argument("--test-cases", type=int, default=4)
     parser.add_argument("--shape", nargs=3, type=int, default=[224, 96, 96], metavar="N")
+    parser.add_argument("--patch", nargs=3, type=int, default=[64, 64, 64], metavar="N", help="light patch size")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)

@@ -12,10 +12,10 @@ Pacing functions (``kind``):
 - ``easy_then_hard``: CDL-UNet's two phases (Wang et al., FLARE 2024, Sec. 2.2.1, Table 2):
   the easy cases for the first ``easy_fraction`` of the epochs, then easy + hard cases. The
   default 0.4 is the paper's 1000 easy-course epochs of 1000 + 1500.
-- ``linear`` and ``root``: competence-based pacing (Platanios et al., NAACL 2019, Eqs. 3 and 7):
+- ``linear`` and ``root``: competence-based pacing (Platanios et al., NAACL 2019, linear and p-root competence):
   ``c(t) = min(1, t (1 - c0) / T + c0)`` and ``c(t) = min(1, (t (1 - c0^p) / T + c0^p)^(1/p))``,
   ``t`` the epoch, ``T = length * epochs``, ``c0 = start``, ``p = degree`` (2: square root).
-- ``exponential``: fixed exponential pacing (Hacohen & Weinshall, ICML 2019, Sec. 2):
+- ``exponential``: fixed exponential pacing (Hacohen & Weinshall, ICML 2019):
   ``g(t) = min(start * increase^floor(t / step_length), 1)`` with ``step_length`` in epochs.
 - ``fixed_linear``, ``fixed_root``, ``fixed_discrete``: DeepSpeed's curriculum schedule types
   (``deepspeed/runtime/data_pipeline/curriculum_scheduler.py``) with the *number of cases* as
@@ -53,11 +53,11 @@ usable cases). Where each default comes from: :data:`DEFAULT_SOURCES`."""
 
 DEFAULT_SOURCES: dict[str, str] = {
     "easy_then_hard": "easy_fraction 0.4 = 1000 / (1000 + 1500) epochs, CDL-UNet Table 2",
-    "linear": "start 0.33 and length 1.0: ours (Platanios et al. start at c0 = 0.01 of millions of sentences and "
-    "tune T; with tens of cases we start with a third of them and reach all of them at the last epoch)",
-    "root": "degree 2 (square root) as in Platanios et al. 2019; start and length as for linear",
-    "exponential": "increase 1.9 and start 0.1 within Hacohen & Weinshall's searched ranges; step_length a tenth of "
-    "the epochs (ours)",
+    "linear": "start 0.33 and length 1.0: ours (Platanios et al. set the initial competence c0 and the curriculum "
+    "length T per task; we start with a third of the cases and reach all of them at the last epoch)",
+    "root": "degree 2 (square root), Platanios et al.'s root competence; start and length as for linear",
+    "exponential": "start 0.1, increase 1.9, step_length a tenth of the epochs: ours (Hacohen & Weinshall tune "
+    "starting_percent, inc and step_length per dataset)",
     "fixed_linear": "DeepSpeed's fixed_linear; min 1 case, max all usable cases, total_epochs = the run's epochs",
     "fixed_root": "DeepSpeed's fixed_root with root_degree 2 (its documented example)",
     "fixed_discrete": "DeepSpeed's fixed_discrete: give difficulty (cases) and max_epoch lists",
