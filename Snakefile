@@ -18,6 +18,7 @@ configfile: "config.yaml"
 config.setdefault("demo", {})  # optional sections: validate() fills in their defaults
 config.setdefault("article", {})
 config.setdefault("cdl", {})
+config.setdefault("study", {})
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -33,6 +34,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cdl_common.smk"
 include: "workflow/rules/cdl.smk"
+include: "workflow/rules/study_common.smk"
+include: "workflow/rules/study.smk"
 
 
 # Cheap bookkeeping and downloads (cluster compute nodes often lack internet) run on the submit host.
@@ -44,6 +47,10 @@ localrules:
     download,
     manifest,
     collect,
+    study,
+    study_split,
+    study_manifest,
+    study_render,
 
 
 rule all:
@@ -52,7 +59,14 @@ rule all:
         demo_targets(),
         article_targets(),
         cdl_targets(),
+        study_targets() if STUDY["enabled"] else [],
     default_target: True
+
+
+rule study:
+    """The synthetic study of the article's four claims (README: What the synthetic study shows)."""
+    input:
+        study_targets(),
 
 
 rule article_partial:

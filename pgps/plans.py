@@ -30,7 +30,13 @@ class PlannedConfiguration:
     steps: Size
 
 
-def _resolve(configurations: dict[str, Any], name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def resolve_configuration(configurations: dict[str, Any], name: str) -> dict[str, Any]:
+    """Configuration ``name`` of a plans' ``configurations`` dict with its ``inherits_from`` chain merged in
+    (what nnU-Net's ``PlansManager.get_configuration`` does, without importing nnU-Net)."""
+    return _resolve(configurations, name, ())
+
+
+def _resolve(configurations: dict[str, Any], name: str, seen: tuple[str, ...]) -> dict[str, Any]:
     if name not in configurations:
         raise ValueError(f"configuration {name!r} is not in the plans; it has: {', '.join(configurations)}")
     if name in seen:
@@ -42,13 +48,6 @@ def _resolve(configurations: dict[str, Any], name: str, seen: tuple[str, ...] = 
     merged = _resolve(configurations, parent, (*seen, name))
     merged.update(conf)
     return merged
-
-
-def resolve_configuration(plans: dict[str, Any], name: str) -> dict[str, Any]:
-    """Configuration ``name`` of a plans dict with its ``inherits_from`` chain merged, as nnU-Net resolves it."""
-    if "configurations" not in plans:
-        raise ValueError("not an nnU-Net v2 plans file: it has no 'configurations'")
-    return _resolve(plans["configurations"], name)
 
 
 def derived_configuration_source(
@@ -71,7 +70,7 @@ def derived_configuration_source(
     existing = configurations.get(name)
     if existing is not None and owner_key not in existing:
         raise ValueError(f"configuration {name!r} already exists and was not made by {maker}; choose another name")
-    resolved = _resolve(configurations, source)
+    resolved = resolve_configuration(configurations, source)
     seen, parent = set(), source
     while parent in configurations and parent not in seen:
         seen.add(parent)
@@ -90,17 +89,9 @@ def planned_configuration(
             plans = json.load(f)
     if "configurations" not in plans:
         raise ValueError("not an nnU-Net v2 plans file: it has no 'configurations'")
-    conf = _resolve(plans["configurations"], configuration)
+    conf = resolve_configuration(plans["configurations"], configuration)
     if "patch_size" not in conf or "batch_size" not in conf:
         raise ValueError(f"configuration {configuration!r} has no patch_size/batch_size")
-    strides = (conf.get("architecture", {}).get("arch_kwargs", {}) or {}).get("strides")
-    if strides is None:
-        strides = conf.get("pool_op_kernel_sizes")
-    if strides is None and STEPS_KEY not in conf:
-        raise ValueError(
-            f"configuration {configuration!r} has neither architecture.arch_kwargs.strides "
-            f"nor pool_op_kernel_sizes nor {STEPS_KEY}; pass the steps explicitly"
-        )
     patch = conf["patch_size"]
     if len(patch) != 3:
         raise ValueError(
@@ -110,5 +101,26 @@ def planned_configuration(
         name=configuration,
         patch_size=as_size("patch_size", patch),
         batch_size=int(conf["batch_size"]),
-        steps=as_size(STEPS_KEY, conf[STEPS_KEY]) if STEPS_KEY in conf else steps_from_strides(strides),
+        steps=configuration_steps(conf, configuration),
     )
+
+
+def configuration_steps(conf: dict[str, Any], name: str = "the configuration") -> Size:
+    """The PGPS step per axis of a resolved configuration (:func:`resolve_configuration`).
+
+    :data:`STEPS_KEY` when the configuration states it (transformer backbones), else ``2**k`` per
+    axis from the U-Net's strides (``architecture.arch_kwargs.strides`` of nnU-Net 2.8, or the
+    older ``pool_op_kernel_sizes``). The one place that reads steps from plans: the CLI, the
+    trainers and the backbone checks all ask it.
+    """
+    if STEPS_KEY in conf:
+        return as_size(STEPS_KEY, conf[STEPS_KEY])
+    strides = ((conf.get("architecture") or {}).get("arch_kwargs") or {}).get("strides")
+    if strides is None:
+        strides = conf.get("pool_op_kernel_sizes")
+    if strides is None:
+        raise ValueError(
+            f"configuration {name!r} has neither architecture.arch_kwargs.strides "
+            f"nor pool_op_kernel_sizes nor {STEPS_KEY}; pass the steps explicitly"
+        )
+    return steps_from_strides(strides)

@@ -78,6 +78,6 @@ def test_cli_preset_writes_the_configuration_and_reports(tmp_path, capsys):
     assert written["patch_size"] == [32, 128, 192]
     # an explicit option wins over the preset
     assert main(["light-plans", "--plans", str(plans), "--preset", "cdl-unet", "--name", "3d_cdl", "--batch-size",
-                 "4", "--no-report"]) == 0  # fmt: skip
+                 "4", "--no-report", "--overwrite"]) == 0  # fmt: skip
     assert json.loads(plans.read_text())["configurations"]["3d_cdl"]["batch_size"] == 4
     assert "GFLOPs" not in capsys.readouterr().out

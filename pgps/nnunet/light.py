@@ -294,7 +294,7 @@ def light_report(plans: dict, name: str, dataset_json: str | None = None, preset
 
     from pgps.plans import resolve_configuration
 
-    conf = resolve_configuration(plans, name)
+    conf = resolve_configuration(plans["configurations"], name)
     arch, patch = conf["architecture"], conf["patch_size"]
     lines = []
     if dataset_json is not None:
