@@ -17,6 +17,7 @@ configfile: "config.yaml"
 
 config.setdefault("demo", {})  # optional sections: validate() fills in their defaults
 config.setdefault("article", {})
+config.setdefault("cdl", {})
 config.setdefault("study", {})
 validate(config, "workflow/schemas/config.schema.yaml")
 
@@ -31,6 +32,8 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/cdl_common.smk"
+include: "workflow/rules/cdl.smk"
 include: "workflow/rules/study_common.smk"
 include: "workflow/rules/study.smk"
 
@@ -55,6 +58,7 @@ rule all:
         schedule_targets(),
         demo_targets(),
         article_targets(),
+        cdl_targets(),
         study_targets() if STUDY["enabled"] else [],
     default_target: True
 

@@ -181,6 +181,23 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     knobs.add_argument(
         "--orientation", action=argparse.BooleanOptionalAction, help="classes defined by the band along axis 2"
     )
+    noisy = p.add_argument_group(
+        "noisy label sets (CDL-UNet-like pseudo-labels; see pgps.synth.LabelNoise)",
+        "labelsTr stays the clean ground truth; K corrupted copies go to labelSets/set_1..set_K, each case at a "
+        "known level (recorded in dataset.json under pgps_synth.label_noise)",
+    )
+    noisy.add_argument("--label-sets", type=int, metavar="K", help="write K noisy label sets per training case")
+    noisy.add_argument(
+        "--label-levels", nargs=2, type=float, metavar=("LOW", "HIGH"),
+        help="range of the per-case corruption levels in [0, 1] (default: 0 1)",
+    )  # fmt: skip
+    noisy.add_argument(
+        "--label-factors", nargs="+", type=float, metavar="F",
+        help="per-set factor on the case's level, K values (default: linspace(1, 0.5, K))",
+    )  # fmt: skip
+    p.add_argument(
+        "--test-cases", type=int, default=0, metavar="N", help="also write N test cases (imagesTs, labelsTs)"
+    )
     knobs.add_argument(
         "--foreground-share", type=float, metavar="F",
         help="scale every object (after the other knobs) until the measured foreground share over the cases is F "
@@ -218,9 +235,17 @@ def _run_synth(args: argparse.Namespace) -> int:
     if args.foreground_share is not None:
         config = synth.with_foreground_share(config, args.foreground_share)
     name = args.name or f"Synth{args.preset.capitalize()}"
+    noise = None
+    if args.label_sets is not None or args.label_levels or args.label_factors:
+        noise = synth.LabelNoise(
+            count=args.label_sets if args.label_sets is not None else len(args.label_factors or ()) or 3,
+            levels=tuple(args.label_levels or (0.0, 1.0)),
+            factors=tuple(args.label_factors) if args.label_factors else None,
+        )
     path = synth.generate_dataset(
-        config, args.out, args.dataset_id, name, overwrite=args.overwrite, progress=args.progress
-    )
+        config, args.out, args.dataset_id, name, overwrite=args.overwrite, progress=args.progress,
+        label_noise=noise, test_cases=args.test_cases,
+    )  # fmt: skip
     with open(path / "dataset.json") as f:
         stats = json.load(f)["pgps_synth"]["statistics"]
     if args.json:
@@ -246,6 +271,14 @@ def _run_synth(args: argparse.Namespace) -> int:
     for label_name, c in config.labels.items():
         cases = "" if c == 0 else f"{round(stats['case_share'][c - 1] * config.num_cases)}/{config.num_cases}"
         print(f"{c:>5}  {label_name.ljust(width)}  {stats['voxel_share'][c]:>11.3%}  {cases:>13}")
+    if noise:
+        factors = ", ".join(f"{f:g}" for f in noise.factors)
+        print(
+            f"{noise.count} noisy label sets per case in labelSets/set_1..set_{noise.count}: case levels "
+            f"{noise.levels[0]:g}..{noise.levels[1]:g}, set factors {factors}"
+        )
+    if args.test_cases:
+        print(f"{args.test_cases} test cases in imagesTs/labelsTs")
     return 0
 
 
@@ -287,20 +320,29 @@ def _light_plans_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plans", required=True, metavar="FILE", help="nnU-Net v2 plans JSON to edit (nnUNetPlans.json)")
     p.add_argument("--source", default="3d_fullres", help="configuration to inherit from (default: %(default)s)")
     p.add_argument("--name", default="3d_light", help="name of the added configuration (default: %(default)s)")
+    p.add_argument(
+        "--preset", choices=list(light.PRESETS),
+        help="a published light network (its features, convolutions, strides, kernels, patch and batch size; "
+        "options given explicitly still win), with a parameter and FLOP report against the published numbers",
+    )  # fmt: skip
     p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="patch size (default: the source's)")
     p.add_argument("--batch-size", type=POSITIVE, metavar="B", help="batch size (default: the source's)")
     p.add_argument(
-        "--features", nargs="+", type=int, metavar="F", default=list(light.DEFAULT_FEATURES),
+        "--features", nargs="+", type=int, metavar="F",
         help="features per resolution stage; their count sets the stages "
         f"(default: {' '.join(map(str, light.DEFAULT_FEATURES))})",
     )  # fmt: skip
     p.add_argument(
-        "--convs", type=POSITIVE, metavar="N", default=light.DEFAULT_CONVS,
-        help="convolutions per stage, encoder and decoder (default: %(default)s)",
+        "--convs", type=POSITIVE, metavar="N",
+        help=f"convolutions per stage, encoder and decoder (default: {light.DEFAULT_CONVS})",
     )  # fmt: skip
     p.add_argument(
         "--memory-format", choices=light.MEMORY_FORMATS, default=light.DEFAULT_MEMORY_FORMAT,
         help="memory format the PGPS trainers put the network in (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--report", action=argparse.BooleanOptionalAction, default=None,
+        help="print parameters and forward FLOPs of the network (imports torch; default: on with --preset)",
     )  # fmt: skip
     p.add_argument(
         "--overwrite", action="store_true",
@@ -310,19 +352,26 @@ def _light_plans_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_light_plans(args: argparse.Namespace) -> int:
-    from pgps.nnunet.light import add_light_configuration
+    from pathlib import Path
+
+    from pgps.nnunet.light import DEFAULT_CONVS, DEFAULT_FEATURES, PRESETS, add_light_configuration
 
     before = _read_plans(args.plans)
+    preset = PRESETS[args.preset] if args.preset else None
+    features = args.features or (preset.features if preset else DEFAULT_FEATURES)
+    convs = args.convs or (preset.convs if preset else DEFAULT_CONVS)
     try:
         plans = add_light_configuration(
             before,
             args.source,
             args.name,
-            patch_size=args.patch_size,
-            batch_size=args.batch_size,
-            features_per_stage=args.features,
-            n_conv_per_stage=args.convs,
+            patch_size=args.patch_size or (preset.patch_size if preset else None),
+            batch_size=args.batch_size or (preset.batch_size if preset else None),
+            features_per_stage=features,
+            n_conv_per_stage=convs,
             memory_format=args.memory_format,
+            strides=preset.strides if preset and not args.features else None,
+            kernel_sizes=preset.kernel_sizes if preset and not args.features else None,
         )
     except ValueError as exc:
         raise ValueError(f"{args.plans}: {exc}") from exc
@@ -335,8 +384,14 @@ def _run_light_plans(args: argparse.Namespace) -> int:
         f"{args.plans}: configuration {args.name}{' (unchanged)' if unchanged else ''} inherits {args.source}: "
         f"patch {fmt_size(planned.patch_size)}, "
         f"batch {planned.batch_size}, PGPS step {fmt_size(planned.steps)}, features "
-        f"{','.join(map(str, args.features))}, {args.convs} conv(s) per stage, {args.memory_format}"
+        f"{','.join(map(str, features))}, {convs} conv(s) per stage, {args.memory_format}"
+        + (f" (preset {args.preset})" if preset else "")
     )
+    if args.report or (args.report is None and preset):
+        from pgps.nnunet.light import light_report
+
+        dataset_json = Path(args.plans).parent / "dataset.json"
+        print(light_report(plans, args.name, dataset_json if dataset_json.is_file() else None, preset))
     return 0
 
 
@@ -566,6 +621,290 @@ def _run_backbone_plans(args: argparse.Namespace) -> int:
     return 0
 
 
+def _difficulty_parser(sub: argparse._SubParsersAction) -> None:
+    from pgps import difficulty
+
+    p = sub.add_parser(
+        "difficulty",
+        help="score label agreement per case (CDL-UNet's RS and DS) into difficulty.csv",
+        description="Read two or more nnU-Net raw label folders holding the same cases (e.g. two pseudo-label sets "
+        "and a reference), compute per case the Reliability Score of every set (CDL-UNet Eq. 1: its mean Dice with "
+        "the others), the most reliable set L_real, the Difficulty Score (Eq. 2: mean Dice of L_real with the "
+        "provided sets) and its group (easy / hard / erroneous), and write difficulty.csv; optionally write each "
+        "case's L_real as a new nnU-Net raw dataset. Outputs are written only when every case has been scored.",
+    )
+    p.add_argument("--labels", nargs="+", required=True, metavar="DIR", help="label folders (labelsTr layout)")
+    p.add_argument(
+        "--predict-with", metavar="MODEL_DIR",
+        help="add a label set predicted by this trained nnU-Net model folder (needs --images)",
+    )  # fmt: skip
+    p.add_argument("--folds", nargs="+", default=None, help="folds of --predict-with (default: all found)")
+    p.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint of --predict-with")
+    p.add_argument("--device", default="cpu", help="device for --predict-with (default: %(default)s)")
+    p.add_argument("--images", metavar="DIR", help="the cases' images (imagesTr) for --predict-with and the dataset")
+    p.add_argument(
+        "--provided", type=int, default=2, metavar="N",
+        help="the first N label sets are the provided ones that Eq. 2 averages over (default: %(default)s, the "
+        "paper's two pseudo-label sets; later sets are references)",
+    )  # fmt: skip
+    p.add_argument(
+        "--easy", type=float, default=difficulty.EASY_THRESHOLD, help="DS above it: easy (default %(default)s)"
+    )
+    p.add_argument(
+        "--erroneous", type=float, default=difficulty.ERRONEOUS_THRESHOLD,
+        help="DS at or below it: erroneous (default %(default)s); between the two: hard",
+    )  # fmt: skip
+    p.add_argument(
+        "--dataset-json", metavar="FILE",
+        help="dataset.json whose labels are valid (others become background) and that the enhanced dataset copies "
+        "(default: the first found next to --images or a label folder, or one folder up)",
+    )  # fmt: skip
+    p.add_argument(
+        "--dice-classes", nargs="+", type=int, metavar="C",
+        help="classes Dice averages (default: those present in either map)",
+    )  # fmt: skip
+    p.add_argument(
+        "--absent", choices=("skip", "one"), default="skip",
+        help="a listed class absent from both maps: left out (default) or 1.0 (the authors' script)",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, metavar="CSV", help="difficulty.csv to write")
+    enhanced = p.add_argument_group("enhanced labels as a new nnU-Net raw dataset (optional)")
+    enhanced.add_argument("--enhanced-raw", metavar="DIR", help="nnU-Net raw folder to write the dataset into")
+    enhanced.add_argument("--dataset-id", type=int, metavar="ID", help="its dataset id")
+    enhanced.add_argument("--name", help="its dataset name")
+    enhanced.add_argument("--drop-erroneous", action="store_true", help="leave the erroneous cases out")
+    enhanced.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, help="progress bar on stderr (default: on a terminal)"
+    )
+    p.set_defaults(func=_run_difficulty)
+
+
+def _run_difficulty(args: argparse.Namespace) -> int:
+    import tempfile
+    from collections import Counter
+    from pathlib import Path
+
+    from pgps.nnunet import labelsets
+
+    folders = [Path(d) for d in args.labels]
+    names = labelsets.set_names(folders)
+    enhanced = [args.enhanced_raw, args.dataset_id, args.name]
+    if any(v is not None for v in enhanced) and not all(v is not None for v in enhanced):
+        raise ValueError("--enhanced-raw, --dataset-id and --name go together")
+    if (args.predict_with or args.enhanced_raw) and not args.images:
+        raise ValueError("--predict-with and --enhanced-raw need --images (the cases' image folder)")
+    if not 1 <= args.provided <= len(folders):
+        raise ValueError(f"--provided must be 1..{len(folders)} (the number of --labels), got {args.provided}")
+    if args.dataset_json and not Path(args.dataset_json).is_file():
+        raise ValueError(f"{args.dataset_json} does not exist")
+    dataset_json = args.dataset_json or labelsets.find_dataset_json(folders, args.images)
+    if args.enhanced_raw and dataset_json is None:
+        raise ValueError("the enhanced dataset needs the source's dataset.json (give --dataset-json)")
+    valid = labelsets.valid_labels(dataset_json)
+    source_json = json.loads(Path(dataset_json).read_text()) if dataset_json else {}
+    ending = source_json.get("file_ending")
+    Path(args.out).resolve().parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pgps-difficulty-", dir=Path(args.out).resolve().parent) as tmp:
+        if args.predict_with:
+            from pgps.nnunet.predict import Adaptation, make_predictor, predict_folder
+
+            labelsets.matched_cases(folders, ending)  # fail on mismatched folders before predicting
+            predictor = make_predictor(
+                args.predict_with, tuple(args.folds) if args.folds else None, args.checkpoint, Adaptation.off(),
+                device=args.device, progress=bool(args.progress),
+            )  # fmt: skip
+            ending = ending or predictor.dataset_json["file_ending"]
+            predict_folder(predictor, args.images, tmp)
+            folders.append(Path(tmp))
+            names.append("prediction")
+        scores, cleaned, real = labelsets.score_folders(
+            folders, provided=range(args.provided), easy=args.easy, erroneous=args.erroneous, labels=valid,
+            dice_classes=args.dice_classes, absent=args.absent, file_ending=ending, progress=args.progress,
+            keep=args.enhanced_raw is not None,
+        )  # fmt: skip
+        dataset = None
+        if args.enhanced_raw:
+            dataset = labelsets.write_enhanced_dataset(
+                args.images, folders[0], scores, real, args.enhanced_raw, args.dataset_id, args.name, source_json,
+                names, drop_erroneous=args.drop_erroneous, overwrite=args.overwrite, file_ending=ending,
+            )  # fmt: skip
+        labelsets.write_difficulty_csv(args.out, scores, names, cleaned)
+    groups = Counter(s.group for s in scores)
+    reals = Counter(names[s.real] for s in scores)
+    print(
+        f"{args.out}: {len(scores)} cases, mean DS {sum(s.ds for s in scores) / len(scores):.4f}; "
+        + ", ".join(f"{groups.get(g, 0)} {g}" for g in ("easy", "hard", "erroneous"))
+        + f" (easy: DS > {args.easy:g}, erroneous: DS <= {args.erroneous:g})"
+    )
+    print("L_real: " + ", ".join(f"{n} {reals.get(n, 0)}" for n in names))
+    if cleaned and sum(cleaned.values()):
+        print(f"cleaned {sum(cleaned.values())} voxels with values outside dataset.json's labels")
+    if dataset is not None:
+        print(f"enhanced labels: {dataset}")
+    return 0
+
+
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="nnU-Net inference with CDL-UNet's adaptive sliding window and a per-case report",
+        description="Predict every case of an nnU-Net raw image folder with a trained model folder, through "
+        "nnUNetPredictor with CDL-UNet's adaptations (pgps.nnunet.predict): a coarser step when the fine step "
+        "needs many windows, centre-first skipping of empty slabs, small-component removal. --no-adaptive gives "
+        "nnUNetPredictor's output exactly. Writes the segmentations and OUT/pgps_predict_report.csv (windows "
+        "planned, evaluated, skipped and seconds per case).",
+    )
+    p.add_argument("-i", "--images", required=True, metavar="DIR", help="images (CASE_0000.nii.gz ...)")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-m", "--model", required=True, metavar="DIR", help="trained model folder (TRAINER__PLANS__CONF)")
+    p.add_argument("-f", "--folds", nargs="+", default=None, help="folds (default: all found)")
+    p.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: %(default)s)")
+    p.add_argument(
+        "--step-size", type=float, default=0.5, help="nnU-Net's (fine) tile step size (default: %(default)s)"
+    )
+    p.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring")
+    p.add_argument("--no-adaptive", action="store_true", help="nnUNetPredictor exactly: no adaptation at all")
+    a = p.add_argument_group("adaptations (defaults: see pgps.nnunet.predict)")
+    a.add_argument("--window-threshold", type=int, default=50, help="coarse step from this many windows (0: never)")
+    a.add_argument("--coarse-step", type=float, default=1.0, help="the coarse tile step size (default: %(default)s)")
+    a.add_argument("--no-centre-first", action="store_true", help="evaluate every window (no skipping)")
+    a.add_argument("--slab-axis", type=int, default=0, help="axis of the slabs (default: %(default)s, z)")
+    a.add_argument(
+        "--min-foreground", type=int, default=1000,
+        help="foreground voxels below which a slab's centre window skips the slab (default: %(default)s)",
+    )  # fmt: skip
+    a.add_argument(
+        "--min-component-fraction", type=float, default=0.1,
+        help="drop components below this share of the class's largest (0: off; default: %(default)s)",
+    )  # fmt: skip
+    a.add_argument("--min-component-voxels", type=int, default=0, help="drop components below this size")
+    p.add_argument(
+        "--processes", type=int, default=0,
+        help="preprocessing/export worker processes; 0: none, nnU-Net's sequential path (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bars (default: off)")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pgps.nnunet.predict import Adaptation, make_predictor, predict_folder
+
+    if args.no_adaptive:
+        adaptation = Adaptation.off()
+    else:
+        adaptation = Adaptation(
+            window_threshold=args.window_threshold or None,
+            coarse_step=args.coarse_step,
+            centre_first=not args.no_centre_first,
+            slab_axis=args.slab_axis,
+            min_foreground=args.min_foreground,
+            min_component_fraction=args.min_component_fraction or None,
+            min_component_voxels=args.min_component_voxels,
+        )
+    predictor = make_predictor(
+        args.model, tuple(args.folds) if args.folds else None, args.checkpoint, adaptation, args.step_size,
+        not args.no_mirroring, args.device, bool(args.progress),
+    )  # fmt: skip
+    report = predict_folder(predictor, args.images, args.out, processes=args.processes)
+    for row in report:
+        print(
+            f"{row['case']}: shape {row['shape']}, step {row['step']:g}, windows {row['windows_evaluated']}/"
+            f"{row['windows_planned']} evaluated ({row['windows_skipped']} skipped; fine step: {row['windows_fine']}), "
+            f"{row['seconds']:.2f} s, {row['components_removed']} small components removed"
+        )
+    total = sum(r["seconds"] for r in report)
+    print(f"{len(report)} cases, {total:.2f} s of sliding window; report: {args.out}/pgps_predict_report.csv")
+    return 0
+
+
+def _surface_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "surface",
+        help="Dice and Normalized Surface Dice per case and class (for pgps collect, or two folders)",
+        description="Compute Dice and NSD at a tolerance in mm for every case and foreground class (pgps.metrics), "
+        "either for the final validation of trained nnU-Net fold folders (written to FOLD/validation/"
+        "pgps_surface.csv, which pgps collect reads) or for a folder of predictions against a folder of references "
+        "(--out). Files are read with nnU-Net's reader for the dataset.",
+    )
+    p.add_argument("--fold-dir", nargs="+", metavar="DIR", help="trained fold folder(s) with validation/summary.json")
+    p.add_argument("--pred", metavar="DIR", help="predicted segmentations (e.g. pgps predict's output)")
+    p.add_argument("--ref", metavar="DIR", help="reference segmentations with the same file names")
+    p.add_argument("--dataset-json", metavar="FILE", help="dataset.json for --pred/--ref (default: --pred's)")
+    p.add_argument("--out", metavar="CSV", help="table to write for --pred/--ref")
+    p.add_argument(
+        "--tolerance", type=float, default=None, metavar="MM",
+        help="NSD tolerance in mm (default: 2, the CDL-UNet authors' FLARE evaluation)",
+    )  # fmt: skip
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)")
+    p.set_defaults(func=_run_surface)
+
+
+def _run_surface(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgps.nnunet import surface
+
+    tolerance = surface.DEFAULT_TOLERANCE_MM if args.tolerance is None else args.tolerance
+    if bool(args.fold_dir) == bool(args.pred or args.ref):
+        raise ValueError("give either --fold-dir DIR... or --pred DIR --ref DIR --out CSV")
+    if args.fold_dir:
+        for fold in args.fold_dir:
+            print(surface.write_fold_surface(fold, tolerance, args.progress))
+        return 0
+    if not (args.pred and args.ref and args.out):
+        raise ValueError("--pred, --ref and --out go together")
+    meta = Path(args.dataset_json or Path(args.pred) / "dataset.json")
+    if not meta.is_file():
+        raise ValueError(f"{meta} does not exist (give --dataset-json)")
+    dataset_json = json.loads(meta.read_text())
+    rows = surface.surface_rows(surface.folder_pairs(args.pred, args.ref, dataset_json), dataset_json, tolerance,
+                                args.progress)  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, surface.surface_csv(rows))
+    import math
+
+    def mean(key: str) -> float:
+        values = [r[key] for r in rows if not math.isnan(r[key])]
+        return sum(values) / len(values) if values else math.nan
+
+    print(f"{args.out}: {len({r['case'] for r in rows})} cases, mean Dice {mean('dice'):.4f}, mean NSD "
+          f"{mean('nsd'):.4f} at {tolerance:g} mm")  # fmt: skip
+    return 0
+
+
+def _cdl_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cdl-report",
+        help="the data-curriculum experiment's table in the style of CDL-UNet Table 5, beside the published one",
+        description="Render table5.csv/.md (DSC and NSD per class and arm, the published CDL-UNet Table 5, and the "
+        "average gain of easy-then-hard over easy-only ours vs published) and difficulty.md (groups, L_real, "
+        "Spearman of DS with the known corruption level) from pgps surface tables (pgps.report.cdl).",
+    )
+    p.add_argument("--surface", nargs="+", required=True, metavar="ARM=CSV", help="pgps surface table per arm")
+    p.add_argument("--dataset-json", required=True, metavar="FILE", help="the dataset's dataset.json (class names)")
+    p.add_argument("--difficulty", required=True, metavar="CSV", help="difficulty.csv of the training cases")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped)")
+    p.add_argument("--notes", default="", help="a line about the run (size, epochs) under the table's title")
+    p.set_defaults(func=_run_cdl_report)
+
+
+def _run_cdl_report(args: argparse.Namespace) -> int:
+    from pgps.report.cdl import render_cdl
+
+    surfaces: dict[str, list[str]] = {}
+    for item in args.surface:
+        arm, sep, path = item.partition("=")
+        if not sep or not arm or not path:
+            raise ValueError(f"--surface takes ARM=CSV, got {item!r}")
+        surfaces.setdefault(arm, []).append(path)  # several tables of an arm (folds) are pooled
+    for path in render_cdl(surfaces, args.dataset_json, args.difficulty, args.out, args.published, args.notes):
+        print(path)
+    return 0
+
+
 def _report_command(name: str):
     """The ``pgps.report.commands`` function ``name``, imported only when it runs (pandas, matplotlib)."""
 
@@ -660,6 +999,10 @@ def build_parser() -> argparse.ArgumentParser:
     _trainers_parser(sub)
     _synth_parser(sub)
     _light_plans_parser(sub)
+    _difficulty_parser(sub)
+    _predict_parser(sub)
+    _surface_parser(sub)
+    _cdl_report_parser(sub)
     _train_evaluate_parser(sub)
     _backbone_plans_parser(sub)
     _gpu_slot_parser(sub)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, durable: bool = True) -> None:
@@ -28,6 +31,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, durab
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a hidden sibling (``.NAME.partial``) and rename it to ``target`` when the block ends.
+
+    An existing ``target`` is replaced; on any error (or interruption) the partial folder is removed and
+    ``target`` is left as it was, so a half-written folder never appears under its real name.
+    """
+    target = Path(target)
+    partial = target.parent / f".{target.name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        yield partial
+        if target.exists():
+            shutil.rmtree(target)
+        partial.rename(target)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> None:

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pgps.io import atomic_directory
 from pgps.sizes import AXES, Size, as_size
 
 SHAPES = ("ellipsoid", "blob", "mixed")
@@ -484,6 +484,104 @@ def _unit_quaternion(rng: np.random.Generator) -> np.ndarray:
     return q / np.sqrt((q**2).sum())
 
 
+# -- label sets with known, graded corruption ------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelNoise:
+    """``count`` noisy label sets per case, corrupted at a known, graded level (CDL-UNet-like pseudo-labels).
+
+    Case ``i`` of ``n`` gets a difficulty level from ``levels``: the ``n`` values
+    ``linspace(levels[0], levels[1], n)`` shuffled by the seed (so every level occurs once and the
+    case order says nothing). Label set ``k`` of that case is corrupted at ``level * factors[k]``
+    (default: ``linspace(1, 0.5, count)``, the last set the least corrupted, like a reference
+    model's prediction). Corruption at level ``x`` in [0, 1], per foreground class present:
+
+    - the class mask moves by ``x * max_shift`` voxels in a random direction (rounded per axis);
+    - with probability ``x * swap`` it takes another foreground class's label (off by default);
+    - a share ``x * scatter`` of its voxels, drawn at random, is moved to random places of the
+      volume (the class loses them where it was and gains as many false positives elsewhere).
+
+    Scatter makes the expected Dice between two sets of a class ``(1 - x s)^2`` whatever the object's
+    size, so that the level, not the anatomy, sets the agreement; the shift adds boundary errors.
+    Level 0 copies the label. Set ``k`` of case ``i`` is drawn from
+    ``default_rng([seed, i, 1000 + k])`` only.
+    """
+
+    count: int = 3
+    levels: tuple[float, float] = (0.0, 1.0)
+    factors: tuple[float, ...] | None = None
+    max_shift: float = 3.0
+    swap: float = 0.0
+    scatter: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_int("label set count", self.count, 2)
+        lo, hi = (float(v) for v in self.levels)
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"corruption levels must satisfy 0 <= low <= high <= 1, got {self.levels!r}")
+        object.__setattr__(self, "levels", (lo, hi))
+        factors = self.factors if self.factors is not None else tuple(np.linspace(1.0, 0.5, self.count).tolist())
+        factors = tuple(float(f) for f in factors)
+        if len(factors) != self.count or not all(0 <= f <= 1 for f in factors):
+            raise ValueError(f"factors must be {self.count} numbers in [0, 1], got {self.factors!r}")
+        object.__setattr__(self, "factors", factors)
+        for name in ("max_shift", "swap", "scatter"):
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and value >= 0) or (name != "max_shift" and value > 1):
+                raise ValueError(f"{name} must be a number >= 0 (swap and scatter at most 1), got {value}")
+
+    def case_levels(self, num_cases: int, seed: int) -> list[float]:
+        """The difficulty level of every case (graded, shuffled by ``seed``)."""
+        levels = np.linspace(self.levels[0], self.levels[1], num_cases)
+        return [float(v) for v in levels[np.random.default_rng([seed, 999_983]).permutation(num_cases)]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _lists(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def corrupt_label(label: np.ndarray, level: float, rng: np.random.Generator, noise: LabelNoise,
+                  num_classes: int) -> np.ndarray:  # fmt: skip
+    """A copy of ``label`` corrupted at ``level`` (see :class:`LabelNoise`); classes stay within ``1..num_classes``."""
+    out = np.zeros_like(label)
+    present = [int(c) for c in np.unique(label) if c > 0]
+    for c in present:
+        direction = _unit_vector(rng)
+        shift = np.rint(direction * level * noise.max_shift).astype(int).tolist()
+        target = c
+        if num_classes > 1 and rng.random() < level * noise.swap:
+            target = int(rng.choice([k for k in range(1, num_classes + 1) if k != c]))
+        moved = np.flatnonzero(_shifted(label == c, shift) & (out == 0))
+        scattered = math.floor(level * noise.scatter * len(moved) + 0.5)
+        out.reshape(-1)[moved] = target
+        if scattered:
+            out.reshape(-1)[rng.choice(moved, size=scattered, replace=False)] = 0
+            out.reshape(-1)[rng.integers(0, label.size, size=scattered)] = target
+    return out
+
+
+def _shifted(mask: np.ndarray, shift: Sequence[int]) -> np.ndarray:
+    """``mask`` moved by ``shift`` voxels per axis, zero-filled (no wrap-around)."""
+    out = np.zeros_like(mask)
+    src, dst = [], []
+    for s, n in zip(shift, mask.shape, strict=True):
+        s = max(-n, min(n, s))
+        src.append(slice(max(0, -s), n - max(0, s)))
+        dst.append(slice(max(0, s), n - max(0, -s)))
+    out[tuple(dst)] = mask[tuple(src)]
+    return out
+
+
+def make_label_sets(config: SynthConfig, noise: LabelNoise, index: int, level: float) -> list[np.ndarray]:
+    """The ``noise.count`` corrupted label sets of case ``index`` at difficulty ``level``."""
+    label = make_case(config, index)[1]
+    rngs = [np.random.default_rng([config.seed, index, 1000 + k]) for k in range(noise.count)]
+    return [
+        corrupt_label(label, level * f, rng, noise, config.num_classes)
+        for f, rng in zip(noise.factors, rngs, strict=True)
+    ]
+
+
 # -- statistics ----------------------------------------------------------------------------
 
 
@@ -604,6 +702,8 @@ def generate_dataset(
     *,
     overwrite: bool = False,
     progress: bool | None = False,
+    label_noise: LabelNoise | None = None,
+    test_cases: int = 0,
 ) -> Path:
     """Write ``out_dir/DatasetXXX_Name/{imagesTr,labelsTr,dataset.json}`` and return that folder.
 
@@ -614,7 +714,13 @@ def generate_dataset(
     another dataset with the same id. ``progress`` shows a tqdm bar on stderr (``None``: only when
     stderr is a terminal). The knobs and the measured :class:`ClassStatistics` are kept in
     ``dataset.json`` under ``pgps_synth``.
+
+    With ``label_noise``, ``labelSets/set_<k>/case_XXX.nii.gz`` (k = 1..count) hold the noisy label
+    sets of every training case (:class:`LabelNoise`) and ``pgps_synth.label_noise`` records the
+    knobs and each case's level; ``labelsTr`` stays clean (the ground truth). ``test_cases`` more
+    cases (indices after the training ones) go to ``imagesTs``/``labelsTs`` with clean labels.
     """
+    _check_int("test_cases", test_cases, 0)
     folder_name = dataset_folder_name(dataset_id, name)
     out_dir = Path(out_dir)
     target = out_dir / folder_name
@@ -632,29 +738,41 @@ def generate_dataset(
 
     not_progress = None if progress is None else not progress  # tqdm: None = only on a terminal
 
-    partial = out_dir / f".{folder_name}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
-    (partial / "imagesTr").mkdir(parents=True)
-    (partial / "labelsTr").mkdir()
-    try:
+    with atomic_directory(target) as partial:
+        (partial / "imagesTr").mkdir()
+        (partial / "labelsTr").mkdir()
         counts = []
-        identifiers = case_identifiers(config.num_cases)
-        bar = tqdm(range(config.num_cases), desc=folder_name, unit="case", file=sys.stderr, disable=not_progress)
+        identifiers = case_identifiers(config.num_cases + test_cases)
+        levels = label_noise.case_levels(config.num_cases, config.seed) if label_noise else []
+        total = config.num_cases + test_cases
+        bar = tqdm(range(total), desc=folder_name, unit="case", file=sys.stderr, disable=not_progress)
         for index in bar:
             image, label = make_case(config, index)
-            _write(sitk, image, config.spacing, partial / "imagesTr" / f"{identifiers[index]}_0000{FILE_ENDING}")
-            _write(sitk, label, config.spacing, partial / "labelsTr" / f"{identifiers[index]}{FILE_ENDING}")
+            split = "Tr" if index < config.num_cases else "Ts"
+            if split == "Ts" and index == config.num_cases:
+                (partial / "imagesTs").mkdir()
+                (partial / "labelsTs").mkdir()
+            _write(sitk, image, config.spacing, partial / f"images{split}" / f"{identifiers[index]}_0000{FILE_ENDING}")
+            _write(sitk, label, config.spacing, partial / f"labels{split}" / f"{identifiers[index]}{FILE_ENDING}")
+            if split == "Ts":
+                continue
             counts.append(np.bincount(label.ravel(), minlength=config.num_classes + 1))
+            if label_noise:
+                for k, noisy in enumerate(make_label_sets(config, label_noise, index, levels[index]), start=1):
+                    folder = partial / "labelSets" / f"set_{k}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    _write(sitk, noisy, config.spacing, folder / f"{identifiers[index]}{FILE_ENDING}")
+        meta = dataset_json(config, name, _statistics_from_counts(counts))
+        if label_noise:
+            meta["pgps_synth"]["label_noise"] = {
+                **label_noise.to_dict(),
+                "case_levels": dict(zip(identifiers, levels, strict=False)),
+            }
+        if test_cases:
+            meta["pgps_synth"]["test_cases"] = test_cases
         with open(partial / "dataset.json", "w") as f:
-            json.dump(dataset_json(config, name, _statistics_from_counts(counts)), f, indent=2)
+            json.dump(meta, f, indent=2)
             f.write("\n")
-        if target.is_dir():
-            shutil.rmtree(target)
-        partial.rename(target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return target
 
 

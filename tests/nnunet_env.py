@@ -97,10 +97,22 @@ def fold_folder(results: Path, trainer: str) -> Path:
 
 
 RUN_TRAINING = """
-import sys, torch
+import json, os, sys, torch
 from nnunetv2.run.run_training import get_trainer_from_args
 trainer = get_trainer_from_args("1", "3d_fullres", 0, sys.argv[1], device=torch.device("cpu"))
-stop_after = int(sys.argv[2]) if len(sys.argv) > 2 else None
+stop_after = int(sys.argv[2]) if len(sys.argv) > 2 and int(sys.argv[2]) >= 0 else None
+keys_file = sys.argv[3] if len(sys.argv) > 3 else None
+if len(sys.argv) > 4 and sys.argv[4] == "resume":  # continue from the latest (or final) checkpoint, as --c does
+    latest = os.path.join(trainer.output_folder, "checkpoint_latest.pth")
+    trainer.load_checkpoint(latest if os.path.exists(latest) else os.path.join(trainer.output_folder,
+                                                                             "checkpoint_final.pth"))
+if keys_file:  # record the case keys of every batch the training loop receives
+    step = trainer.train_step
+    def train_step(batch):
+        with open(keys_file, "a") as f:
+            f.write(json.dumps([trainer.current_epoch, [str(k) for k in batch["keys"]]]) + "\\n")
+        return step(batch)
+    trainer.train_step = train_step
 if stop_after is not None:  # simulate a pre-emption right after epoch `stop_after` was checkpointed
     trainer.save_every = stop_after + 1
     end = trainer.on_epoch_end
@@ -114,7 +126,9 @@ trainer.run_training()
 
 
 def train_only(root: Path, trainer: str, *args: str, results: Path | None = None, **extra: str):
-    """Run only ``run_training`` (no final sliding-window validation) in a subprocess."""
+    """Run only ``run_training`` (no final sliding-window validation) in a subprocess.
+
+    ``args``: ``[stop_after [keys_file ["resume"]]]`` (see :data:`RUN_TRAINING`; -1: do not stop)."""
     short = {"PGPS_EPOCHS": "4", "PGPS_ITERATIONS_PER_EPOCH": "2", "PGPS_VAL_ITERATIONS": "1", "nnUNet_n_proc_DA": "0"}
     short.update(extra)
     return subprocess.run(

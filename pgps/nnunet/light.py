@@ -71,6 +71,7 @@ other processes share the cores.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -126,6 +127,8 @@ def add_light_configuration(
     n_conv_per_stage: int | Sequence[int] = DEFAULT_CONVS,
     n_conv_per_stage_decoder: int | Sequence[int] | None = None,
     memory_format: str = DEFAULT_MEMORY_FORMAT,
+    strides: Sequence[Sequence[int]] | None = None,
+    kernel_sizes: Sequence[Sequence[int]] | None = None,
 ) -> dict:
     """A copy of ``plans`` with configuration ``name`` = ``source`` with a lighter ``PlainConvUNet``.
 
@@ -135,7 +138,9 @@ def add_light_configuration(
     ``n_conv_per_stage``: an int or ``n`` values; ``n_conv_per_stage_decoder``: an int or
     ``n - 1`` values, deepest decoder stage first (default: the encoder's count at the same
     resolution). ``patch_size`` (voxels, one per axis) and ``batch_size`` override the source's
-    when given; the patch must stay divisible by the total stride per axis. ``memory_format``
+    when given; the patch must stay divisible by the total stride per axis. ``strides`` and
+    ``kernel_sizes`` (one per stage, first stride ``[1, 1, 1]``) replace the source's (presets such
+    as :data:`PRESETS` ``"cdl-unet"`` fix their own). ``memory_format``
     (``"channels_last_3d"`` or ``"contiguous"``) is recorded under :data:`MEMORY_FORMAT_KEY`.
     An existing configuration ``name`` is replaced only if this function made it.
     """
@@ -170,8 +175,13 @@ def add_light_configuration(
     if n_conv_per_stage_decoder is None:
         n_conv_per_stage_decoder = encoder[-2::-1]  # decoder runs deepest first
     decoder = _convs("n_conv_per_stage_decoder", n_conv_per_stage_decoder, n - 1)
-    strides = [list(s) for s in kwargs["strides"][:n]]
-    kernel_sizes = [list(k) for k in kwargs["kernel_sizes"][:n]]
+    strides = [list(s) for s in (kwargs["strides"] if strides is None else strides)[:n]]
+    kernel_sizes = [list(k) for k in (kwargs["kernel_sizes"] if kernel_sizes is None else kernel_sizes)[:n]]
+    for what, values in (("strides", strides), ("kernel_sizes", kernel_sizes)):
+        if len(values) != n or any(len(v) != dim for v in values):
+            raise ValueError(f"{what} must give {n} stages of {dim} values, got {values}")
+        for i, v in enumerate(values):
+            _positive_ints(f"{what}[{i}]", v, dim)
     total_stride = [math.prod(s[a] for s in strides) for a in range(dim)]
 
     patch = _positive_ints("patch_size", planned_patch if patch_size is None else patch_size, dim)
@@ -202,6 +212,120 @@ def add_light_configuration(
     out = copy.deepcopy(plans)
     out["configurations"][name] = light
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LightPreset:
+    """A published light network as ``add_light_configuration`` arguments, with the numbers its paper prints."""
+
+    features: tuple[int, ...]
+    convs: int
+    patch_size: tuple[int, int, int]
+    batch_size: int
+    strides: tuple[tuple[int, int, int], ...]
+    kernel_sizes: tuple[tuple[int, int, int], ...]
+    reference_channels: int
+    reference_classes: int
+    published_params: float
+    published_flops: float
+    source: str
+
+
+PRESETS: dict[str, LightPreset] = {
+    "cdl-unet": LightPreset(
+        features=(16, 32, 64, 128),
+        convs=2,
+        patch_size=(32, 128, 192),
+        batch_size=2,
+        strides=((1, 1, 1), (1, 2, 2), (2, 2, 2), (2, 2, 2)),
+        kernel_sizes=((1, 3, 3), (3, 3, 3), (3, 3, 3), (3, 3, 3)),
+        reference_channels=1,
+        reference_classes=14,
+        published_params=1.39e6,
+        published_flops=64.02e9,
+        source="CDL-UNet (Wang et al., FLARE 2024) Sec. 2.2.3 and Table 2: patch 32x128x192, 16 initial channels, "
+        "three downsamplings, batch 2, 1.39 M parameters, 64.02 GFLOPs. Channels 16-32-64-128 (max 128), two "
+        "convolutions per stage, first-stage kernel 1x3x3 and strides 1x2x2, 2x2x2, 2x2x2: the authors' "
+        "nnUNetTrainerV2_LightUnet (4 stages of their ExperimentPlanner3D_LightUnet plans, github.com/iam-nacl/"
+        "FLARE2024). Reference network for the printed numbers: 1 CT channel, 14 outputs (13 organs + background).",
+    ),
+}
+"""Light networks from the literature for ``pgps light-plans --preset``."""
+
+
+def network_report(
+    arch: dict, patch_size: Sequence[int], input_channels: int, num_classes: int, batch_size: int = 1
+) -> dict[str, float]:
+    """Parameters and forward cost of an nnU-Net ``architecture`` entry (class name, kwargs) at ``patch_size``.
+
+    Builds the network with nnU-Net's ``get_network_from_plans`` (no deep supervision: inference)
+    and counts one forward pass of ``batch_size`` patches on the meta device (shapes, no arithmetic)
+    with ``torch.utils.flop_counter``
+    (convolutions and matrix products only; FLOPs = 2 x multiply-accumulates). Returns ``params``,
+    ``flops``, ``macs``, the counts per operator, and ``v1_params``: the parameters as nnU-Net v1's
+    ``Generic_UNet`` (CDL-UNet's network) has them, without the biases of the transposed
+    convolutions and of the segmentation heads that nnU-Net v2's ``PlainConvUNet`` adds.
+    """
+    import torch
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from torch.utils.flop_counter import FlopCounterMode
+
+    network = get_network_from_plans(
+        arch["network_class_name"], arch["arch_kwargs"], arch.get("_kw_requires_import", ()), input_channels,
+        num_classes, allow_init=False, deep_supervision=False,
+    )  # fmt: skip
+    params = sum(p.numel() for p in network.parameters())
+    heads = getattr(getattr(network, "decoder", None), "seg_layers", [])
+    v2_biases = [m.bias for m in network.modules() if isinstance(m, torch.nn.modules.conv._ConvTransposeNd)]
+    v2_biases += [m.bias for m in heads]
+    v1_params = params - sum(b.numel() for b in v2_biases if b is not None)
+    network.eval().to("meta")  # shapes only: counting needs no arithmetic
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(torch.zeros((batch_size, input_channels, *patch_size), device="meta"))
+    flops = counter.get_total_flops()
+    by_op = {str(k): v for k, v in counter.get_flop_counts().get("Global", {}).items()}
+    return {"params": params, "v1_params": v1_params, "flops": flops, "macs": flops / 2, "by_operator": by_op}
+
+
+def light_report(plans: dict, name: str, dataset_json: str | None = None, preset: LightPreset | None = None) -> str:
+    """Parameters and forward FLOPs of configuration ``name`` (one patch), for the dataset and for the preset's
+    reference network beside the published numbers."""
+    import json
+
+    from pgps.plans import resolve_configuration
+
+    conf = resolve_configuration(plans["configurations"], name)
+    arch, patch = conf["architecture"], conf["patch_size"]
+    lines = []
+    if dataset_json is not None:
+        from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+        with open(dataset_json) as f:
+            meta = json.load(f)
+        channels = len(meta.get("channel_names", meta.get("modality", {"0": ""})))
+        classes = LabelManager(meta["labels"], meta.get("regions_class_order")).num_segmentation_heads
+        r = network_report(arch, patch, channels, classes)
+        lines.append(
+            f"network for this dataset ({channels} channel(s), {classes} outputs), one {_size(patch)} patch: "
+            f"{r['params']:,} parameters, {r['flops'] / 1e9:.2f} GFLOPs forward ({r['macs'] / 1e9:.2f} G "
+            "multiply-accumulates)"
+        )
+    if preset is not None:
+        r = network_report(arch, preset.patch_size, preset.reference_channels, preset.reference_classes)
+        lines += [
+            f"published reference ({preset.reference_channels} channel, {preset.reference_classes} outputs, one "
+            f"{_size(preset.patch_size)} patch):",
+            f"  parameters: {r['params']:,} (nnU-Net v2), {r['v1_params']:,} without the transposed-convolution and "
+            f"head biases nnU-Net v1 omits; printed {preset.published_params / 1e6:.2f} M",
+            f"  forward: {r['flops'] / 1e9:.2f} GFLOPs = {r['macs'] / 1e9:.2f} G multiply-accumulates; printed "
+            f"{preset.published_flops / 1e9:.2f} G (ratio to our multiply-accumulates "
+            f"{preset.published_flops / r['macs']:.3f}; see the README on the difference)",
+        ]
+    return "\n".join(lines)
+
+
+def _size(patch: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in patch)
 
 
 def use_channels_last_3d(network: nn.Module) -> RemovableHandle:

@@ -12,6 +12,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 )
 
 from pgps.nnunet.backbones import BackboneMixin
+from pgps.nnunet.data_curriculum import DataCurriculumMixin
 from pgps.nnunet.memory import MemoryProbeMixin
 from pgps.nnunet.trainer import PGPSMixin
 
@@ -103,22 +104,24 @@ TRAINING_LENGTHS = {1: 0.01, 10: 0.10, 25: 0.25, 50: 0.50}
 """Training-length variants: percent of nnU-Net's 250 iterations per epoch (1000 epochs kept)."""
 
 
+JOURNAL_STRATEGIES = (
+    nnUNetTrainer_PGPS_CPS,
+    nnUNetTrainer_PGPS_Efficiency,
+    nnUNetTrainer_PGPS_Performance,
+    nnUNetTrainer_PGPS_CPS_NoMirroring,
+    nnUNetTrainer_PGPS_Efficiency_NoMirroring,
+    nnUNetTrainer_PGPS_Performance_NoMirroring,
+)
+"""The journal's three strategies, with and without mirroring."""
+
+
 def _training_length_variants() -> dict[str, type]:
     """``<base>_<p>pct`` for the three journal strategies, with and without mirroring (Figure 3 runs
     ToothFairy2 and TotalSegmentatorV2 without mirroring at every length), and for the MICCAI 2024
     strategies (its Figure 2 / Supplemental Table 2: CPS, RPSS and PGPS at 10, 25, 50 and 100%)."""
     made = {}
-    for base in (
-        nnUNetTrainer_PGPS_CPS,
-        nnUNetTrainer_PGPS_Efficiency,
-        nnUNetTrainer_PGPS_Performance,
-        nnUNetTrainer_PGPS_CPS_NoMirroring,
-        nnUNetTrainer_PGPS_Efficiency_NoMirroring,
-        nnUNetTrainer_PGPS_Performance_NoMirroring,
-        nnUNetTrainer_PGPS_MICCAI,
-        nnUNetTrainer_PGPS_MICCAIPlus,
-        nnUNetTrainer_PGPS_RPSS,
-    ):
+    miccai = (nnUNetTrainer_PGPS_MICCAI, nnUNetTrainer_PGPS_MICCAIPlus, nnUNetTrainer_PGPS_RPSS)
+    for base in (*JOURNAL_STRATEGIES, *miccai):
         for percent, fraction in TRAINING_LENGTHS.items():
             name = f"{base.__name__}_{percent}pct"
             doc = f"{base.__name__} at {percent}% of the default iterations per epoch."
@@ -168,6 +171,44 @@ class nnUNetTrainer_PGPS_UNETR_Performance_MemoryProbe(MemoryProbeMixin, nnUNetT
 
 class nnUNetTrainer_PGPS_SwinUNETR_Performance_MemoryProbe(MemoryProbeMixin, nnUNetTrainer_PGPS_SwinUNETR_Performance):
     pass
+
+
+# Data-level curriculum (CDL-UNet, FLARE 2024): which cases each phase may draw, from difficulty.csv
+# (pgps.nnunet.data_curriculum), on top of every patch-size mode and batch strategy. "_DataCurriculumRestart"
+# also restarts the poly learning rate at each phase switch, as the authors' hard course does.
+DATA_CURRICULUM_BASES = (
+    nnUNetTrainer_PGPS_CPS,
+    nnUNetTrainer_PGPS_Efficiency,
+    nnUNetTrainer_PGPS_Performance,
+    nnUNetTrainer_PGPS_Performance_SingleCrop,
+    nnUNetTrainer_PGPS_Performance_MultiCrop,
+    nnUNetTrainer_PGPS_Performance_SingleVolume,
+    nnUNetTrainer_PGPS_MICCAI,
+    nnUNetTrainer_PGPS_MICCAIPlus,
+    nnUNetTrainer_PGPS_RPSS,
+    nnUNetTrainer_PGPS_ProgressiveResolution,
+    nnUNetTrainer_PGPS_CPS_NoMirroring,
+    nnUNetTrainer_PGPS_Efficiency_NoMirroring,
+    nnUNetTrainer_PGPS_Performance_NoMirroring,
+)
+DATA_CURRICULUM_RESTART_BASES = JOURNAL_STRATEGIES
+"""Bases that also get a ``_DataCurriculumRestart`` variant (any other: ``PGPS_LR_RESTART=1``)."""
+
+
+def _data_curriculum_variants() -> dict[str, type]:
+    made = {}
+    for base in DATA_CURRICULUM_BASES:
+        for restart in (False, True):
+            if restart and base not in DATA_CURRICULUM_RESTART_BASES:
+                continue
+            name = f"{base.__name__}_DataCurriculum{'Restart' if restart else ''}"
+            doc = f"{base.__name__} with the data-level curriculum{' and an LR restart per phase' if restart else ''}."
+            attrs = {"lr_restart": restart, "__doc__": doc, "__module__": __name__}
+            made[name] = type(name, (DataCurriculumMixin, base), attrs)
+    return made
+
+
+globals().update(_data_curriculum_variants())
 
 
 TRAINERS: tuple[str, ...] = tuple(

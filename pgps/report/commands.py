@@ -21,12 +21,29 @@ def collect(args: argparse.Namespace) -> int:
     characteristics = read_characteristics(args.characteristics) if args.characteristics else None
     results, epochs, schedules, cases = collect_runs(manifest, progress=None if args.quiet else sys.stderr)
     paths = write_results(args.out, results, epochs, schedules, characteristics, cases)
+    paths += write_surface(args.out, manifest)
     status = results["status"].value_counts().to_dict()
     print(
         f"{len(results)} runs ({', '.join(f'{n} {s}' for s, n in sorted(status.items())) or 'none'}), "
         f"{len(epochs)} epoch rows -> {', '.join(str(p) for p in paths)}"
     )
     return 0
+
+
+def write_surface(out: str | Path, manifest: pd.DataFrame) -> list[Path]:
+    """``surface.csv``: every run's per-case, per-class Dice/NSD (when any run has ``pgps surface``'s table)."""
+    from pgps.report.results import FACTORS
+    from pgps.report.surface import RESULTS_SURFACE_FILE, collect_surface
+
+    table = collect_surface(manifest, FACTORS)
+    path = Path(out) / RESULTS_SURFACE_FILE
+    if not len(table):
+        path.unlink(missing_ok=True)  # an earlier collection's: not these results'
+        return []
+    buf = io.StringIO()
+    table.to_csv(buf, index=False, float_format="%.6g", lineterminator="\n")
+    atomic_write_text(path, buf.getvalue())
+    return [path]
 
 
 def _dataset_args(values: list[str]) -> list[tuple[str, Path]]:

@@ -42,6 +42,7 @@ import pandas as pd
 from pgps.io import atomic_write_text
 from pgps.report import datasets as ds
 from pgps.report import stats
+from pgps.report.surface import surface_metrics
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset", "backbone", "mode", "sampler", "mirroring", "length", "fold", "seed", "trainer", "plans",
@@ -63,6 +64,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "p_max_epochs", "p_max_mean_epoch_time_s", "relative_runtime", "iterated_voxels", "planned_iterated_voxels",
     "planned_relative_voxels", "cps_voxels_per_epoch", "patch_size_max", "batch_size_base", "num_stages",
     "first_batch_size", "fg_fallbacks", "mean_fg_voxel_share", "mean_class_presence_share", "energy_kwh", "co2_kg",
+    "nsd", "nsd_per_class", "nsd_tolerance_mm",
 )  # fmt: skip
 """What :func:`collect_run` measures per run (Dice as a fraction, times in seconds, voxels per
 channel). ``status``: ``complete`` (nnU-Net's validation summary exists and the telemetry holds every
@@ -70,7 +72,8 @@ epoch of the run's schedule exactly once), ``incomplete`` (validated, but the te
 holds fewer or repeated epochs: a cut or stale file, or a run resumed without its telemetry),
 ``training`` (only pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete
 runs only. ``energy_kwh`` and ``co2_kg`` are CodeCarbon's totals for the run (missing without CodeCarbon,
-see :mod:`pgps.nnunet.carbon`)."""
+see :mod:`pgps.nnunet.carbon`). ``nsd*``: from ``validation/pgps_surface.csv`` when ``pgps surface`` wrote it
+(:mod:`pgps.report.surface`)."""
 
 RESULTS_FILE, EPOCHS_FILE, SCHEDULES_FILE, CHARACTERISTICS_FILE, CASES_FILE = (
     "results.csv", "epochs.csv", "schedules.json", "characteristics.csv", "cases.csv",
@@ -200,6 +203,7 @@ def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | No
         "mean_class_presence_share": _column_mean(telemetry, "class_presence_share"),
         "energy_kwh": _number(s.get("energy_kwh")),
         "co2_kg": _number(s.get("co2_kg")),
+        **surface_metrics(fold_dir),
     }
     return metrics, telemetry, (schedule.summary() if schedule else None)
 

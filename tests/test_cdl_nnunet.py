@@ -1,0 +1,268 @@
+"""CDL-UNet on nnU-Net (CPU, tiny dataset): the data-curriculum trainers draw only the current phase's cases
+(measured from the batches the loader returned), restart the learning rate per phase, resume in the same
+phase; ``pgps difficulty`` on raw label folders; ``pgps predict`` equals nnUNetPredictor with adaptation off."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import nnunet_env as nn
+
+pytestmark = pytest.mark.nnunet
+
+TRAIN = [f"case_{i:03d}" for i in range(5)]  # fold 0 of our own splits_final.json; case_005 validates
+DS = {"case_000": 0.97, "case_001": 0.95, "case_002": 0.86, "case_003": 0.84, "case_004": 0.40, "case_005": 0.99}
+EASY, HARD = {"case_000", "case_001"}, {"case_002", "case_003"}  # case_004 erroneous, case_005 not in training
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_nnunet, tmp_path_factory):
+    """A copy of the session's tiny dataset (raw and preprocessed) with our own split and difficulty.csv."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("cdl")
+    for part in ("raw", "preprocessed"):
+        shutil.copytree(tiny_nnunet / part, root / part)
+    pre = root / "preprocessed" / nn.DATASET
+    (pre / "splits_final.json").write_text(json.dumps([{"train": TRAIN, "val": ["case_005"]}]))
+    lines = ["case,ds"] + [f"{c},{v}" for c, v in DS.items()]
+    (pre / "difficulty.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run(root, trainer, results, keys_file, stop_after=-1, resume=False, **env):
+    """nnU-Net's run_training with every batch's keys recorded by the harness (not by the trainer)."""
+    args = (str(stop_after), str(keys_file), "resume" if resume else "new")
+    return nn.train_only(root, trainer, *args, results=results, **env)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """``trained(trainer) -> (results folder, keys file)`` of a whole 4-epoch run with PGPS_SEED=3, run once."""
+    done: dict[str, tuple] = {}
+
+    def get(trainer):
+        if trainer not in done:
+            folder = tmp_path_factory.mktemp(trainer)
+            check(run(tiny, trainer, folder / "results", folder / "keys.jsonl", PGPS_SEED="3"))
+            done[trainer] = folder / "results", folder / "keys.jsonl"
+        return done[trainer]
+
+    return get
+
+
+def check(proc, code=0):
+    assert proc.returncode == code, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def drawn_keys(path):
+    epochs: dict[int, list[str]] = {}
+    for line in path.read_text().splitlines():
+        epoch, keys = json.loads(line)
+        epochs.setdefault(epoch, []).extend(keys)
+    return epochs
+
+
+def log_rows(results, trainer):
+    with open(nn.fold_folder(results, trainer) / "pgps_data_curriculum.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize(
+    "trainer",
+    [
+        "nnUNetTrainer_PGPS_Performance_DataCurriculumRestart",  # Split-Crop, batch 16 -> 2, LR restart
+        "nnUNetTrainer_PGPS_RPSS_DataCurriculum",  # nnU-Net's own loader, one per randomly drawn stage
+    ],
+)
+def test_loader_draws_only_the_phase_cases(trained, trainer):
+    results, keys_file = trained(trainer)
+    drawn = drawn_keys(keys_file)
+    # easy_then_hard over 4 epochs: round(0.4 * 4) = 2 easy epochs, then easy + hard; never erroneous or validation
+    assert sorted(drawn) == [0, 1, 2, 3]
+    for epoch, keys in drawn.items():
+        allowed = EASY if epoch < 2 else EASY | HARD
+        assert set(keys) <= allowed, (epoch, keys)
+    assert set(drawn[2] + drawn[3]) & HARD  # the hard course really draws hard cases
+    rows = log_rows(results, trainer)
+    assert [int(r["phase"]) for r in rows] == [0, 0, 1, 1]
+    assert [int(r["cases_allowed"]) for r in rows] == [2, 2, 4, 4]
+    assert all(int(r["keys_outside_phase"]) == 0 for r in rows)
+    assert [sorted(r["drawn"].split(";")) for r in rows] == [sorted(set(drawn[e])) for e in range(4)]
+    lrs = [float(r["lr"]) for r in rows]
+    if trainer.endswith("Restart"):  # poly LR restarted at the phase switch: 0.01 (1 - t/2)^0.9, t = 0, 1, 0, 1
+        assert lrs == pytest.approx([0.01, 0.01 * 0.5**0.9] * 2)
+    else:  # nnU-Net's poly LR over the 4 epochs
+        assert lrs == pytest.approx([0.01 * (1 - e / 4) ** 0.9 for e in range(4)])
+
+
+def test_resume_keeps_the_phase(tiny, trained, tmp_path):
+    trainer = "nnUNetTrainer_PGPS_Performance_DataCurriculumRestart"
+    whole, split = trained(trainer)[0], tmp_path / "split"
+    # stop right after epoch 1, the last easy epoch, and resume: the resumed run starts in the hard course
+    check(run(tiny, trainer, split, tmp_path / "split.jsonl", stop_after=1, PGPS_SEED="3"), code=17)
+    assert len(log_rows(split, trainer)) == 2
+    resumed = run(tiny, trainer, split, tmp_path / "split.jsonl", resume=True, PGPS_SEED="3")
+    check(resumed)
+    assert "PGPS data curriculum: resuming at epoch 2" in resumed.stdout
+    a, b = log_rows(whole, trainer), log_rows(split, trainer)
+    assert [(r["epoch"], r["phase"], r["cases_allowed"], r["lr"]) for r in a] == [
+        (r["epoch"], r["phase"], r["cases_allowed"], r["lr"]) for r in b
+    ]
+    measured = drawn_keys(tmp_path / "split.jsonl")
+    assert all(set(measured[e]) <= EASY | HARD for e in (2, 3)) and set(measured[2] + measured[3]) & HARD
+    # with in-process loading and the RNG states restored, the resumed run draws the same cases
+    assert [r["drawn"] for r in a] == [r["drawn"] for r in b]
+    # a changed difficulty.csv is refused on resume
+    changed = tmp_path / "changed.csv"
+    changed.write_text("case,ds\n" + "".join(f"{c},{0.99 if c == 'case_002' else v}\n" for c, v in DS.items()))
+    refused = run(tiny, trainer, split, tmp_path / "x.jsonl", resume=True, PGPS_DIFFICULTY=str(changed), PGPS_SEED="3")
+    assert refused.returncode != 0 and "different data curriculum" in refused.stderr, refused.stderr[-2000:]
+
+
+# Start each trainer up to its first batch with a given difficulty.csv and print the error (one process for all).
+FAILURES = """
+import os, sys, torch
+from nnunetv2.run.run_training import get_trainer_from_args
+for trainer_name, path in zip(sys.argv[1::2], sys.argv[2::2]):
+    os.environ["PGPS_DIFFICULTY"] = path
+    trainer = get_trainer_from_args("1", "3d_fullres", 0, trainer_name, device=torch.device("cpu"))
+    try:
+        trainer.on_train_start()
+        print("STARTED")
+    except ValueError as exc:
+        print("ERROR", str(exc).splitlines()[0])
+"""
+
+
+def test_missing_or_incomplete_difficulty_fails_before_training(tiny, tmp_path):
+    partial = tmp_path / "partial.csv"
+    partial.write_text("case,ds\ncase_000,0.95\ncase_001,0.95\n")
+    one_easy = tmp_path / "one_easy.csv"  # Split-Crop needs two cases in every phase
+    one_easy.write_text("case,ds\n" + "".join(f"{c},{0.85 if c == 'case_001' else v}\n" for c, v in DS.items()))
+    runs = [
+        ("nnUNetTrainer_PGPS_CPS_DataCurriculum", partial),
+        ("nnUNetTrainer_PGPS_CPS_DataCurriculum", tmp_path / "none.csv"),
+        ("nnUNetTrainer_PGPS_Performance_DataCurriculum", one_easy),
+        ("nnUNetTrainer_PGPS_Efficiency_DataCurriculum", one_easy),  # nnU-Net's loader draws with replacement
+    ]
+    args = [str(x) for pair in runs for x in pair]
+    env = nn.env(tiny, tmp_path / "results", PGPS_EPOCHS="4", nnUNet_n_proc_DA="0")
+    proc = subprocess.run([sys.executable, "-c", FAILURES, *args], env=env, capture_output=True, text=True)
+    check(proc)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("ERROR", "STARTED"))]
+    assert len(lines) == 4, proc.stdout[-3000:]
+    assert "has no difficulty for 3 training case(s) of fold 0: case_002, case_003, case_004" in lines[0]
+    assert "none.csv (from $PGPS_DIFFICULTY) does not exist" in lines[1]
+    assert "data curriculum phase 0 (epochs 0-1, 1 cases) with PGPS stage 0" in lines[2]
+    assert lines[3] == "STARTED"
+
+
+def test_difficulty_cli_on_raw_label_folders(tiny, tmp_path, capsys):
+    import SimpleITK as sitk
+
+    from pgps.cli import main
+
+    labels = tiny / "raw" / nn.DATASET / "labelsTr"
+    noisy = tmp_path / "noisy"
+    noisy.mkdir()
+    for f in sorted(labels.glob("*.nii.gz")):
+        image = sitk.ReadImage(str(f))
+        array = sitk.GetArrayFromImage(image)
+        array[array == 2] = 0  # the second set misses class 2 in every case
+        out = sitk.GetImageFromArray(array)
+        out.CopyInformation(image)
+        sitk.WriteImage(out, str(noisy / f.name))
+    out = tmp_path / "out" / "difficulty.csv"
+    code = main(["difficulty", "--labels", str(labels), str(noisy), str(labels), "--out", str(out), "--no-progress"])
+    assert code == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["case"] for r in rows] == [f"case_{i:03d}" for i in range(nn.NUM_CASES)]
+    # sets: labelsTr, a copy without class 2, labelsTr again (same folder names: set1..set3). Per case
+    # Dice(set1, set3) = 1 and Dice(set1, set2) = (1 + 0) / 2 = 0.5 (class 1 equal, class 2 missing), so
+    # RS = (0.75, 0.5, 0.75): L_real = set1 (the tie goes to the first); DS = (1 + 0.5) / 2 = 0.75: erroneous
+    for row in rows:
+        assert (row["real"], row["group"]) == ("set1", "erroneous")
+        assert [float(row[k]) for k in ("rs_set1", "rs_set2", "rs_set3", "ds")] == [0.75, 0.5, 0.75, 0.75]
+    # a spacing mismatch names the case and both files; nothing is written
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in sorted(labels.glob("*.nii.gz")):
+        image = sitk.ReadImage(str(f))
+        if f.name == "case_003.nii.gz":
+            image.SetSpacing((1.0, 1.0, 2.5))
+        sitk.WriteImage(image, str(bad / f.name))
+    target = tmp_path / "bad.csv"
+    assert main(["difficulty", "--labels", str(labels), str(bad), "--out", str(target), "--no-progress"]) == 2
+    assert not target.exists() and not list(tmp_path.glob(".pgps-difficulty-*"))
+    assert "case case_003: " in capsys.readouterr().err  # names the case and both files
+    # a shape mismatch too
+    image = sitk.ReadImage(str(bad / "case_003.nii.gz"))
+    sitk.WriteImage(image[:, :, :20], str(bad / "case_003.nii.gz"))
+    assert main(["difficulty", "--labels", str(labels), str(bad), "--out", str(target), "--no-progress"]) == 2
+    assert "has shape 20x24x24" in capsys.readouterr().err and not target.exists()
+
+
+def test_predict_without_adaptation_equals_nnunet_predictor(tiny, trained, tmp_path):
+    import shutil
+
+    import SimpleITK as sitk
+
+    from pgps.metrics import label_dice
+
+    trainer = "nnUNetTrainer_PGPS_RPSS_DataCurriculum"
+    results = trained(trainer)[0]
+    model = nn.fold_folder(results, trainer).parent
+    raw = tiny / "raw" / nn.DATASET
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    cases = ["case_000", "case_001"]
+    for case in cases:
+        shutil.copy(raw / "imagesTr" / f"{case}_0000.nii.gz", images)
+        shutil.copy(raw / "labelsTr" / f"{case}.nii.gz", labels)
+    shutil.copy(raw / "dataset.json", tmp_path)  # the labels' dataset.json, one folder up
+    code = f"""
+import os, torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from pgps.cli import main
+from pgps.nnunet.predict import Adaptation, make_predictor, predict_folder
+plain = nnUNetPredictor(tile_step_size=0.5, use_mirroring=True, perform_everything_on_device=False,
+                        device=torch.device("cpu"), allow_tqdm=False)
+plain.initialize_from_trained_model_folder({str(model)!r}, (0,))
+os.makedirs({str(tmp_path / "plain")!r})  # the sequential path writes into an existing folder
+plain.predict_from_files_sequential({str(images)!r}, {str(tmp_path / "plain")!r})
+ours = make_predictor({str(model)!r}, (0,), adaptation=Adaptation.off())
+report = predict_folder(ours, {str(images)!r}, {str(tmp_path / "ours")!r})
+print("REPORT", [(r["case"], r["windows_planned"], r["windows_evaluated"]) for r in report])
+# a third label set predicted by the model: pgps difficulty --predict-with
+code = main(["difficulty", "--labels", {str(labels)!r}, {str(labels)!r}, "--predict-with", {str(model)!r},
+             "--folds", "0", "--images", {str(images)!r}, "--out", {str(tmp_path / "difficulty.csv")!r},
+             "--no-progress"])
+print("DIFFICULTY", code)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], env=nn.env(tiny, results), capture_output=True, text=True)
+    check(proc)
+    for case in cases:
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "plain" / f"{case}.nii.gz")))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ours" / f"{case}.nii.gz")))
+        assert np.array_equal(a, b), case
+    # 24^3 volumes, 16^3 patch, step 0.5: 2 windows per axis, all evaluated
+    assert "('case_000', 8, 8)" in proc.stdout and "DIFFICULTY 0" in proc.stdout
+    with open(tmp_path / "ours" / "pgps_predict_report.csv") as f:
+        assert [int(r["windows_skipped"]) for r in csv.DictReader(f)] == [0, 0]
+    # sets: the labels twice (set1, set2) and the model's prediction; Dice(set1, set2) = 1, so L_real = set1 and
+    # DS = (1 + 1) / 2 = 1; the prediction's Dice with the labels is that of the exported segmentation
+    rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "difficulty.csv"))}
+    for case in cases:
+        row = rows[case]
+        assert (row["real"], float(row["ds"]), row["group"]) == ("set1", 1.0, "easy")
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz")))
+        predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ours" / f"{case}.nii.gz")))
+        assert float(row["dice_set1_prediction"]) == pytest.approx(label_dice(truth, predicted), abs=1e-6)
