@@ -40,7 +40,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.io import atomic_write_text
-from pgps.nnunet import compiling
+from pgps.lr import REFERENCE_BATCH_SIZE, scaled_learning_rate
+from pgps.nnunet import compiling, losses
 from pgps.nnunet.batched import AugmentationSpec
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
@@ -241,6 +242,9 @@ class PGPSMixin:
     - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: sampler/RPSS seed;
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
       (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch.
+    - ``loss_variant``: a loss of :data:`pgps.nnunet.losses.LOSS_VARIANTS` (``"dice_ce"``: nnU-Net's);
+    - ``lr_scaling``: ``None`` (nnU-Net's learning rate), ``"linear"`` or ``"sqrt"`` in the planned batch
+      size relative to ``lr_reference_batch_size`` (:func:`pgps.lr.scaled_learning_rate`).
     """
 
     curriculum_mode: str = "performance"
@@ -251,6 +255,9 @@ class PGPSMixin:
     batch_size_cap: int | None = None
     curriculum_seed: int = 0
     batched_augmentation: bool = True
+    loss_variant: str = "dice_ce"
+    lr_scaling: str | None = None
+    lr_reference_batch_size: int = REFERENCE_BATCH_SIZE
 
     def __init__(
         self,
@@ -266,6 +273,10 @@ class PGPSMixin:
         for env, (attr, minimum) in ENV_OVERRIDES.items():
             if os.environ.get(env):
                 setattr(self, attr, _env_int(env, os.environ[env], minimum))
+        self.unscaled_lr = self.initial_lr
+        self.initial_lr = scaled_learning_rate(
+            self.initial_lr, self.configuration_manager.batch_size, self.lr_reference_batch_size, self.lr_scaling
+        )
         self.planned_oversample = self.oversample_foreground_percent
         if self.foreground_share is not None:
             self.oversample_foreground_percent = self.foreground_share
@@ -358,6 +369,15 @@ class PGPSMixin:
         """The network that trains stage ``index``: compiled, or eager where compiling cannot pay off."""
         compiled = getattr(self, "_compiled_network", None)
         return compiled if compiled is not None and self._compiled_stages[index] else self._eager_network
+
+    # -- loss (pgps.nnunet.losses) ---------------------------------------------------------------
+    def _build_loss(self):
+        """nnU-Net's loss (Dice + CE, deep supervision) as this trainer's ``loss_variant``."""
+        lm = self.label_manager
+        return losses.vary_loss(
+            super()._build_loss(), self.loss_variant, has_regions=lm.has_regions, ignore_label=lm.ignore_label,
+            batch_dice=self.configuration_manager.batch_dice, is_ddp=self.is_ddp,
+        )  # fmt: skip
 
     # -- loaders ----------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -497,6 +517,7 @@ class PGPSMixin:
             self._restore_rng(self._resume_state["rng"])
             self._resume_state["rng"] = None
         self.dataloader_train.iteration = 0
+        losses.loss_weights_for_epoch(self.loss, self.current_epoch, self.num_epochs)  # scheduled weights only
         self.telemetry.reset()
         self._epoch_started = time.perf_counter()
 
@@ -585,6 +606,14 @@ class PGPSMixin:
             "fg_fallbacks": sum(int(f) for f in fallbacks) if measured else None,  # None: nnU-Net's own loader
             "compile_time_s": sum(float(r.get("compile_time_s") or 0) for r in rows),
             "compilations": sum(int(r.get("compilations") or 0) for r in rows),
+            "loss": losses.describe_loss(self.loss, self.loss_variant),
+            "learning_rate": {
+                "initial_lr": self.initial_lr,
+                "nnunet_lr": self.unscaled_lr,
+                "scaling": self.lr_scaling,  # None: nnU-Net's learning rate, as the articles train
+                "batch_size": self.configuration_manager.batch_size,
+                "reference_batch_size": self.lr_reference_batch_size,
+            },
         }
 
     # -- checkpoint state -------------------------------------------------------------------------
