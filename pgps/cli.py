@@ -24,6 +24,34 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"pgps: error: {message}\n")
 
 
+def _read_plans(path: str) -> dict:
+    """A plans JSON file, with errors that name it."""
+    with open(path) as f:
+        try:
+            plans = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(plans, dict) or not isinstance(plans.get("configurations"), dict):
+        raise ValueError(f"{path} is not an nnU-Net v2 plans file: it has no 'configurations'")
+    return plans
+
+
+def _refuse_silent_changes(path: str, before: dict, after: dict, overwrite: bool) -> None:
+    """Raise unless writing ``after`` to ``path`` (holding ``before``) keeps every configuration it held, or
+    ``overwrite`` allows replacing and dropping them: a run trained on a configuration cannot resume once it changed."""
+    old, new = before.get("configurations", {}), after.get("configurations", {})
+    dropped = [name for name in old if name not in new]
+    changed = [name for name in old if name in new and new[name] != old[name]]
+    if (dropped or changed) and not overwrite:
+        what = "; ".join(
+            part for part in (f"would replace configuration(s) {', '.join(changed)}" if changed else "",
+                              f"would drop configuration(s) {', '.join(dropped)}" if dropped else "") if part
+        )  # fmt: skip
+        raise ValueError(
+            f"{path}: {what}, which runs may have been trained on (their --c would fail); pass --overwrite to do it"
+        )
+
+
 def _schedule_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "schedule",
@@ -261,6 +289,118 @@ def _run_light_plans(args: argparse.Namespace) -> int:
         f"batch {planned.batch_size}, PGPS step {fmt_size(planned.steps)}, features "
         f"{','.join(map(str, args.features))}, {args.convs} conv(s) per stage, {args.memory_format}"
     )
+    return 0
+
+
+def _plans_variant_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plans-variant",
+        help="add a configuration with the same network and another patch and/or batch size to a plans file",
+        description="Add configuration NAME to an nnU-Net v2 plans file: SOURCE's network, normalization and "
+        "preprocessed data (it inherits from SOURCE; no re-preprocessing) with another patch size and/or batch size, "
+        "e.g. the AMOS22 large-batch study's 64x288x288 at batch 2. The patch must be a multiple of the network's "
+        "total stride on every axis. Train with nnUNetv2_train DATASET NAME FOLD [-p PLANS_NAME] -tr .... The output "
+        "file is replaced atomically; a configuration NAME that differs is replaced only with --overwrite.",
+    )
+    p.add_argument("--plans", required=True, metavar="FILE", help="nnU-Net v2 plans JSON to read (nnUNetPlans.json)")
+    p.add_argument("--source", default="3d_fullres", help="configuration whose network is kept (default: %(default)s)")
+    p.add_argument("--name", help="name of the added configuration (default: SOURCE_pZxYxX_bB)")
+    p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="patch size per axis (default: SOURCE's)")
+    p.add_argument("--batch-size", type=int, metavar="B", help="batch size (default: SOURCE's)")
+    p.add_argument("--out", metavar="FILE", help="plans file to write (default: edit --plans in place)")
+    p.add_argument(
+        "--plans-name", help="plans_name of the written plans; nnU-Net names result folders by it (default: with "
+        "--out, its file name without .json; else unchanged)",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing configuration NAME that differs (without it, only an identical one is kept)",
+    )  # fmt: skip
+    p.set_defaults(func=_run_plans_variant)
+
+
+def _run_plans_variant(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgps.plans import add_plans_variant, resolve_configuration, variant_name
+
+    plans = _read_plans(args.plans)
+    out = args.out or args.plans
+    try:
+        after = add_plans_variant(plans, args.source, args.name, patch_size=args.patch_size, batch_size=args.batch_size)
+        source = resolve_configuration(plans["configurations"], args.source)
+    except ValueError as exc:
+        raise ValueError(f"{args.plans}: {exc}") from exc
+    name = args.name or variant_name(
+        args.source, args.patch_size or source["patch_size"], args.batch_size or source["batch_size"]
+    )
+    plans_name = args.plans_name or (Path(out).name.removesuffix(".json") if args.out else None)
+    if plans_name:
+        after["plans_name"] = plans_name
+    before = _read_plans(out) if os.path.exists(out) else {}
+    _refuse_silent_changes(out, before, after, args.overwrite)
+    unchanged = after == before
+    if not unchanged:
+        atomic_write_text(out, json.dumps(after, indent=4))
+    planned = planned_configuration(after, name)
+    print(
+        f"{out}: configuration {name}{' (unchanged)' if unchanged else ''} inherits {args.source}: patch "
+        f"{fmt_size(planned.patch_size)}, batch {planned.batch_size}, PGPS step {fmt_size(planned.steps)}\n"
+        f"  train: nnUNetv2_train DATASET {name} FOLD -p {after.get('plans_name', 'nnUNetPlans')} -tr TRAINER"
+    )
+    return 0
+
+
+def _ensemble_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ensemble",
+        help="average the probabilities of trained models (nnU-Net's ensembling) with post-processing before or after",
+        description="Ensemble prediction folders written by nnUNetv2_predict --save_probabilities (one per model; a "
+        "model predicted with -f 0 1 2 3 4 is the mean of its folds) with nnU-Net's ensemble_folders, and apply "
+        "nnU-Net's post-processing (postprocessing.pkl from pgps determine-postprocessing or "
+        "nnUNetv2_determine_postprocessing) before ensembling, to each member (--order before, the AMOS22 large-batch "
+        "study's order; one file per member), or after, to the ensemble (--order after, nnU-Net's; one file). OUT "
+        "gets the segmentations and the averaged probabilities (.npz). See pgps.nnunet.ensemble.",
+    )
+    p.add_argument("--members", nargs="+", required=True, metavar="DIR", help="prediction folders, one per model")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the ensemble into")
+    p.add_argument("--order", choices=["before", "after", "none"], default="after",
+                   help="when post-processing applies (default: %(default)s)")  # fmt: skip
+    p.add_argument("--postprocessing", nargs="*", default=[], metavar="PKL", help="postprocessing.pkl file(s)")
+    p.add_argument("--processes", type=int, default=2, help="worker processes (default: %(default)s)")
+    p.set_defaults(func=_run_ensemble)
+
+
+def _run_ensemble(args: argparse.Namespace) -> int:
+    from pgps.nnunet.ensemble import ensemble
+
+    out = ensemble(args.members, args.out, args.order, args.postprocessing, args.processes)
+    print(f"{out}: ensemble of {len(args.members)} models, post-processing {args.order}")
+    return 0
+
+
+def _determine_postprocessing_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "determine-postprocessing",
+        help="nnU-Net's post-processing decision on the cross-validation predictions of one model or an ensemble",
+        description="Gather the validation predictions of FOLDS of one trained model folder (nnU-Net's "
+        "accumulate_cv_results), or ensemble those of several (nnU-Net's ensemble_crossvalidations; folds trained "
+        "with --npz), into OUT, and run nnU-Net's determine_postprocessing there against the training labels: "
+        "OUT/postprocessing.pkl is what pgps ensemble --postprocessing takes. Needs nnUNet_raw/nnUNet_preprocessed.",
+    )
+    p.add_argument("--models", nargs="+", required=True, metavar="DIR",
+                   help="trained model folder(s): <trainer>__<plans>__<configuration> with fold_N/")  # fmt: skip
+    p.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default: 0 1 2 3 4)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the gathered predictions and the decision")
+    p.add_argument("--processes", type=int, default=2, help="worker processes (default: %(default)s)")
+    p.set_defaults(func=_run_determine_postprocessing)
+
+
+def _run_determine_postprocessing(args: argparse.Namespace) -> int:
+    from pgps.nnunet.ensemble import determine_postprocessing
+
+    pkl = determine_postprocessing(args.models, args.out, args.folds, args.processes)
+    print(f"{pkl}: post-processing of {' + '.join(os.path.basename(m.rstrip('/')) for m in args.models)}")
     return 0
 
 
@@ -506,6 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     _synth_parser(sub)
     _light_plans_parser(sub)
     _backbone_plans_parser(sub)
+    _plans_variant_parser(sub)
+    _ensemble_parser(sub)
+    _determine_postprocessing_parser(sub)
     _gpu_slot_parser(sub)
     _convert_parser(sub)
     _download_parser(sub)

@@ -8,8 +8,11 @@ nnU-Net 2.8 stores the strides in ``architecture.arch_kwargs.strides``; older pl
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import math
+import numbers
 import os
 from typing import Any
 
@@ -30,7 +33,13 @@ class PlannedConfiguration:
     steps: Size
 
 
-def _resolve(configurations: dict[str, Any], name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def resolve_configuration(configurations: dict[str, Any], name: str) -> dict[str, Any]:
+    """Configuration ``name`` of a plans' ``configurations`` dict with its ``inherits_from`` chain merged in
+    (what nnU-Net's ``PlansManager.get_configuration`` does, without importing nnU-Net)."""
+    return _resolve(configurations, name, ())
+
+
+def _resolve(configurations: dict[str, Any], name: str, seen: tuple[str, ...]) -> dict[str, Any]:
     if name not in configurations:
         raise ValueError(f"configuration {name!r} is not in the plans; it has: {', '.join(configurations)}")
     if name in seen:
@@ -64,7 +73,7 @@ def derived_configuration_source(
     existing = configurations.get(name)
     if existing is not None and owner_key not in existing:
         raise ValueError(f"configuration {name!r} already exists and was not made by {maker}; choose another name")
-    resolved = _resolve(configurations, source)
+    resolved = resolve_configuration(configurations, source)
     seen, parent = set(), source
     while parent in configurations and parent not in seen:
         seen.add(parent)
@@ -83,7 +92,7 @@ def planned_configuration(
             plans = json.load(f)
     if "configurations" not in plans:
         raise ValueError("not an nnU-Net v2 plans file: it has no 'configurations'")
-    conf = _resolve(plans["configurations"], configuration)
+    conf = resolve_configuration(plans["configurations"], configuration)
     if "patch_size" not in conf or "batch_size" not in conf:
         raise ValueError(f"configuration {configuration!r} has no patch_size/batch_size")
     strides = (conf.get("architecture", {}).get("arch_kwargs", {}) or {}).get("strides")
@@ -105,3 +114,94 @@ def planned_configuration(
         batch_size=int(conf["batch_size"]),
         steps=as_size(STEPS_KEY, conf[STEPS_KEY]) if STEPS_KEY in conf else steps_from_strides(strides),
     )
+
+
+VARIANT_KEY = "pgps_plans_variant"
+"""Configuration key recording what :func:`add_plans_variant` changed (nnU-Net ignores it)."""
+
+
+def total_strides(conf: dict[str, Any]) -> Size | None:
+    """Per-axis product of a resolved configuration's strides (``None`` if it states none): a patch of the
+    network must be a multiple of it on every axis."""
+    strides = (conf.get("architecture", {}).get("arch_kwargs", {}) or {}).get("strides")
+    if strides is None:
+        strides = conf.get("pool_op_kernel_sizes")
+    if strides is None:
+        return None
+    strides = [[s] * len(conf["patch_size"]) if isinstance(s, int) else list(s) for s in strides]
+    return tuple(math.prod(int(s[a]) for s in strides) for a in range(len(strides[0])))
+
+
+def nearest_multiples(value: int, step: int) -> list[int]:
+    """The multiples of ``step`` next to ``value`` (below and above; one if ``value`` is below ``step``)."""
+    below = value // step * step
+    return [v for v in (below, below + step) if v >= step]
+
+
+def check_patch_strides(patch: Any, strides: Any, network: str) -> None:
+    """Raise ``ValueError`` naming the first axis whose patch size is not divisible by ``network``'s total stride
+    there, with the nearest valid sizes."""
+    for axis, (p, s) in enumerate(zip(patch, strides, strict=True)):
+        if p % s:
+            raise ValueError(
+                f"patch_size axis {axis} ({p}) is not divisible by {s}, the total stride of {network} on that axis; "
+                f"nearest valid sizes: {' or '.join(map(str, nearest_multiples(p, s)))}"
+            )
+
+
+def variant_name(source: str, patch_size: Any, batch_size: int) -> str:
+    """The default name of a plans variant, e.g. ``3d_fullres_p64x288x288_b2``."""
+    return f"{source}_p{'x'.join(str(int(v)) for v in patch_size)}_b{int(batch_size)}"
+
+
+def add_plans_variant(
+    plans: dict[str, Any],
+    source: str = "3d_fullres",
+    name: str | None = None,
+    *,
+    patch_size: Any = None,
+    batch_size: Any = None,
+) -> dict[str, Any]:
+    """A copy of ``plans`` with configuration ``name``: ``source``'s network with another patch and/or batch size.
+
+    The new configuration ``inherits_from`` ``source``, so nnU-Net trains it on ``source``'s preprocessed
+    data (same ``data_identifier``, spacing and normalization) with the same architecture; only
+    ``patch_size`` and ``batch_size`` differ. A patch must be a multiple of the network's total stride on
+    every axis (the error names the axis and the nearest valid sizes). An existing ``name`` is replaced only
+    if this function made it. ``name`` defaults to ``<source>_p<Z>x<Y>x<X>_b<B>``.
+    """
+    if patch_size is None and batch_size is None:
+        raise ValueError("a plans variant needs a patch size, a batch size or both")
+    configurations = plans.get("configurations") if isinstance(plans, dict) else None
+    if not isinstance(configurations, dict):
+        raise ValueError("not an nnU-Net v2 plans dict: it has no 'configurations'")
+    base = resolve_configuration(configurations, source)
+    if "patch_size" not in base or "batch_size" not in base:
+        raise ValueError(f"configuration {source!r} has no patch_size/batch_size")
+    dim = len(base["patch_size"])
+    patch = None
+    if patch_size is not None:
+        if isinstance(patch_size, (str, bytes)) or not hasattr(patch_size, "__len__") or len(patch_size) != dim:
+            raise ValueError(f"patch_size must have {dim} entries (the axes of {source!r}), got {patch_size!r}")
+        patch = [int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in patch_size]
+        for axis, v in enumerate(patch):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"patch_size axis {axis} must be a positive integer, got {v!r}")
+        divisors = total_strides(base)
+        if divisors is None and STEPS_KEY in base:
+            divisors = tuple(base[STEPS_KEY])
+        check_patch_strides(patch, divisors or (1,) * dim, f"{source!r}'s network")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if name is None:
+        name = variant_name(source, patch or base["patch_size"], batch_size or base["batch_size"])
+    derived_configuration_source(plans, name, source, VARIANT_KEY, "plans variant", "add_plans_variant")
+    variant: dict[str, Any] = {"inherits_from": source}
+    if patch is not None:
+        variant["patch_size"] = patch
+    if batch_size is not None:
+        variant["batch_size"] = batch_size
+    variant[VARIANT_KEY] = {"source": source, "patch_size": patch, "batch_size": batch_size}
+    out = copy.deepcopy(plans)
+    out["configurations"][name] = variant
+    return out
