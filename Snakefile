@@ -30,6 +30,7 @@ include: "workflow/rules/datasets.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/heldout.smk"
 
 
 # Cheap bookkeeping and downloads (cluster compute nodes often lack internet) run on the submit host.
@@ -41,6 +42,8 @@ localrules:
     download,
     manifest,
     collect,
+    heldout_manifest,
+    amos22_report,
 
 
 rule all:
@@ -48,6 +51,7 @@ rule all:
         schedule_targets(),
         demo_targets(),
         article_targets(),
+        heldout_targets(),
     default_target: True
 
 

@@ -638,6 +638,34 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_report_command("report"))
 
 
+def _amos22_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "amos22-report",
+        help="render the AMOS22 large-batch study's Tables 1-4 from held-out scores, beside the published values",
+        description="Read a held-out manifest (written by the workflow: one row per scored prediction, its pgps "
+        "surface table under 'scores') and write OUT/tables/amos22_table{1..4}.csv|md|tex and "
+        "OUT/compare/amos22_table{1..4}.csv|md (ours vs the paper's DSC and NSD). Missing score files are gaps. "
+        "See pgps.report.amos22.",
+    )
+    p.add_argument("--manifest", required=True, metavar="CSV", help="held-out manifest (pgps.heldout columns)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to render into")
+    p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped with pgps)")
+    p.add_argument("--task", nargs="*", default=[], metavar="DATASET=TASK",
+                   help="which dataset key is task1/task2 (default: the key's own 'task1'/'task2')")  # fmt: skip
+    p.set_defaults(func=_run_amos22_report)
+
+
+def _run_amos22_report(args: argparse.Namespace) -> int:
+    from pgps.report.amos22 import render_amos22
+
+    tasks = dict(item.split("=", 1) for item in args.task if "=" in item)
+    if len(tasks) != len(args.task):
+        raise ValueError(f"--task takes DATASET=task1|task2, got {args.task}")
+    written = render_amos22(args.manifest, args.out, args.published, tasks, log=lambda line: print(line))
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -649,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     _plans_variant_parser(sub)
     _ensemble_parser(sub)
     _determine_postprocessing_parser(sub)
+    _amos22_report_parser(sub)
     _gpu_slot_parser(sub)
     _convert_parser(sub)
     _download_parser(sub)
