@@ -213,7 +213,9 @@ def _trainers_parser(sub: argparse._SubParsersAction) -> None:
         "trainers",
         help="list the nnU-Net trainer variants and where nnUNet_extTrainer must point",
         description="List the PGPS nnU-Net trainers. Stock nnunetv2 finds them once you set "
-        'export nnUNet_extTrainer="$(pgps trainers --ext-path)".',
+        'export nnUNet_extTrainer="$(pgps trainers --ext-path)". Every trainer also exists with a loss suffix '
+        "(_DiceFocal, _DiceTopK10, _DicePerim) and/or a learning-rate suffix (_LRlinear, _LRsqrt), in that order, "
+        "e.g. nnUNetTrainer_PGPS_Performance_DiceFocal_LRsqrt (pgps.nnunet.losses, pgps.lr).",
     )
     p.add_argument("--ext-path", action="store_true", help="print only the folder for nnUNet_extTrainer")
     p.set_defaults(func=_run_trainers)

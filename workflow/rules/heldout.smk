@@ -132,17 +132,12 @@ rule heldout_manifest:
         f"{RESULTS}/heldout.csv",
     params:
         rows=lambda wildcards: HELDOUT.evaluations(ARTICLE, ARTICLE_NNUNET),
-    run:
-        import csv
-        import io
-
-        from pgps.io import atomic_write_text
-
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HELDOUT.EVALUATION_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(params.rows)
-        atomic_write_text(output[0], buffer.getvalue())
+    log:
+        f"{RESULTS}/logs/heldout_manifest.log",
+    conda:
+        "../../envs/report.yaml"
+    script:
+        "../scripts/write_heldout_manifest.py"
 
 
 rule amos22_report:
@@ -155,7 +150,9 @@ rule amos22_report:
         [f"{PAPER_FIGURES}/{name}" for name in AMOS22_OUTPUTS],
     log:
         f"{RESULTS}/logs/amos22_report.log",
+    params:
+        out=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),  # <out>/tables/<name>
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m pgps amos22-report --manifest {input.manifest:q} --out {PAPER_FIGURES} > {log:q} 2>&1"
+        "python -m pgps amos22-report --manifest {input.manifest:q} --out {params.out:q} > {log:q} 2>&1"
