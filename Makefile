@@ -4,10 +4,14 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.pgps-installed
+# what make installs: every extra (pgps[all]) and the test tools; the stamp names them, so that a
+# .venv installed with other extras is brought up to date
+EXTRAS := all,test
+comma := ,
+STAMP := $(VENV)/.pgps-installed-$(subst $(comma),-,$(EXTRAS))
 CORES ?= 2
 
-.PHONY: demo test lint venv clean gpu-check
+.PHONY: demo test lint venv clean gpu-check study
 
 venv: $(STAMP)
 
@@ -16,7 +20,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing pgps and its pinned dependencies into $(VENV) (first time: a few minutes)"
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[test]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The synthetic study of the article's four claims (README: What the synthetic study shows; ~1 h on 2 idle cores).
+study: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml study
 
 # On a CUDA machine: every PGPS trainer through every stage of a realistic plan (README: GPU acceptance run).
 gpu-check: $(STAMP)

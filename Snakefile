@@ -17,6 +17,7 @@ configfile: "config.yaml"
 
 config.setdefault("demo", {})  # optional sections: validate() fills in their defaults
 config.setdefault("article", {})
+config.setdefault("study", {})
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -31,6 +32,8 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/heldout.smk"
+include: "workflow/rules/study_common.smk"
+include: "workflow/rules/study.smk"
 
 
 # Cheap bookkeeping and downloads (cluster compute nodes often lack internet) run on the submit host.
@@ -44,6 +47,10 @@ localrules:
     collect,
     heldout_manifest,
     amos22_report,
+    study,
+    study_split,
+    study_manifest,
+    study_render,
 
 
 rule all:
@@ -52,7 +59,14 @@ rule all:
         demo_targets(),
         article_targets(),
         heldout_targets(),
+        study_targets() if STUDY["enabled"] else [],
     default_target: True
+
+
+rule study:
+    """The synthetic study of the article's four claims (README: What the synthetic study shows)."""
+    input:
+        study_targets(),
 
 
 rule article_partial:

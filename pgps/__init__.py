@@ -9,6 +9,7 @@ subpackages and import it. Typical use::
     s.stage_at(epoch=0)           # Stage(patch_size=(32, 32, 32), batch_size=128, epochs=100, ...)
 """
 
+from pgps import extras
 from pgps.batch import (
     cap_batch_sizes,
     efficiency_batch_sizes,
@@ -27,12 +28,14 @@ from pgps.cost import (
 )
 from pgps.curriculum import Curriculum
 from pgps.pacing import epochs_per_stage, iterations_per_epoch, stage_index_of_epoch
-from pgps.plans import PlannedConfiguration, planned_configuration
+from pgps.plans import PlannedConfiguration, configuration_steps, planned_configuration, resolve_configuration
 from pgps.schedule import MODES, Schedule, Stage, make_schedule
 from pgps.sizes import numel, steps_from_strides
 from pgps.stages import journal_stages, legacy_stages
 
 __version__ = "0.1.0"
+
+extras.install()  # a missing optional dependency of pgps.torch/monai/nnunet/report/synth names its extra
 
 __all__ = [
     "MODES",
@@ -41,6 +44,7 @@ __all__ = [
     "Schedule",
     "Stage",
     "cap_batch_sizes",
+    "configuration_steps",
     "efficiency_batch_sizes",
     "epochs_per_stage",
     "iterated_voxels",
@@ -59,6 +63,7 @@ __all__ = [
     "performance_batch_sizes",
     "planned_configuration",
     "relative_voxels",
+    "resolve_configuration",
     "stage_index_of_epoch",
     "steps_from_strides",
 ]

@@ -11,10 +11,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from pgps import pacing, synth
+from pgps import __version__, pacing, synth
+from pgps.extras import MissingExtra
 from pgps.io import atomic_write_text
 from pgps.plans import planned_configuration
-from pgps.schedule import MODES, make_schedule
+from pgps.schedule import MODES, RPSS_POOLS, make_schedule
 from pgps.sizes import fmt_size
 
 
@@ -22,6 +23,26 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse already exits 2; keep one format
         self.print_usage(sys.stderr)
         self.exit(2, f"pgps: error: {message}\n")
+
+
+def _integer(minimum: int):
+    """An argparse type: an integer of at least ``minimum`` (argparse names the argument in its error)."""
+    kind = "positive" if minimum == 1 else "non-negative" if minimum == 0 else f">= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a {kind} integer, got {text!r}")
+        return value
+
+    parse.__name__ = f"{kind} integer"
+    return parse
+
+
+POSITIVE, NON_NEGATIVE = _integer(1), _integer(0)
 
 
 def _read_plans(path: str) -> dict:
@@ -37,8 +58,9 @@ def _read_plans(path: str) -> dict:
 
 
 def _refuse_silent_changes(path: str, before: dict, after: dict, overwrite: bool) -> None:
-    """Raise unless writing ``after`` to ``path`` (holding ``before``) keeps every configuration it held, or
-    ``overwrite`` allows replacing and dropping them: a run trained on a configuration cannot resume once it changed."""
+    """Raise unless writing ``after`` to ``path`` (holding ``before``) keeps every configuration it held,
+    or ``overwrite`` allows replacing and dropping them: a run trained on a configuration cannot resume once
+    its architecture changed."""
     old, new = before.get("configurations", {}), after.get("configurations", {})
     dropped = [name for name in old if name not in new]
     changed = [name for name in old if name in new and new[name] != old[name]]
@@ -64,23 +86,29 @@ def _schedule_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--configuration", default="3d_fullres", help="plans configuration (default: %(default)s)")
     src.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="planned patch size P_max (3 axes)")
     src.add_argument("--steps", nargs="+", type=int, metavar="N", help="per-axis step = 2**(stride-2 downsamplings)")
-    src.add_argument("--batch-size", type=int, metavar="B", help="planned batch size b_base")
+    src.add_argument("--batch-size", type=POSITIVE, metavar="B", help="planned batch size b_base")
     p.add_argument("--mode", default="performance", choices=list(MODES), help="curriculum mode (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=pacing.EPOCHS, help="training epochs (default: %(default)s)")
+    p.add_argument("--epochs", type=POSITIVE, default=pacing.EPOCHS, help="training epochs (default: %(default)s)")
     length = p.add_mutually_exclusive_group()
     length.add_argument(
-        "--iterations-per-epoch", type=int, help=f"iterations per epoch (default: {pacing.ITERATIONS_PER_EPOCH})"
+        "--iterations-per-epoch", type=POSITIVE, help=f"iterations per epoch (default: {pacing.ITERATIONS_PER_EPOCH})"
     )
     length.add_argument(
         "--training-length", type=float, help="fraction of the default iterations per epoch, e.g. 0.1 for 10%%"
     )
-    p.add_argument("--batch-size-cap", type=int, help="upper limit on every stage's batch size")
+    p.add_argument("--batch-size-cap", type=POSITIVE, help="upper limit on every stage's batch size")
     p.add_argument(
         "--no-single-voxel-bottleneck",
         action="store_true",
         help="start one stage later, for architectures that cannot train a 1x1x1 bottleneck",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of RPSS's per-iteration stage draws")
+    p.add_argument("--seed", type=NON_NEGATIVE, default=0, help="seed of RPSS's per-iteration stage draws")
+    p.add_argument(
+        "--rpss-pool",
+        default="miccai",
+        choices=list(RPSS_POOLS),
+        help="stages RPSS draws from: miccai (the MICCAI 2024 paper's, default) or journal",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (mode, patch_size_max, ..., relative_voxels)")
     p.set_defaults(func=_run_schedule)
 
@@ -90,7 +118,10 @@ def _run_schedule(args: argparse.Namespace) -> int:
     if args.plans:
         if any(v is not None for v in explicit):
             raise ValueError("give either --plans or --patch-size/--steps/--batch-size, not both")
-        planned = planned_configuration(args.plans, args.configuration)
+        try:
+            planned = planned_configuration(_read_plans(args.plans), args.configuration)
+        except ValueError as exc:
+            raise ValueError(exc if str(exc).startswith(args.plans) else f"{args.plans}: {exc}") from exc
         patch_size, steps, batch_size = planned.patch_size, planned.steps, planned.batch_size
     else:
         missing = [n for n, v in zip(("--patch-size", "--steps", "--batch-size"), explicit, strict=True) if v is None]
@@ -99,8 +130,10 @@ def _run_schedule(args: argparse.Namespace) -> int:
         patch_size, steps, batch_size = explicit
     if args.training_length is not None:
         ipe = pacing.iterations_per_epoch(args.training_length)
+    elif args.iterations_per_epoch is not None:
+        ipe = args.iterations_per_epoch
     else:
-        ipe = args.iterations_per_epoch or pacing.ITERATIONS_PER_EPOCH
+        ipe = pacing.ITERATIONS_PER_EPOCH
     schedule = make_schedule(
         args.mode,
         patch_size,
@@ -111,6 +144,7 @@ def _run_schedule(args: argparse.Namespace) -> int:
         single_voxel_bottleneck=not args.no_single_voxel_bottleneck,
         batch_size_cap=args.batch_size_cap,
         seed=args.seed,
+        rpss_pool=args.rpss_pool,
     )
     if args.json:
         json.dump(schedule.summary(), sys.stdout)
@@ -133,11 +167,11 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset-id", required=True, type=int, metavar="ID", help="nnU-Net dataset id, 1..999")
     p.add_argument("--name", help="dataset name (default: Synth + the preset's name, e.g. SynthLesions)")
     knobs = p.add_argument_group("knobs (default: the preset's)")
-    knobs.add_argument("--cases", type=int, metavar="N", help="number of training cases")
+    knobs.add_argument("--cases", type=POSITIVE, metavar="N", help="number of training cases")
     knobs.add_argument("--shape", nargs="+", type=int, metavar="N", help="volume shape (3 axes, array order)")
     knobs.add_argument("--shape-jitter", nargs="+", type=int, metavar="N", help="per-case shape jitter, 1 or 3 axes")
     knobs.add_argument("--spacing", nargs="+", type=float, metavar="MM", help="voxel spacing (3 axes)")
-    knobs.add_argument("--seed", type=int, help="seed; case i is drawn from default_rng([seed, i])")
+    knobs.add_argument("--seed", type=NON_NEGATIVE, help="seed; case i is drawn from default_rng([seed, i])")
     knobs.add_argument("--classes", type=int, metavar="K", help="number of foreground classes")
     knobs.add_argument("--radius", nargs=2, type=float, metavar=("MIN", "MAX"), help="semi-axis range, every class")
     knobs.add_argument("--objects", nargs=2, type=int, metavar=("MIN", "MAX"), help="objects per class and case")
@@ -147,6 +181,11 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     knobs.add_argument(
         "--orientation", action=argparse.BooleanOptionalAction, help="classes defined by the band along axis 2"
     )
+    knobs.add_argument(
+        "--foreground-share", type=float, metavar="F",
+        help="scale every object (after the other knobs) until the measured foreground share over the cases is F "
+        f"(a fraction, e.g. 0.001), to {synth.SHARE_TOLERANCE * 100:g}%% of F",
+    )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar on stderr (default: on a terminal)"
@@ -176,6 +215,8 @@ def _run_synth(args: argparse.Namespace) -> int:
     if overrides.get("num_classes", base.num_classes) != base.num_classes:
         overrides["class_names"] = None
     config = synth.preset(args.preset, **overrides)
+    if args.foreground_share is not None:
+        config = synth.with_foreground_share(config, args.foreground_share)
     name = args.name or f"Synth{args.preset.capitalize()}"
     path = synth.generate_dataset(
         config, args.out, args.dataset_id, name, overwrite=args.overwrite, progress=args.progress
@@ -249,19 +290,23 @@ def _light_plans_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default="3d_fullres", help="configuration to inherit from (default: %(default)s)")
     p.add_argument("--name", default="3d_light", help="name of the added configuration (default: %(default)s)")
     p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="patch size (default: the source's)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="batch size (default: the source's)")
+    p.add_argument("--batch-size", type=POSITIVE, metavar="B", help="batch size (default: the source's)")
     p.add_argument(
         "--features", nargs="+", type=int, metavar="F", default=list(light.DEFAULT_FEATURES),
         help="features per resolution stage; their count sets the stages "
         f"(default: {' '.join(map(str, light.DEFAULT_FEATURES))})",
     )  # fmt: skip
     p.add_argument(
-        "--convs", type=int, metavar="N", default=light.DEFAULT_CONVS,
+        "--convs", type=POSITIVE, metavar="N", default=light.DEFAULT_CONVS,
         help="convolutions per stage, encoder and decoder (default: %(default)s)",
     )  # fmt: skip
     p.add_argument(
         "--memory-format", choices=light.MEMORY_FORMATS, default=light.DEFAULT_MEMORY_FORMAT,
         help="memory format the PGPS trainers put the network in (default: %(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing configuration NAME that differs (without it, only an identical one is kept)",
     )  # fmt: skip
     p.set_defaults(func=_run_light_plans)
 
@@ -269,25 +314,28 @@ def _light_plans_parser(sub: argparse._SubParsersAction) -> None:
 def _run_light_plans(args: argparse.Namespace) -> int:
     from pgps.nnunet.light import add_light_configuration
 
-    with open(args.plans) as f:
-        try:
-            plans = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{args.plans} is not JSON: {exc}") from exc
-    plans = add_light_configuration(
-        plans,
-        args.source,
-        args.name,
-        patch_size=args.patch_size,
-        batch_size=args.batch_size,
-        features_per_stage=args.features,
-        n_conv_per_stage=args.convs,
-        memory_format=args.memory_format,
-    )
-    atomic_write_text(args.plans, json.dumps(plans, indent=4))
+    before = _read_plans(args.plans)
+    try:
+        plans = add_light_configuration(
+            before,
+            args.source,
+            args.name,
+            patch_size=args.patch_size,
+            batch_size=args.batch_size,
+            features_per_stage=args.features,
+            n_conv_per_stage=args.convs,
+            memory_format=args.memory_format,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{args.plans}: {exc}") from exc
+    _refuse_silent_changes(args.plans, before, plans, args.overwrite)
+    unchanged = plans == before
+    if not unchanged:
+        atomic_write_text(args.plans, json.dumps(plans, indent=4))
     planned = planned_configuration(plans, args.name)
     print(
-        f"{args.plans}: configuration {args.name} inherits {args.source}: patch {fmt_size(planned.patch_size)}, "
+        f"{args.plans}: configuration {args.name}{' (unchanged)' if unchanged else ''} inherits {args.source}: "
+        f"patch {fmt_size(planned.patch_size)}, "
         f"batch {planned.batch_size}, PGPS step {fmt_size(planned.steps)}, features "
         f"{','.join(map(str, args.features))}, {args.convs} conv(s) per stage, {args.memory_format}"
     )
@@ -308,7 +356,7 @@ def _plans_variant_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default="3d_fullres", help="configuration whose network is kept (default: %(default)s)")
     p.add_argument("--name", help="name of the added configuration (default: SOURCE_pZxYxX_bB)")
     p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="patch size per axis (default: SOURCE's)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="batch size (default: SOURCE's)")
+    p.add_argument("--batch-size", type=POSITIVE, metavar="B", help="batch size (default: SOURCE's)")
     p.add_argument("--out", metavar="FILE", help="plans file to write (default: edit --plans in place)")
     p.add_argument(
         "--plans-name", help="plans_name of the written plans; nnU-Net names result folders by it (default: with "
@@ -369,7 +417,7 @@ def _ensemble_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--order", choices=["before", "after", "none"], default="after",
                    help="when post-processing applies (default: %(default)s)")  # fmt: skip
     p.add_argument("--postprocessing", nargs="*", default=[], metavar="PKL", help="postprocessing.pkl file(s)")
-    p.add_argument("--processes", type=int, default=2, help="worker processes (default: %(default)s)")
+    p.add_argument("--processes", type=POSITIVE, default=2, help="worker processes (default: %(default)s)")
     p.set_defaults(func=_run_ensemble)
 
 
@@ -394,7 +442,7 @@ def _determine_postprocessing_parser(sub: argparse._SubParsersAction) -> None:
                    help="trained model folder(s): <trainer>__<plans>__<configuration> with fold_N/")  # fmt: skip
     p.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default: 0 1 2 3 4)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the gathered predictions and the decision")
-    p.add_argument("--processes", type=int, default=2, help="worker processes (default: %(default)s)")
+    p.add_argument("--processes", type=POSITIVE, default=2, help="worker processes (default: %(default)s)")
     p.set_defaults(func=_run_determine_postprocessing)
 
 
@@ -406,6 +454,59 @@ def _run_determine_postprocessing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-evaluate",
+        help="train several nnU-Net runs in one process, each evaluated on its held-out cases without worker pools",
+        description="Train DATASET's fold FOLD of CONFIGURATION with each trainer in turn, in this process, as "
+        "nnUNetv2_train does (nnU-Net's paths, nnUNet_extTrainer and the PGPS_* overrides come from the "
+        "environment), then predict the fold's held-out cases with nnU-Net's predictor and score them with "
+        "nnU-Net's metrics into validation/summary.json, one case at a time (see pgps.nnunet.evaluation). "
+        "Saves the process start, imports and validation pools of one nnUNetv2_train per run.",
+    )
+    p.add_argument("dataset", help="nnU-Net dataset id or name")
+    p.add_argument("configuration", help="configuration to train (e.g. 3d_light)")
+    p.add_argument("fold", type=int, help="fold of nnU-Net's split (splits_final.json)")
+    p.add_argument("-tr", "--trainers", nargs="+", required=True, metavar="TRAINER", help="trainer classes, in order")
+    p.add_argument("-p", "--plans", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"], help="(default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, metavar="N", help="torch threads (default: %(default)s)")
+    p.add_argument(
+        "--mirroring", action=argparse.BooleanOptionalAction, default=False,
+        help="mirroring test-time augmentation when predicting the held-out cases (nnU-Net's validation: on; "
+        "default: off, 8x fewer forward passes in 3D)",
+    )  # fmt: skip
+    p.add_argument(
+        "--pairs", action=argparse.BooleanOptionalAction, default=True,
+        help="on the CPU, run each single-tile forward pass as a pair of tiles (torch's batch-1 3D convolution "
+        "kernel is 3-6x slower on small maps; default: on)",
+    )  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="retrain runs whose fold folder is already finished")
+    p.add_argument(
+        "--evaluate-only", action="store_true",
+        help="score finished runs again from checkpoint_final.pth (as nnUNetv2_train --val), no training",
+    )  # fmt: skip
+    p.set_defaults(func=_run_train_evaluate)
+
+
+def _run_train_evaluate(args: argparse.Namespace) -> int:
+    if args.threads < 1:
+        raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    if not os.environ.get("nnUNet_results"):
+        raise ValueError("set nnUNet_raw, nnUNet_preprocessed and nnUNet_results (as for nnUNetv2_train)")
+    import torch
+
+    from pgps.nnunet.evaluation import train_and_evaluate
+
+    torch.set_num_threads(args.threads)
+    train_and_evaluate(
+        args.dataset, args.configuration, args.fold, args.trainers, plans=args.plans, device=args.device,
+        mirroring=args.mirroring, pairs=args.pairs, overwrite=args.overwrite, evaluate_only=args.evaluate_only,
+        log=lambda message: print(f"pgps train-evaluate: {message}", flush=True),
+    )  # fmt: skip
+    return 0
+
+
 def _gpu_slot_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gpu-slot",
@@ -414,7 +515,7 @@ def _gpu_slot_parser(sub: argparse._SubParsersAction) -> None:
         "release the slot when it ends; waits while all N are busy. Example: pgps gpu-slot --slots 4 -- "
         "nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_PGPS_Performance",
     )
-    p.add_argument("--slots", type=int, required=True, help="number of GPUs shared by the jobs (>= 1)")
+    p.add_argument("--slots", type=POSITIVE, required=True, help="number of GPUs shared by the jobs (>= 1)")
     p.add_argument("--lock-dir", default=None, help="folder of the lock files (default: $PGPS_GPU_LOCK_DIR or /tmp)")
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run")
     p.set_defaults(func=_run_gpu_slot)
@@ -447,7 +548,7 @@ def _convert_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", required=True, metavar="DIR", help="nnU-Net raw folder to write into (e.g. $nnUNet_raw)")
     p.add_argument("--dataset-id", required=True, type=int, metavar="ID", help="nnU-Net dataset id, 1..999")
     p.add_argument("--name", required=True, help="dataset name (folder DatasetXXX_NAME)")
-    p.add_argument("--workers", type=int, default=1, help="processes converting cases in parallel (default: 1)")
+    p.add_argument("--workers", type=POSITIVE, default=1, help="processes converting cases in parallel (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")
     p.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal; else lines)"
@@ -519,11 +620,15 @@ def _backbone_plans_parser(sub: argparse._SubParsersAction) -> None:
         "--out, its file name without .json; else unchanged)",
     )  # fmt: skip
     p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="P_max, 3 axes (default: the rule above)")
-    p.add_argument("--batch-size", type=int, metavar="B", help="batch size b_base (default: the source's)")
+    p.add_argument("--batch-size", type=POSITIVE, metavar="B", help="batch size b_base (default: the source's)")
     p.add_argument(
         "--arch", action="append", default=[], metavar="[BACKBONE:]KEY=VALUE",
         help="architecture argument, VALUE as JSON (e.g. hidden_size=384, swinunetr:depths=[1,1,1,1]); without a "
         "prefix it applies to every backbone given; repeatable; defaults are MONAI's",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace configurations that differ, or drop those an existing output file holds beyond --plans",
     )  # fmt: skip
     p.set_defaults(func=_run_backbone_plans)
 
@@ -550,20 +655,21 @@ def _run_backbone_plans(args: argparse.Namespace) -> int:
             value = text  # a bare string such as norm_name=batch
         for backbone in [prefix] if colon else arch:
             arch[backbone][key] = value
-    with open(args.plans) as f:
-        try:
-            plans = json.load(f)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{args.plans} is not JSON: {exc}") from exc
+    plans = _read_plans(args.plans)
     for backbone, name in zip(args.backbone, names, strict=True):
-        plans = add_backbone_configuration(
-            plans, backbone, args.source, name, patch_size=args.patch_size, batch_size=args.batch_size,
-            arch_kwargs=arch[backbone],
-        )  # fmt: skip
+        try:
+            plans = add_backbone_configuration(
+                plans, backbone, args.source, name, patch_size=args.patch_size, batch_size=args.batch_size,
+                arch_kwargs=arch[backbone],
+            )  # fmt: skip
+        except ValueError as exc:
+            raise ValueError(f"{args.plans}: {exc}") from exc
     out = args.out or args.plans
     plans_name = args.plans_name or (Path(out).name.removesuffix(".json") if args.out else None)
     if plans_name:
         plans["plans_name"] = plans_name
+    if os.path.exists(out):
+        _refuse_silent_changes(out, _read_plans(out), plans, args.overwrite)
     atomic_write_text(out, json.dumps(plans, indent=4))
     for backbone, name in zip(args.backbone, names, strict=True):
         print(f"{out}: {describe(plans, name)}")
@@ -668,13 +774,35 @@ def _run_amos22_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study-report",
+        help="render the synthetic study (figures, tables, statistics, claim verdicts) from its collected runs",
+        description="Render the synthetic study of the workflow's `study` section from a `pgps collect` folder: "
+        "Dice over training length per imbalance level (Figure 3 style), relative FLOPs and runtime, paired Wilcoxon "
+        "tests over (level, seed) pairs, Spearman correlations of the gain with the class imbalance, and "
+        "results.md, a paragraph per claim with its verdict (holds / fails / undecided) by the rules of "
+        "pgps.report.study.",
+    )
+    p.add_argument("--results", required=True, metavar="DIR", help="results folder written by pgps collect")
+    p.add_argument(
+        "--study", required=True, metavar="JSON",
+        help="the study's configuration (the workflow's study section as JSON; holds the decision thresholds)",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to render into (e.g. paper_figures/study)")
+    p.add_argument("--list-outputs", action="store_true", help="print the output paths (relative to --out) and exit")
+    p.set_defaults(func=_report_command("study_report"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pgps", description="Progressive Growing of Patch Size (PGPS) tools.")
+    parser.add_argument("--version", action="version", version=f"pgps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _schedule_parser(sub)
     _trainers_parser(sub)
     _synth_parser(sub)
     _light_plans_parser(sub)
+    _train_evaluate_parser(sub)
     _backbone_plans_parser(sub)
     _plans_variant_parser(sub)
     _ensemble_parser(sub)
@@ -686,6 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
     _collect_parser(sub)
     _characteristics_parser(sub)
     _report_parser(sub)
+    _study_report_parser(sub)
     return parser
 
 
@@ -697,6 +826,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `pgps schedule ... | head`
         sys.stdout = open(os.devnull, "w")
         return 0
+    except MissingExtra as exc:  # an optional dependency: the message names the extra that installs it
+        print(f"pgps {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"pgps {args.command}: error: {msg}", file=sys.stderr)

@@ -43,14 +43,19 @@ class Curriculum:
         return {"schedule": self.schedule.to_dict(), "epoch": self.epoch, "iteration": self.iteration}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = Schedule.from_dict(state["schedule"])
-        if saved != self.schedule:
-            raise ValueError(
-                "the checkpoint was saved with a different curriculum schedule; resume with the "
-                f"same mode, plans and training length.\nsaved:\n{saved}\ncurrent:\n{self.schedule}"
-            )
+        check_same_schedule(state["schedule"], self.schedule)
         self.epoch = int(state["epoch"])
         self.iteration = int(state["iteration"])
 
     def __repr__(self) -> str:
         return f"Curriculum(mode={self.schedule.mode!r}, epoch={self.epoch}, iteration={self.iteration})"
+
+
+def check_same_schedule(saved: dict[str, Any], schedule: Schedule) -> None:
+    """Raise ``ValueError`` when a checkpoint's schedule (``Schedule.to_dict()``) is not ``schedule``."""
+    previous = Schedule.from_dict(saved)
+    if previous != schedule:
+        raise ValueError(
+            "the checkpoint was saved with a different curriculum schedule; resume with the "
+            f"same mode, plans and training length.\nsaved:\n{previous}\ncurrent:\n{schedule}"
+        )

@@ -1,50 +1,52 @@
 """Run a command on one free GPU of this machine: ``pgps gpu-slot --slots N -- COMMAND``.
 
 Snakemake's ``--resources gpu=N`` caps how many GPU jobs run at once but does not say which GPU
-each job gets. A job here takes an exclusive lock on one of N lock files (one per GPU index),
-runs its command with ``CUDA_VISIBLE_DEVICES`` set to that GPU, and releases the lock when the
-command ends (also when it is killed: the kernel drops the lock with the process). If
+each job gets. A job here takes an exclusive lock (``filelock``) on one of N lock files (one per
+GPU index), runs its command with ``CUDA_VISIBLE_DEVICES`` set to that GPU, and releases the lock
+only when the command has exited: SIGTERM, SIGINT and SIGHUP sent to the wrapper (a scheduler
+cancelling the job, Ctrl-C) are forwarded to the command, and the wrapper keeps the GPU until the
+command is gone, so that no second job starts on a GPU still in use. If the wrapper itself is
+killed with SIGKILL the kernel drops its lock (the command is then orphaned). If
 ``CUDA_VISIBLE_DEVICES`` is already set (e.g. ``2,3``), slot i maps to its i-th entry.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+
+from filelock import FileLock, Timeout
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+"""Signals the wrapper passes on to its command instead of dying."""
 
 
 def default_lock_dir() -> Path:
     return Path(os.environ.get("PGPS_GPU_LOCK_DIR") or Path(tempfile.gettempdir()) / f"pgps-gpu-locks-{os.getuid()}")
 
 
-def acquire(slots: int, lock_dir: Path, poll_s: float = 2.0, timeout_s: float | None = None) -> tuple[int, IO]:
+def acquire(slots: int, lock_dir: Path, poll_s: float = 2.0, timeout_s: float | None = None) -> tuple[int, FileLock]:
     """Lock the lowest free slot in ``range(slots)``; wait (polling) while all are taken.
 
-    Returns the slot and the open lock file, which holds the lock until it is closed."""
+    Returns the slot and its acquired lock; release it with ``lock.release()``."""
     if slots < 1:
-        raise ValueError(f"slots must be at least 1, got {slots}")
+        raise ValueError(f"--slots must be at least 1, got {slots}")
     lock_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     while True:
         for slot in range(slots):
-            handle = open(lock_dir / f"gpu{slot}.lock", "a+")
+            lock = FileLock(lock_dir / f"gpu{slot}.lock")
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
+                lock.acquire(timeout=0)
+            except Timeout:
                 continue
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            return slot, handle
+            return slot, lock
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             raise TimeoutError(f"all {slots} GPU slots in {lock_dir} stayed busy for {timeout_s:.0f} s")
         time.sleep(poll_s)
@@ -61,13 +63,36 @@ def visible_device(slot: int, visible: str | None) -> str:
 
 
 def run_on_free_gpu(command: Sequence[str], slots: int, lock_dir: Path | None = None) -> int:
-    """Run ``command`` pinned to one free GPU; return its exit status."""
+    """Run ``command`` pinned to one free GPU; return its exit status (128 + N when a forwarded signal N
+    ended it, as a shell reports it)."""
     if not command:
         raise ValueError("no command given (pgps gpu-slot --slots N -- COMMAND ...)")
-    slot, handle = acquire(slots, lock_dir or default_lock_dir())
+    slot, lock = acquire(slots, lock_dir or default_lock_dir())
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in FORWARDED}
+    child: subprocess.Popen | None = None
+
+    def forward(signum: int, _frame) -> None:
+        received.append(signum)
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
     try:
         device = visible_device(slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
         print(f"pgps gpu-slot: running on GPU {device} (slot {slot} of {slots})", file=sys.stderr, flush=True)
-        return subprocess.call(list(command), env={**os.environ, "CUDA_VISIBLE_DEVICES": device})
+        if received:  # a signal arrived before the command started: do not start it
+            return 128 + received[0]
+        try:
+            child = subprocess.Popen(list(command), env={**os.environ, "CUDA_VISIBLE_DEVICES": device})
+        except FileNotFoundError:
+            raise ValueError(f"command not found: {command[0]}") from None
+        if received:  # a signal arrived while the command was starting
+            child.send_signal(received[-1])
+        status = child.wait()  # returns only when the command has exited (signals are forwarded meanwhile)
+        return 128 - status if status < 0 else status
     finally:
-        handle.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        lock.release()

@@ -60,6 +60,8 @@ MODE_TRAINERS = {
     "progressive-resolution": "ProgressiveResolution",
 }
 JOURNAL_MODES = ("cps", "efficiency", "performance")
+MICCAI_MODES = ("miccai", "miccai-plus", "rpss")
+"""The MICCAI 2024 strategies; like the journal's they have training-length variants (its Supplemental Table 2)."""
 SAMPLER_TRAINERS = {"single_crop": "SingleCrop", "multi_crop": "MultiCrop", "single_volume": "SingleVolume"}
 """PGPS-Performance batch samplers other than its default Split-Crop."""
 LENGTHS = (1, 10, 25, 50, 100)
@@ -149,8 +151,10 @@ def check_run(run: Run) -> Run:
     if run.sampler != "default" and run.sampler not in SAMPLER_TRAINERS:
         fail(f"sampler must be 'default' or one of {', '.join(SAMPLER_TRAINERS)}")
     variant = run.sampler != "default" or not run.mirroring or run.length != 100
-    if run.mode not in JOURNAL_MODES and variant:
-        fail("the legacy, RPSS and Progressive Resolution trainers have no sampler, mirroring or length variants")
+    if run.mode not in JOURNAL_MODES and (run.sampler != "default" or not run.mirroring):
+        fail("the MICCAI 2024, RPSS and Progressive Resolution trainers have no sampler or mirroring variants")
+    if run.mode not in (*JOURNAL_MODES, *MICCAI_MODES) and run.length != 100:
+        fail("Progressive Resolution has no training-length variants")
     if run.sampler != "default" and (run.mode != "performance" or not run.mirroring or run.length != 100):
         fail("sampler variants exist for PGPS-Performance with mirroring at 100% length only")
     if run.backbone in TRANSFORMERS and (variant or run.mode not in JOURNAL_MODES):
@@ -272,3 +276,35 @@ def factors_of_trainer(trainer: str, plans: str = "nnUNetPlans") -> dict[str, An
         else:
             raise ValueError(f"{trainer!r}: unknown part {part!r}")
     return found
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """What the config schema cannot say and would otherwise fail only at job time; raises ``ValueError``
+    naming the key. Run after the schema's ``validate`` (defaults filled in), while Snakemake builds the DAG:
+
+    - every ``schedules.datasets`` entry builds a schedule in every ``schedules.modes`` (e.g. a patch that
+      is not a multiple of its steps);
+    - no two ``demo.datasets`` (and no two ``article.datasets``) share a ``dataset_id``: nnU-Net finds a
+      dataset by its id, so they would overwrite each other's folders.
+    """
+    from pgps.schedule import make_schedule
+
+    schedules = config.get("schedules") or {}
+    for name, planned in (schedules.get("datasets") or {}).items():
+        for mode in schedules["modes"]:
+            try:
+                make_schedule(
+                    mode, planned["patch_size"], planned["steps"], planned["batch_size"],
+                    epochs=schedules["epochs"], iterations_per_epoch=schedules["iterations_per_epoch"],
+                )  # fmt: skip
+            except ValueError as exc:
+                raise ValueError(f"config schedules.datasets.{name} ({mode}): {exc}") from None
+    for section in ("demo", "article"):
+        owners: dict[int, str] = {}
+        for name, dataset in ((config.get(section) or {}).get("datasets") or {}).items():
+            other = owners.setdefault(int(dataset["dataset_id"]), name)
+            if other != name:
+                raise ValueError(
+                    f"config {section}.datasets.{name}: dataset_id {dataset['dataset_id']} is already "
+                    f"{section}.datasets.{other}'s; nnU-Net finds datasets by id, give each its own"
+                )

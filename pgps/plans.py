@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import math
 import numbers
 import os
 from typing import Any
@@ -95,14 +94,6 @@ def planned_configuration(
     conf = resolve_configuration(plans["configurations"], configuration)
     if "patch_size" not in conf or "batch_size" not in conf:
         raise ValueError(f"configuration {configuration!r} has no patch_size/batch_size")
-    strides = (conf.get("architecture", {}).get("arch_kwargs", {}) or {}).get("strides")
-    if strides is None:
-        strides = conf.get("pool_op_kernel_sizes")
-    if strides is None and STEPS_KEY not in conf:
-        raise ValueError(
-            f"configuration {configuration!r} has neither architecture.arch_kwargs.strides "
-            f"nor pool_op_kernel_sizes nor {STEPS_KEY}; pass the steps explicitly"
-        )
     patch = conf["patch_size"]
     if len(patch) != 3:
         raise ValueError(
@@ -112,24 +103,12 @@ def planned_configuration(
         name=configuration,
         patch_size=as_size("patch_size", patch),
         batch_size=int(conf["batch_size"]),
-        steps=as_size(STEPS_KEY, conf[STEPS_KEY]) if STEPS_KEY in conf else steps_from_strides(strides),
+        steps=configuration_steps(conf, configuration),
     )
 
 
 VARIANT_KEY = "pgps_plans_variant"
 """Configuration key recording what :func:`add_plans_variant` changed (nnU-Net ignores it)."""
-
-
-def total_strides(conf: dict[str, Any]) -> Size | None:
-    """Per-axis product of a resolved configuration's strides (``None`` if it states none): a patch of the
-    network must be a multiple of it on every axis."""
-    strides = (conf.get("architecture", {}).get("arch_kwargs", {}) or {}).get("strides")
-    if strides is None:
-        strides = conf.get("pool_op_kernel_sizes")
-    if strides is None:
-        return None
-    strides = [[s] * len(conf["patch_size"]) if isinstance(s, int) else list(s) for s in strides]
-    return tuple(math.prod(int(s[a]) for s in strides) for a in range(len(strides[0])))
 
 
 def nearest_multiples(value: int, step: int) -> list[int]:
@@ -187,10 +166,11 @@ def add_plans_variant(
         for axis, v in enumerate(patch):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"patch_size axis {axis} must be a positive integer, got {v!r}")
-        divisors = total_strides(base)
-        if divisors is None and STEPS_KEY in base:
-            divisors = tuple(base[STEPS_KEY])
-        check_patch_strides(patch, divisors or (1,) * dim, f"{source!r}'s network")
+        try:
+            divisors = configuration_steps(base, source)
+        except ValueError:  # a configuration without strides: any patch size
+            divisors = (1,) * dim
+        check_patch_strides(patch, divisors, f"{source!r}'s network")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if name is None:
@@ -205,3 +185,24 @@ def add_plans_variant(
     out = copy.deepcopy(plans)
     out["configurations"][name] = variant
     return out
+
+
+def configuration_steps(conf: dict[str, Any], name: str = "the configuration") -> Size:
+    """The PGPS step per axis of a resolved configuration (:func:`resolve_configuration`).
+
+    :data:`STEPS_KEY` when the configuration states it (transformer backbones), else ``2**k`` per
+    axis from the U-Net's strides (``architecture.arch_kwargs.strides`` of nnU-Net 2.8, or the
+    older ``pool_op_kernel_sizes``). The one place that reads steps from plans: the CLI, the
+    trainers and the backbone checks all ask it.
+    """
+    if STEPS_KEY in conf:
+        return as_size(STEPS_KEY, conf[STEPS_KEY])
+    strides = ((conf.get("architecture") or {}).get("arch_kwargs") or {}).get("strides")
+    if strides is None:
+        strides = conf.get("pool_op_kernel_sizes")
+    if strides is None:
+        raise ValueError(
+            f"configuration {name!r} has neither architecture.arch_kwargs.strides "
+            f"nor pool_op_kernel_sizes nor {STEPS_KEY}; pass the steps explicitly"
+        )
+    return steps_from_strides(strides)

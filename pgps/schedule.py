@@ -24,9 +24,18 @@ MODES: dict[str, str] = {
     "performance": "PGPS-Performance: journal stages, batch floor(b_base*numel(P_max)/numel(P))",
     "miccai": "MICCAI 2024 PGPS: legacy stages (2x1x1 start, round-robin), constant batch size",
     "miccai-plus": "MICCAI 2024 PGPS+: legacy stages, batch chain starting at 2",
-    "rpss": "random patch size sampling: a journal stage drawn uniformly per iteration, b_base",
+    "rpss": "random patch size sampling: a stage of the pool (default: MICCAI 2024's stages) drawn uniformly per "
+    "iteration, b_base",
     "progressive-resolution": "journal input sizes at b_base, each the P_max crop resampled to it",
 }
+
+RPSS_POOLS: dict[str, str] = {
+    "miccai": "the MICCAI 2024 stages (2x1x1 start, round-robin growth): 'a random patch size of all patch sizes "
+    "used for PGPS' (MICCAI 2024 Sec. 3.1)",
+    "journal": "the journal stages (P_min, then the axis whose next value is smallest)",
+}
+"""The stage pools RPSS can draw from. ``"miccai"`` (the default) is the conference paper's RPSS; ``"journal"``
+draws from the journal modes' stages (the behaviour of pgps before it followed the paper)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +232,7 @@ def make_schedule(
     single_voxel_bottleneck: bool = True,
     batch_size_cap: int | None = None,
     seed: int = 0,
+    rpss_pool: str = "miccai",
 ) -> Schedule:
     """Build the schedule of a curriculum ``mode`` (one of :data:`MODES`).
 
@@ -231,10 +241,13 @@ def make_schedule(
     ``P_min`` defaults to the steps (a 1x1x1 bottleneck). Set ``single_voxel_bottleneck=False``
     for an architecture whose normalisation cannot train on a single-voxel bottleneck: ``P_min``
     then moves one stage up and the schedule's notes say so. ``batch_size_cap`` limits the
-    batch size of every stage.
+    batch size of every stage. ``rpss_pool`` (RPSS only, one of :data:`RPSS_POOLS`) names the stages RPSS
+    draws from; the schedule's notes say which.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if rpss_pool not in RPSS_POOLS:
+        raise ValueError(f"unknown RPSS pool {rpss_pool!r}; choose one of: {', '.join(RPSS_POOLS)}")
     if isinstance(batch_size_base, bool) or int(batch_size_base) != batch_size_base or batch_size_base < 1:
         raise ValueError(f"batch_size_base must be a positive integer, got {batch_size_base!r}")
     batch_size_base = int(batch_size_base)
@@ -243,9 +256,11 @@ def make_schedule(
     p_max, step, _ = stage_lists.validate(patch_size_max, steps, patch_size_min)
     notes: list[str] = []
 
+    if mode == "rpss":
+        notes.append(f"RPSS pool: {RPSS_POOLS[rpss_pool]}")
     if mode == "cps":
         sizes = [p_max]
-    elif mode in ("miccai", "miccai-plus"):
+    elif mode in ("miccai", "miccai-plus") or (mode == "rpss" and rpss_pool == "miccai"):
         sizes = stage_lists.legacy_stages(p_max, step, patch_size_min)
     else:
         sizes = stage_lists.journal_stages(p_max, step, patch_size_min)

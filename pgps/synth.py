@@ -260,11 +260,24 @@ PRESETS: dict[str, SynthConfig] = {
         orientation=True,
         orientation_axis=2,
     ),
+    "imbalance": SynthConfig(
+        num_cases=30,
+        shape=(48, 48, 48),
+        shape_jitter=(0, 0, 0),
+        num_classes=1,
+        radii=((3.0, 5.0),),
+        objects_per_class=(1, 3),
+        contrast=1.5,
+        noise_sd=1.0,
+        shapes="mixed",
+        class_names=("lesion",),
+    ),
 }
 """Small presets that nnU-Net plans, preprocesses and trains on a 2-core CPU in minutes. Volumes are
 56-64 voxels per axis (60 +- 4), so the median stays at most 64 and nnU-Net plans a 64^3 patch (a
-median above 64 would round the patch up to 80). :data:`PRESET_DESCRIPTIONS` gives each preset's
-measured class balance."""
+median above 64 would round the patch up to 80); ``imbalance`` (the synthetic study's family, see
+:func:`with_foreground_share`) has fixed 48^3 volumes. :data:`PRESET_DESCRIPTIONS` gives each
+preset's measured class balance."""
 
 PRESET_DESCRIPTIONS: dict[str, str] = {
     "organs": "balanced multi-organ-like: 16 cases, 4 blob organs of decreasing size (semi-axes 7-14 voxels), "
@@ -275,6 +288,9 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "orientation": "left/right classes for the mirroring experiment: 12 cases, 1-2 identical blobs per class "
     "(semi-axes 5-9 voxels, mean 2 over noise sd 1), class 1 in the low half of axis 2, class 2 in the high "
     "half; measured foreground share 2.10% (classes 0.97%, 1.14%)",
+    "imbalance": "the synthetic study's family: 30 cases of 48^3 voxels, 1-3 lesions (ellipsoids or blobs, "
+    "semi-axes 3-5 voxels) of one class, mean 1.5 over noise sd 1; --foreground-share scales the lesions to any "
+    "share from one voxel per lesion up to the largest that fit; measured foreground share 0.50% (classes 0.50%)",
 }
 """What each preset holds; the shares are means over its cases measured with :func:`class_statistics`
 (``tests/test_synth.py`` re-measures them)."""
@@ -287,6 +303,90 @@ def preset(name: str, **overrides: Any) -> SynthConfig:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
+# -- a dataset family parameterised by its foreground share --------------------------------
+
+SHARE_TOLERANCE = 0.02
+"""Default relative tolerance of :func:`with_foreground_share` (2% of the target share)."""
+
+
+def scale_radii(config: SynthConfig, factor: float) -> SynthConfig:
+    """``config`` with every semi-axis range multiplied by ``factor`` (validated again: the objects must fit)."""
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"radius factor must be a positive number, got {factor!r}")
+    return dataclasses.replace(config, radii=tuple((lo * factor, hi * factor) for lo, hi in config.radii))
+
+
+def measured_foreground_share(config: SynthConfig) -> float:
+    """Mean foreground-voxel share over the config's cases (:func:`class_statistics` of their labels)."""
+    labels = (make_label(config, i) for i in range(config.num_cases))
+    return class_statistics(labels, config.num_classes).foreground_share
+
+
+def with_foreground_share(
+    config: SynthConfig, share: float, *, tolerance: float = SHARE_TOLERANCE, max_steps: int = 40
+) -> SynthConfig:
+    """``config`` with its objects scaled so that its *measured* foreground share hits ``share``.
+
+    Every semi-axis range is multiplied by one factor (their ratios, the number of objects, the
+    shapes, contrast, noise, volume and cases stay as they are). The factor is searched until
+    :func:`measured_foreground_share` (which generates every case's label) is within ``tolerance``
+    (relative) of ``share``: each step assumes the share grows with the cube of the factor and falls
+    back to bisection of the bracket measured so far. Raises ``ValueError`` when ``share`` lies
+    outside what the volume allows (below one voxel per object, or above the largest objects that
+    fit), naming the reachable range.
+    """
+    if isinstance(share, bool) or not (isinstance(share, (int, float)) and 0 < share < 1):
+        raise ValueError(f"foreground share must be a number in (0, 1), got {share!r}")
+    if not 0 < tolerance < 1:
+        raise ValueError(f"tolerance must be in (0, 1), got {tolerance!r}")
+
+    def fits(factor: float) -> bool:
+        try:
+            scale_radii(config, factor)
+        except ValueError:
+            return False
+        return True
+
+    smallest = 0.5 / max(hi for _, hi in config.radii)  # every semi-axis at half a voxel: one voxel per object
+    if not fits(smallest):
+        raise ValueError("the objects of this configuration do not fit in its volume")
+    largest = smallest
+    while fits(2 * largest):
+        largest *= 2
+    top = 2 * largest
+    for _ in range(20):  # close in on the largest factor whose objects still fit
+        middle = math.sqrt(largest * top)
+        largest, top = (middle, top) if fits(middle) else (largest, middle)
+
+    low = high = None  # measured factors whose share is below / above the target
+    factor, best = min(max(1.0, smallest), largest), (math.inf, 1.0)
+    for _ in range(max_steps):
+        measured = measured_foreground_share(scale_radii(config, factor))
+        error = abs(measured / share - 1)
+        best = min(best, (error, factor))
+        if error <= tolerance:
+            return scale_radii(config, factor)
+        if (measured < share and factor >= largest) or (measured > share and factor <= smallest):
+            raise ValueError(
+                f"foreground share {share:.4%} is out of reach for this configuration: "
+                f"{'the largest objects that fit give' if measured < share else 'objects of one voxel give'} "
+                f"{measured:.4%}; change the volume or the number of objects"
+            )
+        low, high = (factor, high) if measured < share else (low, factor)
+        bottom, top = low if low is not None else smallest, high if high is not None else largest
+        guess = factor * (share / measured) ** (1 / 3) if measured > 0 else top
+        if guess >= top:  # try the reachable end once, then bisect
+            factor = top if high is None else math.sqrt(bottom * top)
+        elif guess <= bottom:
+            factor = bottom if low is None else math.sqrt(bottom * top)
+        else:
+            factor = guess
+    raise ValueError(
+        f"no radius factor gives a foreground share within {tolerance:.0%} of {share:.4%} (closest: factor "
+        f"{best[1]:.4g}, {best[0]:.1%} off); raise the tolerance or the number of cases"
+    )
+
+
 # -- generation ----------------------------------------------------------------------------
 
 
@@ -297,6 +397,19 @@ def make_case(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     alone. Objects of each class (class 1 first) are placed without overlap when one of
     :data:`PLACEMENT_ATTEMPTS` random positions allows it, else painted over background only.
     """
+    rng, label = _draw_label(config, index)
+    means = np.array([config.mean_intensity(c) for c in range(config.num_classes + 1)], dtype=np.float64)
+    image = means[label] + rng.normal(0.0, config.noise_sd, size=label.shape) if config.noise_sd else means[label]
+    return image.astype(np.float32), label
+
+
+def make_label(config: SynthConfig, index: int) -> np.ndarray:
+    """The label of :func:`make_case` ``(config, index)`` alone (the same array, without drawing the image)."""
+    return _draw_label(config, index)[1]
+
+
+def _draw_label(config: SynthConfig, index: int) -> tuple[np.random.Generator, np.ndarray]:
+    """The case's generator (positioned where the image's noise is drawn) and its label."""
     _check_int("index", index, 0)
     rng = np.random.default_rng([config.seed, index])
     shape = tuple(int(s + rng.integers(-j, j + 1)) for s, j in zip(config.shape, config.shape_jitter, strict=True))
@@ -305,9 +418,7 @@ def make_case(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = config.objects_per_class
         for _ in range(int(rng.integers(lo, hi + 1))):
             _place_object(rng, config, label, c)
-    means = np.array([config.mean_intensity(c) for c in range(config.num_classes + 1)], dtype=np.float64)
-    image = means[label] + rng.normal(0.0, config.noise_sd, size=shape) if config.noise_sd else means[label]
-    return image.astype(np.float32), label
+    return rng, label
 
 
 def _place_object(rng: np.random.Generator, config: SynthConfig, label: np.ndarray, c: int) -> None:

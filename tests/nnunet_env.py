@@ -37,23 +37,26 @@ def env(root: Path, results: Path | None = None, **extra: str) -> dict[str, str]
     return e
 
 
-def write_raw(root: Path, empty_cases: int = 0) -> None:
-    """Two spheres (labels 1, 2) per case in noise; the first ``empty_cases`` cases have no foreground."""
+def write_raw(
+    root: Path, empty_cases: int = 0, shape: tuple[int, int, int] = SHAPE, radius: tuple[int, int] = (2, 5)
+) -> None:
+    """Two spheres (labels 1, 2; radius drawn from ``radius``, centre at least 5 voxels inside) per case in
+    noise; the first ``empty_cases`` cases have no foreground."""
     import SimpleITK as sitk
 
     folder = root / "raw" / DATASET
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir(parents=True)
-    grid = np.indices(SHAPE)
+    grid = np.indices(shape)
     for i in range(NUM_CASES):
         rng = np.random.default_rng([7, i])
-        label = np.zeros(SHAPE, np.uint8)
+        label = np.zeros(shape, np.uint8)
         if i >= empty_cases:
             for cls in (1, 2):
-                centre = rng.integers(5, SHAPE[0] - 5, 3)
-                radius = rng.integers(2, 5)
-                label[((grid - centre[:, None, None, None]) ** 2).sum(0) <= radius**2] = cls
-        image = (label + rng.normal(0, 0.3, SHAPE)).astype(np.float32)
+                centre = rng.integers(5, shape[0] - 5, 3)
+                r = rng.integers(*radius)
+                label[((grid - centre[:, None, None, None]) ** 2).sum(0) <= r**2] = cls
+        image = (label + rng.normal(0, 0.3, shape)).astype(np.float32)
         sitk.WriteImage(sitk.GetImageFromArray(image), str(folder / "imagesTr" / f"case_{i:03d}_0000.nii.gz"))
         sitk.WriteImage(sitk.GetImageFromArray(label), str(folder / "labelsTr" / f"case_{i:03d}.nii.gz"))
     dataset = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": NUM_CASES,
@@ -61,7 +64,7 @@ def write_raw(root: Path, empty_cases: int = 0) -> None:
     (folder / "dataset.json").write_text(json.dumps(dataset))
 
 
-def plan_and_preprocess(root: Path) -> Path:
+def plan_and_preprocess(root: Path, batch_size: int = 2, patch: list[int] = PATCH) -> Path:
     subprocess.run(
         [BIN / "nnUNetv2_plan_and_preprocess", "-d", "1", "-c", "3d_fullres", "-np", "1"],
         env=env(root), check=True, capture_output=True,
@@ -69,8 +72,8 @@ def plan_and_preprocess(root: Path) -> Path:
     plans_file = root / "preprocessed" / DATASET / "nnUNetPlans.json"
     plans = json.loads(plans_file.read_text())
     conf = plans["configurations"]["3d_fullres"]
-    conf["patch_size"] = PATCH
-    conf["batch_size"] = 2
+    conf["patch_size"] = patch
+    conf["batch_size"] = batch_size
     arch = conf["architecture"]["arch_kwargs"]
     arch.update(n_stages=4, features_per_stage=[4, 8, 16, 16])
     arch.update(n_conv_per_stage=[1] * 4, n_conv_per_stage_decoder=[1] * 3)

@@ -92,6 +92,10 @@ MICCAI_TABLE_1_VOXELS = {
 # normalised to CPS at 100% iterations per epoch.
 MICCAI_SUPP_TABLE_2_LUNG_PGPS = {0.10: 3.5, 0.25: 8.8, 0.50: 17.7, 1.00: 35.4}
 
+# The same table's RPSS "Voxels Shown" at 100%, printed as approximate ("∼ 35.4 %"): RPSS draws
+# "a random patch size of all patch sizes used for PGPS" (MICCAI Sec. 3.1).
+MICCAI_SUPP_TABLE_2_LUNG_RPSS_APPROX = 35.4
+
 # Journal (pgps-journal-2026.md, Sec. 4.2 / SPEC section 1): PGPS-Performance's first-stage batch
 # size on MSD Hippocampus (P_max 40x56x40, b_base 9, P_min 8^3).
 JOURNAL_HIPPOCAMPUS_FIRST_BATCH = 1575

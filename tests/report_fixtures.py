@@ -21,7 +21,7 @@ from pgps.sizes import fmt_size, numel
 TELEMETRY_COLUMNS = (
     "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
     "compile_time_s", "compilations", "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss",
-    "val_loss", "pseudo_dice", "lr",
+    "val_loss", "pseudo_dice", "lr", "energy_kwh", "co2_kg",
 )  # fmt: skip
 """The columns ``pgps.nnunet.trainer`` writes (copied: importing the trainer needs torch)."""
 
@@ -61,6 +61,9 @@ def write_run(fold_dir: Path, run: dict, rng: np.random.Generator, finished: boo
                 "val_loss": -epoch / EPOCHS,
                 "pseudo_dice": base * (1 - np.exp(-(epoch + 1) / 4)),
                 "lr": 0.01 * (1 - epoch / EPOCHS) ** 0.9,
+                # CodeCarbon's per epoch (pgps.nnunet.carbon): proportional to the iterated voxels here
+                "energy_kwh": 1e-9 * ipe * stage.tensor_voxels,
+                "co2_kg": 4e-10 * ipe * stage.tensor_voxels,
             }
         )
     fold_dir.mkdir(parents=True, exist_ok=True)
@@ -83,14 +86,24 @@ def write_run(fold_dir: Path, run: dict, rng: np.random.Generator, finished: boo
         "planned_relative_voxels": pgps.relative_voxels(schedule),
         "cps_voxels_per_epoch": ipe * PLANNED["batch_size"] * numel(PLANNED["patch_size"]),
         "fg_fallbacks": 0,
+        "energy_kwh": sum(r["energy_kwh"] for r in rows),
+        "co2_kg": sum(r["co2_kg"] for r in rows),
     }
     (fold_dir / "pgps_summary.json").write_text(json.dumps(summary))
     if finished:
         dice = float(np.clip(base + 0.01 * run["length"] / 100 + rng.normal(0, 0.01), 0, 1))
         (fold_dir / "validation").mkdir(exist_ok=True)
         per_class = {"1": {"Dice": dice - 0.01}, "2": {"Dice": dice + 0.01}}
+        cases = [  # nnU-Net's metric_per_case: every fold validates its own cases
+            {
+                "metrics": {"1": {"Dice": d - 0.01}, "2": {"Dice": d + 0.01}},
+                "prediction_file": f"/x/validation/case_{run['fold']}{k}.nii.gz",
+                "reference_file": f"/x/gt_segmentations/case_{run['fold']}{k}.nii.gz",
+            }
+            for k, d in enumerate(dice + np.array([-0.02, 0.0, 0.02]) + rng.normal(0, 0.005, 3))
+        ]
         (fold_dir / "validation" / "summary.json").write_text(
-            json.dumps({"foreground_mean": {"Dice": dice}, "mean": per_class})
+            json.dumps({"foreground_mean": {"Dice": dice}, "mean": per_class, "metric_per_case": cases})
         )
 
 
@@ -122,6 +135,7 @@ def _runs() -> list[dict]:
     add(("MSD_Lung", "KiTS23"), ("performance",), samplers=("single_crop", "multi_crop"))
     add(("BTCV",), ("cps", "performance"), backbones=("resenc_m", "resenc_l", "resenc_xl"))
     add(("MSD_Lung", "MSD_Hippocampus"), ("miccai", "miccai-plus"))
+    add(("MSD_Lung",), ("cps", "miccai", "rpss"), lengths=(10, 25, 50, 100))  # MICCAI 2024 Supp. Table 2
     add(("BTCV", "MSD_Lung"), journal, lengths=(1, 10, 100), folds=(0,), seeds=(0, 1, 2, 3, 4))
     unique = {tuple(r.values()): r for r in runs}
     return list(unique.values())
@@ -130,7 +144,8 @@ def _runs() -> list[dict]:
 def synthetic_manifest(root: Path, seed: int = 0) -> Path:
     """Write fold folders for a small version of the article's grid under ``root`` and the manifest
     ``root/runs.csv``. Left out on purpose: AMOS22 fold 2 (all modes) is missing, KiTS23's
-    PGPS-Performance fold 1 is still training, and MSD_Lung's Progressive Resolution never ran."""
+    PGPS-Performance fold 1 is still training, MSD_Lung's Progressive Resolution and its RPSS at 25%
+    never ran."""
     rng = np.random.default_rng(seed)
     rows = []
     for i, run in enumerate(_runs()):
@@ -154,6 +169,8 @@ def synthetic_manifest(root: Path, seed: int = 0) -> Path:
         if run["dataset"] == "AMOS22" and run["fold"] == 2:
             continue
         if run["dataset"] == "MSD_Lung" and run["mode"] == "progressive-resolution":
+            continue
+        if run["dataset"] == "MSD_Lung" and run["mode"] == "rpss" and run["length"] == 25:
             continue
         unfinished = run["dataset"] == "KiTS23" and run["mode"] == "performance" and run["fold"] == 1
         write_run(fold_dir, {**row, "index": i}, rng, finished=not unfinished)

@@ -159,8 +159,21 @@ def test_tables_render_from_synthetic_scores_with_gaps(tmp_path):
 
     def row(name, kind, dataset, mode, loss, patch, batch, folds="0", order="", members="", written=True):
         path = scores(name) if written else str(tmp_path / f"{name}.scores.csv")
-        rows.append({"name": name, "kind": kind, "dataset": dataset, "mode": mode, "loss": loss, "scores": path,
-                     "patch_size": patch, "batch_size": batch, "folds": folds, "order": order, "members": members})
+        rows.append(
+            {
+                "name": name,
+                "kind": kind,
+                "dataset": dataset,
+                "mode": mode,
+                "loss": loss,
+                "scores": path,
+                "patch_size": patch,
+                "batch_size": batch,
+                "folds": folds,
+                "order": order,
+                "members": members,
+            }
+        )
 
     row("p160", "run", "amos22_task2", "cps", "dice_ce", "64x160x160", "2")
     row("p352", "run", "amos22_task2", "cps", "dice_ce", "64x352x352", "2")

@@ -50,6 +50,14 @@ def test_json_shape(capsys, mode):
     assert data == expected.summary()
 
 
+@pytest.mark.parametrize(("pool", "stages"), [(None, 9), ("miccai", 9), ("journal", 10)])
+def test_rpss_pool_is_named_in_the_stage_table(capsys, pool, stages):
+    code, out, _ = run(capsys, "schedule", *EXPLICIT, "--mode", "rpss", *(["--rpss-pool", pool] if pool else []))
+    assert code == 0
+    assert f"{stages} stages" in out.splitlines()[0]
+    assert f"note: RPSS pool: {pgps.schedule.RPSS_POOLS[pool or 'miccai']}" in out
+
+
 def test_plans_file_input(capsys):
     code, out, _ = run(capsys, "schedule", "--plans", str(PLANS), "--configuration", "3d_fullres", "--json")
     assert code == 0
@@ -75,10 +83,6 @@ def test_training_length(capsys):
             "axis 1 (= 100) is not divisible by its step 32",
         ),
         (["--patch-size", "128", "128", "--steps", "32", "32", "32", "--batch-size", "2"], "must have 3 axes"),
-        (
-            ["--patch-size", "128", "128", "128", "--steps", "32", "32", "32", "--batch-size", "0"],
-            "batch_size_base must be a positive integer",
-        ),
         (["--patch-size", "128", "128", "128"], "missing --steps, --batch-size"),
         (["--plans", str(PLANS), "--configuration", "2d"], "is not 3D"),
         (["--plans", str(PLANS), "--configuration", "3d_lowres"], "configuration '3d_lowres' is not in the plans"),
@@ -111,3 +115,9 @@ def test_trainers_lists_variants_and_ext_path(capsys):
     from pgps.nnunet.variants import TRAINERS
 
     assert names == sorted(TRAINERS)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"pgps {pgps.__version__}"

@@ -38,7 +38,10 @@ def run_ranks(root: Path, results: Path, out: Path, mode: str = "", world_size: 
     procs = [
         subprocess.Popen(
             [sys.executable, str(WORKER), str(store), str(r), str(world_size), TRAINER, str(out), mode],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for r in range(world_size)
     ]

@@ -1,19 +1,42 @@
-"""The conda environment files under envs/ pin exactly what pyproject.toml pins."""
+"""Packaging: the core needs numpy only, each extra declares what its code imports, and the conda environment
+files under envs/ pin exactly what pyproject.toml's extras pin."""
 
 import ast
+import importlib.metadata
 import re
+import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
+
+from pgps.extras import EXTRAS, PACKAGE_EXTRAS
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-WANTED = {r.replace(" ", "") for r in PYPROJECT["project"]["dependencies"]}
+CORE = PYPROJECT["project"]["dependencies"]
+OPTIONAL = PYPROJECT["project"]["optional-dependencies"]
 
 
 def _name(requirement: str) -> str:
-    return re.split(r"[<>=!~\[]", requirement, maxsplit=1)[0].lower()
+    """The normalised distribution name of a requirement (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[;]", requirement, maxsplit=1)[0].strip()).lower()
+
+
+def _extra(extra: str) -> set[str]:
+    """The requirements of ``pgps[extra]``, self-references (``pgps[report]``) expanded, without spaces."""
+    out = set()
+    for r in OPTIONAL[extra]:
+        if _name(r) == "pgps":
+            for inner in re.search(r"\[(.*)\]", r).group(1).split(","):
+                out |= _extra(inner.strip())
+        else:
+            out.add(r.replace(" ", ""))
+    return out
+
+
+WANTED = {r.replace(" ", "") for r in CORE} | {r for extra in OPTIONAL if extra != "test" for r in _extra(extra)}
 
 
 def _pip_requirements(env_file: Path) -> set[str]:
@@ -22,8 +45,26 @@ def _pip_requirements(env_file: Path) -> set[str]:
     return {r.replace(" ", "") for r in pip[0] if not r.startswith("-e")}
 
 
+def _third_party_imports(paths) -> set[str]:
+    imported = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+    return {m for m in imported if m not in sys.stdlib_module_names and m != "pgps"}
+
+
+def test_core_needs_numpy_only():
+    assert [_name(r) for r in CORE] == ["numpy"]
+    assert set(OPTIONAL) >= {"torch", "monai", "synth", "nnunet", "report", "workflow", "all", "test"}
+    everything = set().union(*(_extra(e) for e in OPTIONAL if e not in ("all", "test")))
+    assert _extra("all") == everything
+
+
 def test_full_stack_env_matches_pyproject():
-    assert _pip_requirements(ROOT / "envs" / "pgps.yaml") == WANTED
+    assert _pip_requirements(ROOT / "envs" / "pgps.yaml") == {r.replace(" ", "") for r in CORE} | _extra("all")
 
 
 def test_every_stack_pins_what_pyproject_pins():
@@ -32,6 +73,7 @@ def test_every_stack_pins_what_pyproject_pins():
     for env_file in env_files:
         requirements = _pip_requirements(env_file)
         assert requirements <= WANTED, f"{env_file.name}: {sorted(requirements - WANTED)} differ from pyproject.toml"
+    assert _pip_requirements(ROOT / "envs" / "report.yaml") == {r.replace(" ", "") for r in CORE} | _extra("report")
 
 
 def test_every_conda_env_named_by_a_rule_exists():
@@ -42,21 +84,70 @@ def test_every_conda_env_named_by_a_rule_exists():
 
 def test_report_stack_covers_pgps_report_imports():
     """The analysis stack can import pgps.report (and the core) without the training stack."""
-    stack = {_name(r) for r in _pip_requirements(ROOT / "envs" / "report.yaml")} | {"pgps", "yaml"}
-    imported = set()
-    for path in [*(ROOT / "pgps" / "report").glob("*.py"), *(ROOT / "pgps").glob("*.py")]:
-        # characteristics reads nnU-Net's blosc2 files and synth writes NIfTI: both run in envs/pgps.yaml
-        if path.name in ("characteristics.py", "synth.py"):
+    stack = {_name(r) for r in _pip_requirements(ROOT / "envs" / "report.yaml")} | {"pgps"}
+    # characteristics reads nnU-Net's blosc2 files, synth writes NIfTI and gpu_slot (filelock) wraps the training
+    # jobs: all run in envs/pgps.yaml
+    skip = ("characteristics.py", "synth.py", "gpu_slot.py")
+    paths = [p for p in [*(ROOT / "pgps" / "report").glob("*.py"), *(ROOT / "pgps").glob("*.py")] if p.name not in skip]
+    assert _third_party_imports(paths) <= stack, sorted(_third_party_imports(paths) - stack)
+
+
+def test_every_extra_installs_the_modules_it_promises():
+    """pgps.extras names the import names of each extra; the extra's requirements must install them."""
+    providers = importlib.metadata.packages_distributions()
+    for extra, modules in EXTRAS.items():
+        names = {_name(r) for r in _extra(extra)}
+        for module in modules:
+            dists = {_name(d) for d in providers.get(module, [])}
+            assert dists & names, f"pgps[{extra}] promises {module} (from {sorted(dists)}) but requires {sorted(names)}"
+
+
+def test_every_imported_module_is_declared_by_the_extra_of_its_package():
+    """tqdm, SimpleITK, blosc2, batchgenerators, ... are declared where pgps imports them, not left to nnunetv2."""
+    providers = importlib.metadata.packages_distributions()
+    packages = {**{p.removeprefix("pgps."): e for p, e in PACKAGE_EXTRAS.items()}}
+    for folder in sorted((ROOT / "pgps").iterdir()):
+        if not folder.is_dir() or folder.name not in packages:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                imported |= {a.name.split(".")[0] for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                imported.add(node.module.split(".")[0])
-    third_party = {m for m in imported if m not in __import__("sys").stdlib_module_names}
-    assert third_party <= stack, sorted(third_party - stack)
+        extra = packages[folder.name]
+        names = {_name(r) for r in _extra(extra)} | {"numpy"}
+        allowed = {"blosc2"} if extra == "report" else set()  # characteristics reads nnU-Net's files (pgps[nnunet])
+        if extra == "nnunet":  # optional inside the trainers: pgps.nnunet.carbon runs without it (pgps[carbon])
+            allowed |= set(EXTRAS["carbon"])
+        for module in _third_party_imports(folder.rglob("*.py")) - allowed:
+            dists = {_name(d) for d in providers.get(module, [module])}
+            assert dists & names, f"pgps/{folder.name} imports {module}, which pgps[{extra}] does not declare"
+    # top-level modules outside the core: synth writes NIfTI (pgps[synth]), gpu_slot wraps the workflow's training
+    # jobs on local GPUs (pgps[workflow])
+    own_extra = {"synth.py": "synth", "gpu_slot.py": "workflow"}
+    core = [p for p in (ROOT / "pgps").glob("*.py") if p.name not in own_extra]
+    assert _third_party_imports(core) == {"numpy"}, "the core imports only numpy at module level"
+    for name, extra in own_extra.items():
+        declared = {_name(r) for r in _extra(extra)}
+        for module in _third_party_imports([ROOT / "pgps" / name]) - {"numpy"}:
+            assert {_name(d) for d in providers.get(module, [module])} & declared, (name, module)
 
 
 def test_torch_is_pinned():
-    deps = PYPROJECT["project"]["dependencies"]
-    assert "torch==2.14.1" in deps and "torchvision==0.29.1" in deps
+    for extra in OPTIONAL:
+        requirements = _extra(extra) if extra != "test" else set(OPTIONAL[extra])
+        torch = [r for r in requirements if _name(r) in ("torch", "torchvision")]
+        assert not torch or sorted(torch) == ["torch==2.14.1", "torchvision==0.29.1"], (extra, torch)
+    assert "torch==2.14.1" in _extra("torch") and "torch==2.14.1" in _extra("nnunet")
+
+
+def test_a_missing_module_of_an_extra_names_the_extra(monkeypatch):
+    """The finder that ``import pgps`` appends names the extra for imports made by pgps's optional parts only."""
+    from pgps import extras
+
+    monkeypatch.setitem(extras.EXTRAS, "report", (*extras.EXTRAS["report"], "pgps_test_absent_module"))
+    code = compile("import pgps_test_absent_module", "<test>", "exec")
+    with pytest.raises(extras.MissingExtra) as caught:
+        exec(code, {"__name__": "pgps.report.figures"})
+    assert str(caught.value) == (
+        "pgps.report.figures needs the 'report' extra (no module named 'pgps_test_absent_module'): "
+        "pip install 'pgps[report]'"
+    )
+    with pytest.raises(ModuleNotFoundError) as plain:  # anyone else's import is left alone
+        exec(code, {"__name__": "my_training_script"})
+    assert not isinstance(plain.value, extras.MissingExtra)

@@ -214,7 +214,7 @@ def test_cli_edits_a_copy_of_the_plans_atomically(tmp_path, capsys):
     text = plans_file.read_text()
     code = main(["light-plans", "--plans", str(plans_file), "--patch-size", "64", "60", "64"])
     out, err = capsys.readouterr()
-    assert code == 2 and out == "" and err.startswith("pgps light-plans: error: patch_size axis 1 (60)")
+    assert code == 2 and out == "" and err.startswith(f"pgps light-plans: error: {plans_file}: patch_size axis 1 (60)")
     assert plans_file.read_text() == text  # unchanged on error
     assert main(["light-plans", "--plans", str(tmp_path / "missing.json")]) == 2
     assert "No such file" in capsys.readouterr()[1]

@@ -39,7 +39,7 @@ def test_performance_trains_every_stage_from_the_cli(tiny):
     assert list(rows[0]) == [
         "epoch", "stage", "patch_size", "crop_size", "batch_size", "iterations", "iterated_voxels", "epoch_time_s",
         "compile_time_s", "compilations", "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss",
-        "val_loss", "pseudo_dice", "lr",
+        "val_loss", "pseudo_dice", "lr", "energy_kwh", "co2_kg",
     ]  # fmt: skip
     assert tuple(rows[0]) == TELEMETRY_COLUMNS  # the report tests' synthetic runs write the same columns
     schedule = pgps.make_schedule("performance", nn.PATCH, (8, 8, 8), 2, epochs=4, iterations_per_epoch=2)
@@ -55,6 +55,15 @@ def test_performance_trains_every_stage_from_the_cli(tiny):
     assert lrs == sorted(lrs, reverse=True)
     summary = json.loads((folder / "pgps_summary.json").read_text())
     assert summary["iterated_voxels"] == sum(int(r["iterated_voxels"]) for r in rows)
+    # CodeCarbon (installed with pgps[carbon], as make venv does): each training epoch's energy and CO2-eq
+    from pgps.nnunet.carbon import offline_tracker_class
+
+    if offline_tracker_class() is not None:
+        for key in ("energy_kwh", "co2_kg"):
+            assert all(float(r[key]) >= 0 for r in rows), key
+            assert summary[key] == pytest.approx(sum(float(r[key]) for r in rows)), key
+        assert (folder / "pgps_emissions.csv").is_file()
+        assert "CodeCarbon offline tracker" in next(folder.glob("training_log_*.txt")).read_text()
     assert summary["p_max_epochs_done"] == 1
     # validation and inference use the planned configuration (P_max, b_base)
     plans = json.loads((folder.parent / "plans.json").read_text())
@@ -223,7 +232,7 @@ for name in TRAINERS:
     s = trainer.schedule
     probe = getattr(trainer, "memory_probe", None)
     out[name] = [cls.__name__, s.mode, s.iterations_per_epoch, [st.batch_size for st in s.stages],
-                 list(s.patch_size_max), list(s.steps), probe.to_dict(2) if probe else None]
+                 list(s.patch_size_max), list(s.steps), probe.to_dict(2) if probe else None, cls.rpss_pool]
 print(json.dumps(out))
 """
 
@@ -240,7 +249,7 @@ def test_every_variant_is_found_by_nnunet_and_builds_its_schedule(tiny):
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert sorted(found) == sorted(TRAINERS)
     backbones = {"UNETR": (nn.TRANSFORMER_PATCH["unetr"], 16), "SwinUNETR": (nn.TRANSFORMER_PATCH["swinunetr"], 32)}
-    for name, (cls_name, mode, ipe, batches, p_max, steps, probe) in found.items():
+    for name, (cls_name, mode, ipe, batches, p_max, steps, probe, pool) in found.items():
         assert cls_name == name
         percent = name.rsplit("_", 1)[-1]
         fraction = TRAINING_LENGTHS[int(percent[:-3])] if percent.endswith("pct") else 1.0
@@ -248,7 +257,7 @@ def test_every_variant_is_found_by_nnunet_and_builds_its_schedule(tiny):
         backbone = name.split("_")[2]
         expected_p_max, step = backbones.get(backbone, (nn.PATCH, 8))
         assert (p_max, steps) == (expected_p_max, [step] * 3)
-        stages = pgps.make_schedule(mode, p_max, steps, 2).stages
+        stages = pgps.make_schedule(mode, p_max, steps, 2, rpss_pool=pool).stages
         if name.endswith("_MemoryProbe"):  # batch sizes from the probe's measured memory per sample
             assert [s["patch_size"] for s in probe["stages"]] == [list(s.patch_size) for s in stages]
             per_sample = {tuple(s["patch_size"]): s["bytes_per_sample"] for s in probe["stages"]}

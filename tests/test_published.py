@@ -6,6 +6,7 @@ import pgps
 from tests.published import (
     JOURNAL_HIPPOCAMPUS_FIRST_BATCH,
     MICCAI_SUPP_TABLE_2_LUNG_PGPS,
+    MICCAI_SUPP_TABLE_2_LUNG_RPSS_APPROX,
     MICCAI_SUPP_TABLE_3,
     MICCAI_TABLE_1_VOXELS,
     parse_supp_table_3,
@@ -88,6 +89,18 @@ def test_miccai_supp_table_2_lung_training_lengths(length):
     assert ours == pytest.approx(MICCAI_SUPP_TABLE_2_LUNG_PGPS[length], abs=0.06)
 
 
+def test_miccai_supp_table_2_rpss_voxels_need_the_miccai_pool():
+    """RPSS's voxels (≈ 35.4% of CPS, printed with "∼") fit a draw over the MICCAI stages (34.7% in expectation),
+    not over the journal stages (30.8%): evidence that the paper's RPSS pool is the MICCAI stage list."""
+    p_max, steps, b_base = planned("Lung")
+    ours = {
+        pool: 100 * pgps.relative_voxels(pgps.make_schedule("rpss", p_max, steps, b_base, rpss_pool=pool))
+        for pool in ("miccai", "journal")
+    }
+    assert ours["miccai"] == pytest.approx(MICCAI_SUPP_TABLE_2_LUNG_RPSS_APPROX, abs=1.0)
+    assert abs(ours["journal"] - MICCAI_SUPP_TABLE_2_LUNG_RPSS_APPROX) > 4
+
+
 def test_journal_hippocampus_first_stage_batch():
     schedule = pgps.make_schedule("performance", (40, 56, 40), (8, 8, 8), 9)
     assert schedule.stages[0].patch_size == (8, 8, 8)
@@ -114,3 +127,40 @@ def test_issue_example_performance_128():
     assert schedule.num_stages == 10
     assert schedule.stages[0].patch_size == (32, 32, 32)
     assert schedule.stages[0].batch_size == 128
+
+
+def _flops_benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "performance_flops.py"
+    spec = importlib.util.spec_from_file_location("performance_flops", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_performance_flops_notes_are_the_benchmarks_numbers():
+    """The notes on Table 1's PGPS-Perf FLOPs (published/table1.csv) state what benchmarks/performance_flops.py
+    computes for the MSD plans: our numel batch formula and Algorithm 1 as printed."""
+    import re
+
+    from pgps.report.published import load_published
+
+    bench = _flops_benchmark()
+    table1 = load_published("table1").set_index(["row", "column"])
+    for task, plan in bench.PLANS.items():
+        note = table1.loc[(task, "flops.performance"), "note"]
+        ours = float(re.search(r"formula gives ([\d.]+) on", note)[1])
+        algorithm1 = float(re.search(r"Algorithm 1 as printed ([\d.]+);", note)[1])
+        found = bench.candidates(*plan, with_profiler=False)
+        assert (round(found["voxels"], 1), round(found["algorithm1"], 1)) == (ours, algorithm1), task
+        assert table1.loc[(task, "flops.performance"), "value"] == bench.PRINTED[task]
+
+
+def test_profiler_flops_of_the_unet_equal_its_iterated_voxels():
+    """FLOPs counted by torch's FlopCounterMode on nnU-Net's U-Net (forward and backward, every stage of
+    PGPS-Performance on MSD Hippocampus's plans) give the same relative FLOPs as iterated voxels."""
+    bench = _flops_benchmark()
+    found = bench.candidates(*bench.PLANS["MSD_Hippocampus"])
+    assert found["profiler"] == pytest.approx(found["voxels"], rel=1e-9)

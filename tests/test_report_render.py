@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from pgps.cli import main
-from pgps.report import OUTPUTS, figures, outputs, tables
+from pgps.report import OUTPUTS, figures, miccai, outputs, tables
 from pgps.report.characteristics import task_characteristics
 from pgps.report.published import compare, load_published
 from pgps.report.render import figure3_published
@@ -62,9 +62,11 @@ def test_collect_writes_one_row_per_run_and_never_invents(rendered):
     assert len(results) == len(manifest)
     assert list(results.columns[1 : 1 + len(MANIFEST_COLUMNS)]) == list(MANIFEST_COLUMNS)
     status = results.groupby("status").size().to_dict()
-    # the fixture leaves AMOS22 fold 2 and MSD_Lung's Progressive Resolution unrun, KiTS23 PGPS-Perf fold 1 training
+    # the fixture leaves AMOS22 fold 2, MSD_Lung's Progressive Resolution and its RPSS at 25% unrun, KiTS23
+    # PGPS-Perf fold 1 training
     amos = results[(results["dataset"] == "AMOS22") & (results["fold"] == 2)]
-    prog = results[(results["dataset"] == "MSD_Lung") & (results["mode"] == "progressive-resolution")]
+    lung = results[results["dataset"] == "MSD_Lung"]
+    prog = lung[(lung["mode"] == "progressive-resolution") | ((lung["mode"] == "rpss") & (lung["length"] == 25))]
     training = results[(results["dataset"] == "KiTS23") & (results["mode"] == "performance") & (results["fold"] == 1)]
     missing, unfinished = len(amos) + len(prog), len(training)
     assert status == {"complete": len(results) - missing - unfinished, "missing": missing, "training": unfinished}
@@ -87,9 +89,14 @@ def test_report_writes_every_output(rendered):
     out = rendered["out"]
     for rel in OUTPUTS:
         assert (out / rel).stat().st_size > 0, rel
-    for name in outputs.FIGURES:
+    for name in outputs.FIGURES + outputs.MICCAI_FIGURES:
         assert (out / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (out / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+        pdf = (out / "figures" / f"{name}.pdf").read_bytes()
+        assert pdf[:5] == b"%PDF-"
+        # journals reject Type 3 fonts: the text is embedded as TrueType (pdf.fonttype 42)
+        assert b"/Type3" not in pdf and b"/FontFile2" in pdf, name
+    tex = (out / "tables" / "table1.tex").read_text()
+    assert "\\caption{CPS, PGPS-Efficiency" in tex and "Table 1: Table 1" not in tex
     assert rendered["seconds"] < 60  # seconds in practice; loose for a loaded machine
     index = (out / "report.md").read_text()
     assert "Runs without a result" in index and "figure5" in index
@@ -155,6 +162,10 @@ def test_published_cells_match_rendered_table_keys():
     built["figure4"] = figures.figure4(empty, epochs)[1]
     built["figure5"] = figures.figure5(empty)[1]
     built["figureA6"] = figures.figureA6(empty, epochs)[1]
+    for name in outputs.MICCAI_TABLES:
+        built[name] = miccai.TABLES[name](empty, pd.DataFrame(columns=["run", "case", "label", "dice"]))
+    for name in outputs.MICCAI_FIGURES:
+        built[name] = miccai.FIGURES[name](empty)[1]
     for name, table in built.items():
         published = figure3_published() if name == "figure3" else load_published(name)
         keys = {(r, c.key) for r, _ in table.rows for c in table.columns}
@@ -236,12 +247,12 @@ def test_report_package_import_is_light_and_outputs_fixed():
     assert (
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
     )
-    assert (
-        len(OUTPUTS)
-        == len(set(OUTPUTS))
-        == 5 * (len(outputs.TABLES) + len(outputs.FIGURES)) + 2 * len(outputs.FIGURES) + 1
-    )
+    figures = outputs.FIGURES + outputs.MICCAI_FIGURES
+    tables = outputs.TABLES + outputs.MICCAI_TABLES + figures
+    assert len(OUTPUTS) == len(set(OUTPUTS)) == 5 * len(tables) + 2 * len(figures) + 1
     assert {"tables/table1.tex", "compare/tableD8.md", "figures/figureA6.pdf", "report.md"} <= set(OUTPUTS)
+    assert {"tables/miccai_table1.csv", "compare/miccai_tableS2.md", "figures/miccai_figure3.pdf"} <= set(OUTPUTS)
+    assert len(tables) == 19
 
 
 def test_report_cli_lists_outputs_and_rejects_missing_results(tmp_path, capsys):
@@ -304,8 +315,8 @@ def test_characteristics_regions_and_cli(tmp_path, capsys):
     assert main(["characteristics", "--dataset", "no-equals-sign", "--out", str(out)]) == 2
 
 
-def test_report_renders_a_demo_table_of_collect_fold_rows(tmp_path):
-    """A results.csv of the demo's collect_fold rows (no manifest factors, no telemetry) still renders all."""
+def test_report_renders_a_results_table_without_manifest_factors(tmp_path):
+    """A hand-made results.csv (no manifest factors, no run column, no telemetry) still renders all."""
     rows = [
         {"dataset": "lesions", "trainer": f"t_{m}", "mode": m, "fold": 0, "dice": d, "dice_per_class": "{}",
          "epochs": 40, "train_time_s": t, "p_max_mean_epoch_time_s": 2.5, "iterated_voxels": v,

@@ -1,4 +1,4 @@
-"""Results collection and the Table-1-style comparison, on small hand-checkable inputs."""
+"""Results collection and the relative measures against CPS, on small hand-checkable inputs."""
 
 import json
 import math
@@ -6,7 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from pgps.report.results import RESULT_COLUMNS, collect_fold, compare_to_cps, table1, to_markdown
+import pgps
+from pgps.report.results import METRIC_COLUMNS, collect_run, compare_to_cps
+from pgps.report.tables import table1
 
 
 def row(dataset, mode, fold, dice, time_s, p_max_epoch_s, epochs, voxels):
@@ -23,12 +25,14 @@ def test_compare_to_cps_hand_computed():
             row("A", "cps", 0, 0.80, 100.0, 10.0, 10, 1000),
             row("A", "performance", 0, 0.84, 90.0, 10.0, 10, 940),
             row("A", "efficiency", 0, 0.78, 40.0, 8.0, 10, 330),
+            row("A", "miccai", 0, 0.79, 40.0, 0.0, 10, 330),  # no P_max epoch measured: no runtime
         ]
     )
     out = compare_to_cps(df).set_index("mode")
     assert out.loc["performance", "relative_dice"] == pytest.approx(0.84 / 0.80)
     assert out.loc["performance", "relative_runtime"] == pytest.approx(90 / (10 * 10))
     assert out.loc["efficiency", "relative_runtime"] == pytest.approx(40 / (8 * 10))
+    assert math.isnan(out.loc["miccai", "relative_runtime"])  # the guard of stats.virtual_relative_runtime
     assert out.loc["efficiency", "relative_flops"] == pytest.approx(0.33)
     assert out.loc["cps", "relative_flops"] == 1.0
 
@@ -43,42 +47,42 @@ def test_table1_normalized_average_and_gaps():
             row("C", "performance", 0, 0.60, 90.0, 10.0, 10, 1000),  # no CPS run: relative values missing
         ]
     )
-    t = table1(df).set_index("dataset")
-    assert t.loc["A", "PGPS-Performance rel. Dice [%]"] == pytest.approx(110.0)
-    assert t.loc["B", "PGPS-Performance rel. Dice [%]"] == pytest.approx(110.0)
-    assert math.isnan(t.loc["C", "PGPS-Performance rel. Dice [%]"])
-    assert math.isnan(t.loc["C", "CPS Dice [%]"])
-    assert t.loc["Normalized average", "PGPS-Performance rel. Dice [%]"] == pytest.approx(110.0)
-    md = to_markdown(t.reset_index())
-    assert "| C | – |" in md and md.count("\n") == 2 + len(t)
+    t = table1(df)
+    assert t.value("A", "reldice.performance") == pytest.approx(10.0)
+    assert t.value("B", "reldice.performance") == pytest.approx(10.0)
+    assert math.isnan(t.value("C", "reldice.performance"))
+    assert math.isnan(t.value("C", "dice.cps"))
+    assert t.value("norm_avg", "dice.performance") == pytest.approx(110.0)
+    assert t.cell("norm_avg", "dice.performance")["n"] == 2  # C has no CPS: left out, never filled
 
 
-def test_collect_fold_reads_nnunet_and_pgps_summaries(tmp_path):
+def test_collect_run_reads_nnunet_and_pgps_summaries(tmp_path):
     (tmp_path / "validation").mkdir()
     (tmp_path / "validation" / "summary.json").write_text(
         json.dumps({"foreground_mean": {"Dice": 0.5}, "mean": {"1": {"Dice": 0.4}, "2": {"Dice": 0.6}}})
     )
-    (tmp_path / "pgps_summary.json").write_text(
-        json.dumps(
-            {
-                "mode": "efficiency",
-                "epochs_done": 3,
-                "train_time_s": 1.5,
-                "p_max_mean_epoch_time_s": 0.7,
-                "iterated_voxels": 12,
-                "planned_relative_voxels": 0.5,
-            }
-        )
-    )
-    r = collect_fold(tmp_path, "lesions", "nnUNetTrainer_PGPS_Efficiency", 0)
-    assert list(r) == list(RESULT_COLUMNS)
-    assert r["dice"] == 0.5 and json.loads(r["dice_per_class"]) == {"1": 0.4, "2": 0.6}
-    (tmp_path / "validation" / "summary.json").unlink()
-    assert math.isnan(collect_fold(tmp_path, "lesions", "x", 0)["dice"])
+    schedule = pgps.make_schedule("efficiency", (32, 32, 32), (16, 16, 16), 2, epochs=3, iterations_per_epoch=2)
+    summary = {"mode": "efficiency", "epochs_done": 3, "train_time_s": 1.5, "p_max_mean_epoch_time_s": 0.7}
+    summary |= {"iterated_voxels": 12, "schedule": schedule.to_dict()}
+    (tmp_path / "pgps_summary.json").write_text(json.dumps(summary))
+    pd.DataFrame({"epoch": [0, 1, 2]}).to_csv(tmp_path / "pgps_telemetry.csv", index=False)
+    metrics, telemetry, read_schedule = collect_run(tmp_path)
+    assert list(metrics) == list(METRIC_COLUMNS)
+    assert metrics["status"] == "complete" and metrics["dice"] == 0.5
+    assert json.loads(metrics["dice_per_class"]) == {"1": 0.4, "2": 0.6}
+    assert metrics["relative_runtime"] == pytest.approx(1.5 / (0.7 * 3))
+    assert telemetry["epoch"].tolist() == [0, 1, 2] and read_schedule["mode"] == "efficiency"
 
 
-def test_relative_dice_is_missing_when_cps_scored_zero():
-    df = pd.DataFrame([row("A", "cps", 0, 0.0, 10.0, 1.0, 10, 100), row("A", "efficiency", 0, 0.5, 4.0, 1.0, 10, 30)])
-    out = compare_to_cps(df).set_index("mode")
-    assert math.isnan(out.loc["efficiency", "relative_dice"])
-    assert out.loc["efficiency", "relative_flops"] == pytest.approx(0.3)
+@pytest.mark.parametrize("epochs", [[0, 1], [0, 1, 1, 2], None])
+def test_collect_run_is_incomplete_without_every_epoch_once(tmp_path, epochs):
+    """A validated run whose telemetry misses, repeats or lacks epochs is not counted as complete."""
+    (tmp_path / "validation").mkdir()
+    (tmp_path / "validation" / "summary.json").write_text(json.dumps({"foreground_mean": {"Dice": 0.5}}))
+    schedule = pgps.make_schedule("cps", (32, 32, 32), (16, 16, 16), 2, epochs=3, iterations_per_epoch=2)
+    (tmp_path / "pgps_summary.json").write_text(json.dumps({"mode": "cps", "schedule": schedule.to_dict()}))
+    if epochs is not None:
+        pd.DataFrame({"epoch": epochs}).to_csv(tmp_path / "pgps_telemetry.csv", index=False)
+    metrics, _, _ = collect_run(tmp_path)
+    assert metrics["status"] == "incomplete"
+    assert math.isnan(metrics["relative_runtime"])

@@ -247,13 +247,29 @@ def test_rpss_is_seeded_uniform_and_reproducible():
     assert (a.rpss_draws(5) != c.rpss_draws(5)).any()
     counts = pgps.iterations_per_stage(a)
     assert sum(counts) == a.total_iterations
-    expected = a.total_iterations / a.num_stages
+    k = a.num_stages
+    expected = a.total_iterations / k
     # uniform: every stage within 5 standard deviations of its expected count
-    sd = (a.total_iterations * (1 / 10) * (9 / 10)) ** 0.5
+    sd = (a.total_iterations * (1 / k) * (1 - 1 / k)) ** 0.5
     assert all(abs(n - expected) < 5 * sd for n in counts)
     assert {x.batch_size for x in a.stages} == {2}
-    eff = pgps.make_schedule("efficiency", (128, 128, 128), (32, 32, 32), 2, epochs=200)
-    assert pgps.relative_voxels(a) == pytest.approx(pgps.relative_voxels(eff), abs=0.01)
+
+
+@pytest.mark.parametrize(("pool", "paced"), [("miccai", "miccai"), ("journal", "efficiency")])
+def test_rpss_draws_from_its_named_pool(pool, paced):
+    """RPSS's pool: the MICCAI 2024 stages by default (the paper's "all patch sizes used for PGPS"), the journal
+    stages when named; the notes say which, and the voxels are those of a uniform draw over the pool."""
+    kwargs = {"epochs": 200} if pool == "miccai" else {"epochs": 200, "rpss_pool": pool}
+    rpss = pgps.make_schedule("rpss", (80, 192, 160), (16, 32, 32), 2, **kwargs)
+    same = pgps.make_schedule(paced, (80, 192, 160), (16, 32, 32), 2, epochs=200)
+    assert [s.patch_size for s in rpss.stages] == [s.patch_size for s in same.stages]
+    assert any(n.startswith("RPSS pool: ") and pgps.schedule.RPSS_POOLS[pool] in n for n in rpss.notes)
+    uniform = sum(st.tensor_voxels for st in same.stages) / same.num_stages / (2 * numel((80, 192, 160)))
+    assert pgps.relative_voxels(rpss) == pytest.approx(uniform, abs=0.01)
+    drawn = {rpss.stage_at(e, i).patch_size for e in range(200) for i in range(0, 250, 50)}
+    assert drawn == {s.patch_size for s in same.stages}
+    with pytest.raises(ValueError, match="unknown RPSS pool 'random'; choose one of: miccai, journal"):
+        pgps.make_schedule("rpss", (80, 192, 160), (16, 32, 32), 2, rpss_pool="random")
 
 
 # -- cost model ----------------------------------------------------------------------------

@@ -70,7 +70,8 @@ def test_every_output_exists(rendered):
     assert (figures / "schedules.csv").is_file()
     for dataset in DATASETS:
         assert (figures / "figure2" / f"{dataset}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        assert (figures / "figure2" / f"{dataset}.pdf").read_bytes()[:5] == b"%PDF-"
+        pdf = (figures / "figure2" / f"{dataset}.pdf").read_bytes()
+        assert pdf[:5] == b"%PDF-" and b"/Type3" not in pdf and b"/FontFile2" in pdf  # TrueType, never Type 3
         for mode in DEFAULT_MODES:
             assert (rendered / "results" / "schedules" / dataset / f"{mode}.json").is_file()
     assert not (rendered / "config.yaml").exists()  # only the test config was read

@@ -27,7 +27,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pgps.plans import STEPS_KEY, _resolve, derived_configuration_source
+from pgps.plans import STEPS_KEY, derived_configuration_source, resolve_configuration
 from pgps.sizes import Size, as_size, check_divisible, fmt_size
 
 BACKBONE_KEY = "pgps_backbone"
@@ -218,7 +218,7 @@ def add_backbone_configuration(
 
 def describe(plans: dict, name: str) -> str:
     """One line about backbone configuration ``name`` of ``plans`` (for the CLI)."""
-    conf = _resolve(plans["configurations"], name)
+    conf = resolve_configuration(plans["configurations"], name)
     spec = get_backbone(conf[BACKBONE_KEY])
     kwargs = conf["architecture"]["arch_kwargs"]
     changed = {k: v for k, v in kwargs.items() if spec.arch_kwargs.get(k) != v}

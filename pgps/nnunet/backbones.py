@@ -31,7 +31,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from pgps.nnunet.backbone_plans import BACKBONE_KEY, BACKBONES, check_arch_kwargs, get_backbone
-from pgps.plans import STEPS_KEY
+from pgps.plans import configuration_steps
 from pgps.sizes import Size, as_size, check_divisible, fmt_size, numel
 
 UNETR_TOKEN = BACKBONES["unetr"].step
@@ -243,9 +243,10 @@ class BackboneMixin:
                 f"(network {arch}); {hint}"
             )
         steps = (spec.step,) * 3
-        if STEPS_KEY in conf and tuple(conf[STEPS_KEY]) != steps:
+        stated = configuration_steps(conf, self.configuration_name)
+        if stated != steps:
             raise ValueError(
-                f"configuration {self.configuration_name} states steps {conf[STEPS_KEY]}, {spec.title} has {steps}"
+                f"configuration {self.configuration_name} states steps {list(stated)}, {spec.title} has {steps}"
             )
         p_max = as_size("patch_size", self.configuration_manager.patch_size)
         for axis, p in enumerate(p_max):

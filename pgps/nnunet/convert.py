@@ -186,6 +186,7 @@ def convert_dataset(
         raise ConversionError(f"source {source} is a file but not an archive ({', '.join(ARCHIVE_SUFFIXES)})")
     if fmt == "nnunet" and source.is_dir() and source.resolve() == target.resolve():
         check_raw_dataset(target)  # already in place: only check it
+        check_cases(target, workers, progress)
         return target
     if raw_dir.is_dir():
         clashes = sorted(p.name for p in raw_dir.glob(f"Dataset{int(dataset_id):03d}_*") if p.name != folder_name)
@@ -207,6 +208,7 @@ def convert_dataset(
         context = _Context(staging=staging, workers=workers, progress=progress, source_is_extracted=extracted)
         converter = spec.convert(root, out, int(dataset_id), name, context)
         check_raw_dataset(out)
+        check_cases(out, workers, progress)
         _annotate(out, name, {"format": fmt, "source": str(source.resolve()), "converter": converter})
         if target.exists():
             target.rename(staging / "replaced")
@@ -269,6 +271,92 @@ def check_raw_dataset(folder: str | os.PathLike[str]) -> dict[str, Any]:
     return {"cases": cases, "channels": channels, "labels": meta["labels"]}
 
 
+def check_cases(folder: str | os.PathLike[str], workers: int = 1, progress: bool | None = None) -> int:
+    """Check every training case of an nnU-Net v2 raw dataset; return the number of cases.
+
+    As nnU-Net's ``verify_dataset_integrity`` (whose case listing and image readers are used): every
+    image channel has the label's shape and spacing, and the label holds only values ``dataset.json``
+    declares (its labels, regions' values and ``ignore``). Image headers are read without their voxels;
+    each label is read once, in ``workers`` processes. Raises :class:`ConversionError` naming the case
+    and the file.
+    """
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    folder = Path(folder)
+    meta = json.loads((folder / "dataset.json").read_text())
+    allowed: set[int] = set()
+    for value in meta["labels"].values():
+        allowed.update(int(v) for v in (value if isinstance(value, list | tuple) else [value]))
+    cases = get_filenames_of_train_images_and_targets(str(folder), meta)
+    jobs = [(case, cases[case]["images"], cases[case]["label"], sorted(allowed), str(folder)) for case in sorted(cases)]
+    bar = _Progress(f"check {folder.name}", len(jobs), progress, unit="case")
+    try:
+        for problem in _map(_check_case, jobs, workers):
+            if problem:
+                raise ConversionError(problem)
+            bar.advance()
+    finally:
+        bar.close()
+    return len(jobs)
+
+
+def _check_case(job: tuple[str, list[str], str, list[int], str]) -> str | None:
+    """What is wrong with one case (``(case, image files, label file, allowed values, dataset folder)``), or None."""
+    case, images, label, allowed, folder = job
+
+    def name(path: str) -> str:
+        return os.path.relpath(path, folder)
+
+    seg_shape, seg_spacing, seg = _read_image(label, voxels=True)
+    for image in images:
+        shape, spacing, _ = _read_image(image, voxels=False)
+        if shape != seg_shape:
+            return f"case {case}: {name(image)} has shape {shape}, its label {name(label)} {seg_shape}"
+        if not np.allclose(spacing, seg_spacing, rtol=1e-3, atol=1e-5):
+            return f"case {case}: {name(image)} has spacing {spacing}, its label {name(label)} {seg_spacing}"
+    values = np.unique(seg)
+    bad = [v for v in values.tolist() if v not in allowed]
+    if bad:
+        return (
+            f"case {case}: {name(label)} holds label value(s) {bad[:10]} that dataset.json does not declare "
+            f"(labels {allowed})"
+        )
+    return None
+
+
+def _read_image(path: str, voxels: bool) -> tuple[tuple[int, ...], tuple[float, ...], np.ndarray | None]:
+    """``(shape, spacing, voxels or None)`` of an image file in array (z, y, x) order; only the header unless
+    ``voxels``. SimpleITK reads what it can (NIfTI, MHA, NRRD, ...)."""
+    import SimpleITK as sitk
+
+    if not voxels:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(path)
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise ConversionError(f"{path}: cannot read this image ({exc})") from None
+        return tuple(reader.GetSize())[::-1], tuple(reader.GetSpacing())[::-1], None
+    try:
+        image = sitk.ReadImage(path)
+    except RuntimeError as exc:
+        raise ConversionError(f"{path}: cannot read this image ({exc})") from None
+    return tuple(image.GetSize())[::-1], tuple(image.GetSpacing())[::-1], sitk.GetArrayFromImage(image)
+
+
+def _map(function: Callable[[Any], Any], jobs: list, workers: int) -> Iterator[Any]:
+    """``map(function, jobs)``, in ``workers`` spawned processes when more than one, results in order."""
+    if workers == 1 or len(jobs) < 2:
+        yield from map(function, jobs)
+        return
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        yield from pool.map(function, jobs)
+
+
 def download(
     url: str,
     out: str | os.PathLike[str],
@@ -315,6 +403,12 @@ def download(
                 part.unlink()
                 continue
             raise ConversionError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        except (urllib.error.URLError, OSError) as exc:  # no network, unknown host, refused, timed out
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            raise ConversionError(
+                f"{url}: cannot download ({reason}); check the network, or fetch the file yourself and point "
+                "the dataset's raw_path at it"
+            ) from None
         with response:
             start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
             resumed = have > 0 and getattr(response, "status", None) == 206 and start and int(start.group(1)) == have
@@ -324,12 +418,16 @@ def download(
             length = response.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else None
             bar = _Progress(f"download {out.name}", total, progress, unit="B", initial=have)
-            with open(part, "ab" if resumed else "wb") as f:
-                while chunk := response.read(chunk_size):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    bar.advance(len(chunk))
-            bar.close()
+            try:
+                with open(part, "ab" if resumed else "wb") as f:
+                    while chunk := response.read(chunk_size):
+                        f.write(chunk)
+                        digest.update(chunk)
+                        bar.advance(len(chunk))
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                raise ConversionError(f"{url}: the download broke off ({exc}); run again to resume it") from None
+            finally:
+                bar.close()
         if total is not None and part.stat().st_size != total:
             raise ConversionError(f"{url}: got {part.stat().st_size} of {total} bytes; run again to resume")
         if md5 is not None and (got := digest.hexdigest()) != md5:
@@ -414,7 +512,6 @@ def _numbered(folder: Path, prefix: str) -> dict[str, Path]:
 
 
 def _convert_btcv(root: Path, out: Path, dataset_id: int, name: str, ctx: _Context) -> str:
-    import nibabel as nib
 
     pairs = _btcv_pairs(root)
     _, labels_dir, test_dir = _btcv_dirs(root)
@@ -423,15 +520,8 @@ def _convert_btcv(root: Path, out: Path, dataset_id: int, name: str, ctx: _Conte
         raise FORMATS["btcv"].layout_error(root, f"labels without an image: {unpaired[:5]}")
     _make_dirs(out, test=test_dir is not None)
     bar = _Progress(f"BTCV -> {out.name}", len(pairs), ctx.progress, unit="case")
-    for number, (image, label) in pairs.items():
+    for number, (image, label) in pairs.items():  # shapes and label values: check_cases, after the conversion
         case = f"BTCV_{number}"
-        header_shape = nib.load(image).shape
-        seg = nib.load(label)
-        values = np.unique(np.asanyarray(seg.dataobj))
-        if seg.shape != header_shape:
-            raise ConversionError(f"{label}: shape {seg.shape} differs from its image's {header_shape}")
-        if values.min() < 0 or values.max() > len(BTCV_CLASSES) or not np.all(values == np.round(values)):
-            raise ConversionError(f"{label}: label values {values.tolist()} outside 0..{len(BTCV_CLASSES)}")
         _place(image, out / "imagesTr" / f"{case}_0000.nii.gz", ctx)
         _place(label, out / "labelsTr" / f"{case}.nii.gz", ctx)
         bar.advance()
@@ -529,8 +619,10 @@ def _amos22_split(task: int):
             pgps_heldout={"images": "imagesTs", "labels": "labelsTs", "cases": counts["validation"],
                           "split": "AMOS22's official validation cases"},
         )  # fmt: skip
-        return f"pgps.nnunet.convert (AMOS22 task {task}, official split: {counts['training']} training, " \
-               f"{counts['validation']} held-out validation cases)"
+        return (
+            f"pgps.nnunet.convert (AMOS22 task {task}, official split: {counts['training']} training, "
+            f"{counts['validation']} held-out validation cases)"
+        )
 
     return convert
 
@@ -590,18 +682,8 @@ def _convert_totalsegmentator(root: Path, out: Path, dataset_id: int, name: str,
     _make_dirs(out, test=False)
     jobs = [(str(root / s), str(out), s, ctx.source_is_extracted) for s in subjects]
     bar = _Progress(f"TotalSegmentator -> {out.name}", len(jobs), ctx.progress, unit="subject")
-    if ctx.workers == 1:
-        for job in jobs:
-            _totalseg_subject(job)
-            bar.advance()
-    else:
-        import concurrent.futures
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(ctx.workers, mp_context=context) as pool:
-            for _ in pool.map(_totalseg_subject, jobs):
-                bar.advance()
+    for _ in _map(_totalseg_subject, jobs, ctx.workers):
+        bar.advance()
     bar.close()
     if (root / "meta.csv").is_file():
         shutil.copyfile(root / "meta.csv", out / "meta.csv")

@@ -1,19 +1,12 @@
 """Batch construction for large small-patch batches (journal Appendix A), as an nnU-Net loader.
 
-Strategies, for a batch of ``b`` patches with a fixed foreground share (50% by default):
-
-- ``split_crop`` (PGPS-Performance's default): two volumes; every foreground patch comes from
-  one, every random patch from the other.
-- ``single_crop``: ``b`` distinct volumes, one patch each (nnU-Net's own scheme).
-- ``multi_crop``: two volumes, each giving half of the foreground and half of the random patches.
-- ``single_volume``: every patch from one volume.
-
-Sample ``j`` is a forced-foreground patch when ``j >= round(b * (1 - share))``, nnU-Net's rule.
-A foreground patch picks a class uniformly among the foreground classes present in the volume,
-then a voxel of that class uniformly, and centres the patch there, clamped to the padded volume;
-a random patch is uniform over the valid positions. A volume without foreground falls back to
-a random patch and is counted (``batch["pgps_fg_fallbacks"]``). Each volume is opened once per
-batch; nnU-Net's blosc2 arrays then read only the chunks that a crop touches.
+Which volume and which kind of patch every sample gets, and where it is cropped, is planned by the
+framework-free :mod:`pgps.sampling` (Split-Crop, Single-Crop, Multi-Crop, Single-Volume; forced
+foreground by nnU-Net's last-``share`` rule; class-uniform foreground centres), drawn from this
+loader's one seeded generator; the plain PyTorch and MONAI adapters call the same functions. A
+volume without foreground falls back to a random patch and is counted
+(``batch["pgps_fg_fallbacks"]``). Each volume is opened once per batch; nnU-Net's blosc2 arrays
+then read only the chunks that a crop touches.
 
 Two ways to augment a batch:
 
@@ -46,7 +39,9 @@ from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+from pgps import sampling as plans
 from pgps.nnunet.batched import AugmentationSpec, RawBatch, augment, centre_offset, sample_parameters
+from pgps.sampling import check_strategy, forced_foreground
 
 DENSE_READ = 4.0
 """Read a volume's patches as one bounding box when it holds at most this many times their voxels."""
@@ -69,27 +64,6 @@ def _one_thread():
     if not _THREADPOOLS:
         _THREADPOOLS.append(ThreadpoolController())
     return _THREADPOOLS[0].limit(limits=1, user_api=None)
-
-
-VOLUMES_NEEDED = {"split_crop": 2, "multi_crop": 2, "single_volume": 1, "single_crop": None}
-STRATEGIES = tuple(VOLUMES_NEEDED)
-
-
-def check_strategy(strategy: str, batch_size: int, num_cases: int) -> None:
-    """Raise ``ValueError`` when ``strategy`` is unknown or cannot build a batch of ``batch_size``."""
-    if strategy not in VOLUMES_NEEDED:
-        raise ValueError(f"unknown batch sampling strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
-    needed = batch_size if strategy == "single_crop" else VOLUMES_NEEDED[strategy]
-    if needed > num_cases:
-        raise ValueError(
-            f"the {strategy} strategy needs {needed} distinct training cases for a batch of {batch_size} "
-            f"patches, but the training split has only {num_cases}"
-        )
-
-
-def forced_foreground(batch_size: int, share: float) -> np.ndarray:
-    """Which samples of a batch must contain foreground (nnU-Net's last-``share`` rule)."""
-    return np.arange(batch_size) >= round(batch_size * (1 - share))
 
 
 class PGPSDataLoader(nnUNetDataLoader):
@@ -151,88 +125,37 @@ class PGPSDataLoader(nnUNetDataLoader):
         super().set_thread_id(thread_id)
         self.rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(int(thread_id),)))
 
-    # -- which volume and which kind of patch for every sample ---------------------------------
+    # -- which volume and which kind of patch for every sample (pgps.sampling) ----------------------
     def plan_batch(self) -> list[tuple[str, bool]]:
         """``(case identifier, forced foreground)`` for every sample of the next batch."""
-        keys, b, forced = self.indices, self.batch_size, self.forced
-        if self.strategy == "single_crop":
-            chosen = self.rng.choice(len(keys), size=b, replace=False)
-            return [(keys[i], bool(f)) for i, f in zip(chosen, forced, strict=True)]
-        if self.strategy == "single_volume":
-            key = keys[self.rng.integers(len(keys))]
-            return [(key, bool(f)) for f in forced]
-        first, second = (keys[i] for i in self.rng.choice(len(keys), size=2, replace=False))
-        if self.strategy == "split_crop":
-            return [(second if f else first, bool(f)) for f in forced]
-        # multi_crop: alternate the volumes within the random and within the foreground samples
-        plan, seen = [], {False: 0, True: 0}
-        for f in forced:
-            f = bool(f)
-            plan.append((first if seen[f] % 2 == 0 else second, f))
-            seen[f] += 1
-        return plan
+        cases = plans.plan_cases(self.rng, self.strategy, len(self.indices), self.forced)
+        return [(self.indices[i], bool(f)) for i, f in zip(cases.tolist(), self.forced, strict=True)]
 
-    # -- where to crop ---------------------------------------------------------------------------
+    # -- where to crop (pgps.sampling) ---------------------------------------------------------------
     def _bounds(self, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        patch = np.asarray(self.patch_size)
-        need = np.maximum(self.need_to_pad, patch - np.asarray(shape))
-        lower = -(need // 2)
-        upper = np.asarray(shape) + need // 2 + need % 2 - patch
-        return lower, upper
+        return plans.crop_bounds(shape, self.patch_size, self.need_to_pad)
 
-    def _eligible(self, force_fg: bool, class_locations: dict | None) -> list:
-        """Keys of ``class_locations`` a patch may be centred on (empty: a random patch)."""
+    def _locations(self, class_locations: dict | None) -> tuple[list, np.ndarray | None]:
+        """nnU-Net's ``class_locations`` (rows ``(channel, x, y, z)``) as the core's foreground and annotated voxels."""
         locations = class_locations or {}
-        if force_fg:
-            return [k for k, v in locations.items() if len(v) > 0 and k != self.annotated_classes_key]
-        if self.has_ignore:  # ignore label: random patches still need annotated voxels
-            return [self.annotated_classes_key] if len(locations.get(self.annotated_classes_key, ())) else []
-        return []
+        voxels = {k: np.asarray(v)[:, 1:] if len(v) else () for k, v in locations.items()}
+        foreground = [v for k, v in voxels.items() if k != self.annotated_classes_key]
+        return foreground, voxels.get(self.annotated_classes_key, ()) if self.has_ignore else None
 
     def crop_box(self, shape: Sequence[int], force_fg: bool, class_locations: dict | None) -> tuple[list, bool]:
         """Lower corner of the crop (``self.patch_size``) and whether a foreground patch fell back to random."""
-        lower, upper = self._bounds(shape)
-        eligible = self._eligible(force_fg, class_locations) if force_fg or self.has_ignore else []
-        if not eligible:
-            corner = self.rng.integers(lower, upper + 1)
-            return corner.tolist(), force_fg
-        select = class_locations[eligible[self.rng.integers(len(eligible))]]
-        voxel = np.asarray(select[self.rng.integers(len(select))])[1:]
-        corner = np.clip(voxel - np.asarray(self.patch_size) // 2, lower, upper)
-        return corner.tolist(), False
+        corner, fell_back = plans.crop_box(
+            self.rng, self._bounds(shape), self.patch_size, force_fg, *self._locations(class_locations)
+        )
+        return corner.tolist(), fell_back
 
     def crop_corners(
         self, shape: Sequence[int], force_fg: np.ndarray, class_locations: dict | None
     ) -> tuple[np.ndarray, int]:
-        """:meth:`crop_box` for many patches of one volume at once: corners (n, 3) and the fallback count.
-
-        Same distribution per patch: a forced patch picks a class uniformly among the eligible
-        ones, then one of its voxels uniformly, and is centred there (clamped); others are uniform.
-        """
-        if len(force_fg) == 1:  # one patch (Single-Crop): the scalar path is 3x faster
-            corner, fell_back = self.crop_box(shape, bool(force_fg[0]), class_locations)
-            return np.array([corner], dtype=np.int64), int(fell_back)
-        lower, upper = self._bounds(shape)
-        n = len(force_fg)
-        corners = np.empty((n, len(lower)), dtype=np.int64)
-        located = np.zeros(n, dtype=bool)
-        half = np.asarray(self.patch_size) // 2
-        for forced in (True, False):
-            rows = np.flatnonzero(force_fg == forced)
-            eligible = self._eligible(forced, class_locations) if forced or self.has_ignore else []
-            if not len(rows) or not eligible:
-                continue
-            chosen = self.rng.integers(len(eligible), size=len(rows))
-            for i, key in enumerate(eligible):
-                picked = rows[chosen == i]
-                if len(picked):
-                    select = np.asarray(class_locations[key])
-                    voxels = select[self.rng.integers(len(select), size=len(picked)), 1:]
-                    corners[picked] = np.clip(voxels - half, lower, upper)
-            located[rows] = True
-        free = np.flatnonzero(~located)
-        corners[free] = self.rng.integers(lower, upper + 1, size=(len(free), len(lower)))
-        return corners, int((force_fg & ~located).sum())
+        """:meth:`crop_box` for many patches of one volume at once: corners (n, 3) and the fallback count."""
+        return plans.crop_corners(
+            self.rng, self._bounds(shape), self.patch_size, force_fg, *self._locations(class_locations)
+        )
 
     # -- the batch -------------------------------------------------------------------------------
     def generate_train_batch(self) -> dict:

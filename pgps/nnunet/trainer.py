@@ -11,16 +11,24 @@ A published variant is a few class attributes on top (see :mod:`pgps.nnunet.vari
 Per-epoch telemetry goes to ``pgps_telemetry.csv`` in the fold folder, a run summary to
 ``pgps_summary.json``, and the curriculum state (position, telemetry, RNG states) into nnU-Net's
 own checkpoint, so that ``nnUNetv2_train ... --c`` resumes at the same stage and batch size.
+
+Checkpoints are crash-safe: every checkpoint (latest, best, final) is written to a temporary file,
+fsynced and renamed into place; ``checkpoint_latest.pth`` is written every
+``checkpoint_every_epochs`` epochs (nnU-Net's ``save_every``), after ``checkpoint_every_minutes``
+of training and with every new best, and is kept until ``checkpoint_final.pth`` exists; ``--c``
+never resumes from ``checkpoint_best.pth``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import io
 import json
 import math
 import os
+import pickle
 import random
 import time
 from collections.abc import Iterator
@@ -40,16 +48,18 @@ from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
-from pgps.io import atomic_write_text
+from pgps.io import atomic_link, atomic_write, atomic_write_text
 from pgps.lr import REFERENCE_BATCH_SIZE, scaled_learning_rate
-from pgps.nnunet import compiling, ddp, losses
+from pgps.nnunet import carbon, compiling, ddp, losses
 from pgps.nnunet.batched import AugmentationSpec
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
 from pgps.nnunet.sampling import PGPSDataLoader, check_strategy, finish_batch
+from pgps.plans import configuration_steps
 from pgps.sizes import fmt_size, numel
 
 CHECKPOINT_KEY = "pgps_curriculum"
+CHECKPOINT_LATEST, CHECKPOINT_BEST = "checkpoint_latest.pth", "checkpoint_best.pth"
 TELEMETRY_FILE = "pgps_telemetry.csv"
 SUMMARY_FILE = "pgps_summary.json"
 TELEMETRY_COLUMNS = (
@@ -57,10 +67,12 @@ TELEMETRY_COLUMNS = (
     "compile_time_s", "compilations", "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss",
     "val_loss", "pseudo_dice", "lr",
 )  # fmt: skip
+TELEMETRY_COLUMNS += carbon.COLUMNS  # CodeCarbon's energy and CO2-eq per training epoch (pgps.nnunet.carbon)
 """Columns of ``pgps_telemetry.csv``, one row per epoch. ``patch_size``, ``batch_size``, ``iterations``,
 ``iterated_voxels``, the shares and ``fg_fallbacks`` are measured from the batches the network received
 (``mixed`` where an epoch saw several shapes: RPSS); ``stage`` and ``crop_size`` are the schedule's.
-``epoch_time_s`` excludes validation and the time spent compiling (``compile_time_s``, ``compilations``)."""
+``epoch_time_s`` excludes validation and the time spent compiling (``compile_time_s``, ``compilations``);
+``energy_kwh`` and ``co2_kg`` are CodeCarbon's for the epoch's training (:mod:`pgps.nnunet.carbon`)."""
 MIXED = "mixed"
 
 
@@ -69,23 +81,35 @@ ENV_OVERRIDES = {
     "PGPS_ITERATIONS_PER_EPOCH": ("num_iterations_per_epoch", 1),
     "PGPS_VAL_ITERATIONS": ("num_val_iterations_per_epoch", 1),
     "PGPS_SEED": ("curriculum_seed", 0),
+    "PGPS_CHECKPOINT_EPOCHS": ("checkpoint_every_epochs", 1),
+    "PGPS_CHECKPOINT_MINUTES": ("checkpoint_every_minutes", 0.0),
+    "PGPS_PROGRESS_EVERY": ("progress_plot_every", 0),
 }
 """Environment overrides (variable -> trainer attribute, smallest allowed value): epochs,
-training/validation iterations per epoch (short runs), and a seed.
+training/validation iterations per epoch (short runs), a seed, how often ``checkpoint_latest.pth``
+is written (every N epochs; after M minutes, a number, 0 = only by epochs) and how often nnU-Net
+redraws ``progress.png`` (every N epochs and after the last; 0 = never).
 
 With ``PGPS_SEED`` set, a fresh run also seeds Python's, numpy's and torch's global generators
 (nnU-Net itself does not), so that runs with single-process data loading are reproducible;
 repeated-seed experiments give each repeat its own seed."""
 
 
-def _env_int(name: str, value: str, minimum: int) -> int:
+def _env_int(name: str, value: str, minimum: int | float) -> int | float:
+    kind = "integer" if isinstance(minimum, int) else "number"
     try:
-        number = int(value)
+        number = type(minimum)(value)
     except ValueError:
         number = minimum - 1
-    if number < minimum:
-        raise ValueError(f"{name} must be a {'positive' if minimum else 'non-negative'} integer, got {value!r}")
+    if not number >= minimum:  # also NaN
+        raise ValueError(f"{name} must be a {'positive' if minimum else 'non-negative'} {kind}, got {value!r}")
     return number
+
+
+_UNREADABLE = (
+    "cannot read this checkpoint ({}: {}); it was cut short, e.g. by a kill during its write (the pgps trainers "
+    "write checkpoints atomically); remove it to resume from another checkpoint or to start over"
+)
 
 
 class _CurriculumLogger:
@@ -110,6 +134,14 @@ class _CurriculumLogger:
         state = checkpoint.pop(CHECKPOINT_KEY, None)
         self._inner.load_checkpoint(checkpoint)
         self._trainer.load_curriculum_state_dict(state)
+
+    def plot_progress_png(self, output_folder: str) -> None:
+        """nnU-Net's progress plot, drawn every ``progress_plot_every`` epochs and after the last one (never at 0):
+        matplotlib takes seconds of CPU per plot, more than a short CPU run's epoch."""
+        t = self._trainer
+        every, epoch = t.progress_plot_every, t.current_epoch
+        if every and ((epoch + 1) % every == 0 or epoch + 1 >= t.num_epochs):
+            self._inner.plot_progress_png(output_folder)
 
 
 class _Telemetry:
@@ -213,13 +245,13 @@ class _CurriculumBatches:
         self.iteration = (self.iteration + 1) % t.num_iterations_per_epoch
         return batch
 
-    def sampler(self) -> tuple[int, PGPSDataLoader] | None:
-        """``(stage index, sampler)`` of a loader that runs in this process (single-threaded augmenter)."""
-        for index, augmenter in self.loaders.items():
-            loader = getattr(augmenter, "data_loader", None)
-            if isinstance(augmenter, SingleThreadedAugmenter) and isinstance(loader, PGPSDataLoader):
-                return index, loader
-        return None
+    def samplers(self) -> dict[int, PGPSDataLoader]:
+        """Stage index -> sampler, for the loaders that run in this process (single-threaded augmenter)."""
+        return {
+            index: augmenter.data_loader
+            for index, augmenter in self.loaders.items()
+            if isinstance(augmenter, SingleThreadedAugmenter) and isinstance(augmenter.data_loader, PGPSDataLoader)
+        }
 
     def close(self) -> None:
         for augmenter in self.loaders.values():
@@ -241,11 +273,17 @@ class PGPSMixin:
     - ``training_length``: fraction of nnU-Net's 250 iterations per epoch;
     - ``single_voxel_bottleneck``: train the 1x1x1-bottleneck stage (instance norms made to accept it);
     - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: sampler/RPSS seed;
+    - ``rpss_pool``: the stages RPSS draws from (:data:`pgps.schedule.RPSS_POOLS`; ``"miccai"``, the paper's);
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
-      (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch.
+      (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch;
     - ``loss_variant``: a loss of :data:`pgps.nnunet.losses.LOSS_VARIANTS` (``"dice_ce"``: nnU-Net's);
     - ``lr_scaling``: ``None`` (nnU-Net's learning rate), ``"linear"`` or ``"sqrt"`` in the planned batch
-      size relative to ``lr_reference_batch_size`` (:func:`pgps.lr.scaled_learning_rate`).
+      size relative to ``lr_reference_batch_size`` (:func:`pgps.lr.scaled_learning_rate`);
+    - ``checkpoint_every_epochs`` / ``checkpoint_every_minutes``: write ``checkpoint_latest.pth`` every
+      N epochs (nnU-Net's ``save_every``) and at the end of the first epoch M minutes after the last one
+      (0: by epochs only); a new best writes it too.
+    - ``progress_plot_every``: redraw nnU-Net's ``progress.png`` every N epochs and after the last
+      (nnU-Net: 1; 0 = never).
     """
 
     curriculum_mode: str = "performance"
@@ -255,10 +293,14 @@ class PGPSMixin:
     single_voxel_bottleneck: bool = True
     batch_size_cap: int | None = None
     curriculum_seed: int = 0
+    rpss_pool: str = "miccai"
     batched_augmentation: bool = True
     loss_variant: str = "dice_ce"
     lr_scaling: str | None = None
     lr_reference_batch_size: int = REFERENCE_BATCH_SIZE
+    checkpoint_every_epochs: int = 50
+    checkpoint_every_minutes: float = 5.0
+    progress_plot_every: int = 1
 
     def __init__(
         self,
@@ -268,6 +310,7 @@ class PGPSMixin:
         dataset_json: dict,
         device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's signature
     ) -> None:
+        self._continue_training = bool(plans.get("continue_training"))  # nnU-Net's --c (its __init__ pops it)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_iterations_per_epoch = pgps.iterations_per_epoch(self.training_length)
         # Short runs (CPU demo, tests) without new trainer classes: documented environment overrides.
@@ -288,12 +331,19 @@ class PGPSMixin:
         self._resume_state: dict | None = None
         self._rank_rng_states: list[dict] | None = None  # DDP: every rank's RNG states, gathered at each epoch end
         self._epoch_started = 0.0
+        self.carbon: carbon.RunCarbon | None = None  # started with the training (on_train_start)
+        self._epoch_carbon = dict.fromkeys(carbon.COLUMNS, float("nan"))
         self.logger = _CurriculumLogger(self.logger, self)
+        self.save_every = self.checkpoint_every_epochs  # nnU-Net writes checkpoint_latest.pth by this epoch count
+        self._latest_saved = (-1, time.monotonic())  # (epoch, when) of the last checkpoint_latest.pth
+        self._saved_samplers: dict[int, dict] = {}  # generator states of a checkpoint, by stage index
+        self._training_ended = False
 
     # -- the schedule ---------------------------------------------------------------------------
     def curriculum_steps(self) -> tuple[int, int, int]:
-        """Per-axis step: ``2**k`` for ``k`` stride-2 downsamplings (backbones override this)."""
-        return pgps.steps_from_strides(self.configuration_manager.pool_op_kernel_sizes)
+        """Per-axis step of the planned configuration (:func:`pgps.plans.configuration_steps`: ``2**k`` for ``k``
+        stride-2 downsamplings of a U-Net; backbones add their own checks)."""
+        return configuration_steps(self.configuration_manager.configuration, self.configuration_name)
 
     def build_schedule(self) -> pgps.Schedule:
         cm = self.configuration_manager
@@ -310,6 +360,7 @@ class PGPSMixin:
                 single_voxel_bottleneck=self.single_voxel_bottleneck,
                 batch_size_cap=self.batch_size_cap,
                 seed=self.curriculum_seed,
+                rpss_pool=self.rpss_pool,
             )
         except ValueError as exc:
             raise ValueError(
@@ -455,7 +506,7 @@ class PGPSMixin:
                 probabilistic_oversampling=self.probabilistic_oversampling,
                 rank=self.local_rank,
                 world_size=self.world_size,
-                seed=[self.curriculum_seed, index, self.fold if isinstance(self.fold, int) else 5],
+                seed=[self.curriculum_seed, index, self._fold_number()],
             )
             saved = ((self._resume_state or {}).get("plan_states") or {}).get(str(index))
             if saved is not None:
@@ -480,14 +531,15 @@ class PGPSMixin:
                 self.label_manager,
                 strategy=self.batch_sampling,
                 foreground_share=self.training_foreground_share,
-                seed=[self.curriculum_seed, index, self.fold],
+                # the epoch the loader starts at: a resumed run's workers draw new batches, never replay
+                seed=[self.curriculum_seed, index, self._fold_number(), self.current_epoch],
                 transforms=None if spec else transforms,
                 augmentation=spec,
                 defer_augmentation=spec is not None and self.device.type == "cuda",
             )
-            resume = self._resume_state or {}
-            if resume.get("sampler_stage") == index and resume.get("sampler_rng") is not None:
-                loader.rng.bit_generator.state = resume["sampler_rng"]
+            saved = self._saved_samplers.pop(index, None)
+            if saved is not None:  # in-process loading resumes the generator exactly where it stood
+                loader.rng.bit_generator.state = saved
         processes = get_allowed_n_proc_DA()
         if self.schedule.mode == "rpss" and processes:
             processes = max(1, processes // self.schedule.num_stages)
@@ -546,6 +598,13 @@ class PGPSMixin:
             np.random.seed([seed, self.local_rank] if self.is_ddp else seed)
             torch.manual_seed(seed)
         super().on_train_start()
+        self.carbon = self._carbon_tracker()
+        if self.local_rank == 0:
+            for stray in glob.glob(os.path.join(glob.escape(self.output_folder), "checkpoint_*.pth.tmp*")):
+                os.remove(stray)  # half-written by a killed run; the checkpoint it was to replace is intact
+            if self._resume_state is not None:  # the epochs of the checkpoint, without those a kill lost
+                self.write_telemetry()
+        self._latest_saved = (self.current_epoch - 1, time.monotonic())
 
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
@@ -559,6 +618,7 @@ class PGPSMixin:
         self.dataloader_train.iteration = 0
         losses.loss_weights_for_epoch(self.loss, self.current_epoch, self.num_epochs)  # scheduled weights only
         self.telemetry.reset()
+        self.carbon.start_epoch(self._carbon_task())
         self._epoch_started = time.perf_counter()
 
     def train_step(self, batch: dict) -> dict:
@@ -576,7 +636,13 @@ class PGPSMixin:
         batch = {**batch, "data": data, "target": target}
         self.telemetry.add(data, target, batch.get("pgps_fg_fallbacks"))
         before = compiling.CompileCounters.now()
-        out = super().train_step(batch)
+        try:
+            out = super().train_step(batch)
+        except (IndexError, RuntimeError) as exc:  # e.g. a label value dataset.json does not declare: name the case
+            problem = self.label_problem(batch)
+            if problem:
+                raise ValueError(problem) from exc
+            raise
         spent = compiling.CompileCounters.now() - before
         self.telemetry.compile_time_s += spent.seconds
         self.telemetry.compilations += spent.compilations
@@ -584,6 +650,7 @@ class PGPSMixin:
 
     def on_train_epoch_end(self, train_outputs: list[dict]) -> None:
         self._epoch_time = time.perf_counter() - self._epoch_started - self.telemetry.compile_time_s
+        self._epoch_carbon = self.carbon.end_epoch()
         super().on_train_epoch_end(train_outputs)
 
     def on_validation_epoch_start(self) -> None:
@@ -611,16 +678,21 @@ class PGPSMixin:
                 "val_loss": float(log("val_losses", step=-1)),
                 "pseudo_dice": float(log("mean_fg_dice", step=-1)),
                 "lr": float(log("lrs", step=-1)),
+                **self._epoch_carbon,
             }
         )
         if self.local_rank == 0:
             self.write_telemetry()
-        super().on_epoch_end()
+        super().on_epoch_end()  # nnU-Net: checkpoint_latest by epoch count, checkpoint_best; current_epoch += 1
+        self._maybe_save_latest_by_time(epoch)
 
     def on_train_end(self) -> None:
         if self.dataloader_train is not None:
             self.dataloader_train.close()
-        super().on_train_end()
+        if self.carbon is not None:
+            self.carbon.close()
+        super().on_train_end()  # checkpoint_final, then nnU-Net removes checkpoint_latest
+        self._training_ended = True
 
     # -- telemetry ------------------------------------------------------------------------------
     def write_telemetry(self) -> None:
@@ -661,30 +733,106 @@ class PGPSMixin:
                 "batch_size": self.configuration_manager.batch_size,
                 "reference_batch_size": self.lr_reference_batch_size,
             },
+            **carbon.totals(rows),
         }
 
-    # -- checkpoint state -------------------------------------------------------------------------
-    @staticmethod
-    def _rng_state() -> dict:
-        return {"numpy": np.random.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+    # -- energy and CO2 (pgps.nnunet.carbon) --------------------------------------------------------------
+    def _carbon_task(self) -> str:
+        """CodeCarbon's task name for this epoch: its stage (RPSS draws one per iteration)."""
+        return "rpss" if self.schedule.mode == "rpss" else f"stage {self.schedule.stage_index(self.current_epoch)}"
 
-    @staticmethod
-    def _restore_rng(state: dict) -> None:
+    def _carbon_tracker(self) -> carbon.RunCarbon:
+        """CodeCarbon for this run, on the main process only (a disabled one elsewhere)."""
+        gpu = [self.device.index or 0] if self.device.type == "cuda" else None
+        mode = "off" if self.local_rank != 0 else None
+        return carbon.RunCarbon(self.output_folder, type(self).__name__, gpu, mode, log=self.print_to_log_file)
+
+    # -- checkpoints: atomic, frequent, never resumed from "best" ------------------------------------
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written atomically (temporary file, fsync, rename): a kill at any
+        instant leaves the previous checkpoint loadable. ``checkpoint_best.pth`` is a second name of a
+        ``checkpoint_latest.pth`` written with it, so that the latest state is never older than the best."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)
+            return
+        folder, name = os.path.split(filename)
+        if name == CHECKPOINT_BEST:
+            latest = os.path.join(folder, CHECKPOINT_LATEST)
+            if self._latest_saved[0] != self.current_epoch:
+                self.save_checkpoint(latest)
+            atomic_link(latest, filename)
+            return
+        atomic_write(filename, super().save_checkpoint)
+        if name == CHECKPOINT_LATEST:
+            self._latest_saved = (self.current_epoch, time.monotonic())
+
+    def _maybe_save_latest_by_time(self, epoch: int) -> None:
+        """After epoch ``epoch`` (nnU-Net has moved ``current_epoch`` on): write ``checkpoint_latest.pth``
+        when ``checkpoint_every_minutes`` have passed since the last one (the last epoch gets the final one)."""
+        minutes = self.checkpoint_every_minutes
+        last_epoch, when = self._latest_saved
+        if not minutes or epoch >= self.num_epochs - 1 or last_epoch == epoch:
+            return
+        if time.monotonic() - when >= 60 * minutes:
+            self.current_epoch -= 1  # the state after `epoch`, as nnU-Net's on_train_end does for the final one
+            try:
+                self.save_checkpoint(os.path.join(self.output_folder, CHECKPOINT_LATEST))
+            finally:
+                self.current_epoch += 1
+
+    def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
+        """nnU-Net's ``load_checkpoint``, refusing to continue a training (``--c``) from ``checkpoint_best.pth``
+        (an earlier state than the last) and naming a checkpoint that cannot be read."""
+        if isinstance(filename_or_checkpoint, str):
+            path = filename_or_checkpoint
+            if os.path.basename(path) == CHECKPOINT_BEST and self._continue_training and not self._training_ended:
+                raise RuntimeError(
+                    f"{path}: refusing to continue training from checkpoint_best.pth (the best pseudo-Dice, not "
+                    "the last state), because checkpoint_latest.pth and checkpoint_final.pth are missing; remove "
+                    "the fold folder to train from scratch"
+                )
+            try:
+                super().load_checkpoint(path)
+            except (EOFError, pickle.UnpicklingError) as exc:
+                raise RuntimeError(f"{path}: {_UNREADABLE.format(type(exc).__name__, exc)}") from exc
+            except RuntimeError as exc:
+                if "PytorchStreamReader" in str(exc) or "zip archive" in str(exc):
+                    raise RuntimeError(f"{path}: {_UNREADABLE.format(type(exc).__name__, exc)}") from exc
+                raise RuntimeError(f"{path}: {exc}") from exc
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+            return
+        super().load_checkpoint(filename_or_checkpoint)
+
+    # -- checkpoint state -------------------------------------------------------------------------
+    def _rng_state(self) -> dict:
+        state = {"numpy": np.random.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+        if self.device.type == "cuda" and torch.cuda.is_initialized():  # CPU runs never touch torch.cuda
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _restore_rng(self, state: dict) -> None:
         np.random.set_state(state["numpy"])
         torch.set_rng_state(state["torch"])
         random.setstate(state["python"])
+        if state.get("cuda") is not None and self.device.type == "cuda" and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+
+    def _fold_number(self) -> int:
+        """The fold as a seed component (nnU-Net's fold ``"all"`` is 5)."""
+        return self.fold if isinstance(self.fold, int) else 5
 
     def curriculum_state_dict(self) -> dict:
-        """What goes into nnU-Net's checkpoint: schedule, position, telemetry, RNG states."""
+        """What goes into nnU-Net's checkpoint: schedule, position, telemetry, RNG states (global generators,
+        CUDA's on a GPU, and every sampler generator that runs in this process)."""
         batches = self.dataloader_train if isinstance(self.dataloader_train, _CurriculumBatches) else None
-        stage, sampler = (batches.sampler() if batches else None) or (None, None)
+        samplers = batches.samplers() if batches else {}
         return {
             "schedule": self.schedule.to_dict() if self.schedule else None,
             "epoch": self.current_epoch + 1,  # the checkpoint resumes at the next epoch
             "telemetry": list(self.telemetry_rows),
             "rng": self._rank_rng_states or self._rng_state(),  # DDP: one per rank
-            "sampler_stage": stage,
-            "sampler_rng": sampler.rng.bit_generator.state if sampler is not None else None,
+            "samplers": {str(index): loader.rng.bit_generator.state for index, loader in samplers.items()},
             "plan_states": {  # DDP: the shared plan generators of nnU-Net's loaders, alike on every rank
                 str(index): getattr(augmenter, "data_loader", None).plan_state
                 for index, augmenter in (batches.loaders.items() if batches else [])
@@ -701,9 +849,47 @@ class PGPSMixin:
         if self.schedule is not None and saved != self.schedule:
             raise ValueError(
                 "this checkpoint was trained with a different PGPS schedule; resume with the same trainer, "
-                f"plans and configuration.\nsaved:\n{saved}\ncurrent:\n{self.schedule}"
+                "plans, configuration and PGPS_* settings, or remove the fold folder to train it anew."
+                f"\nsaved:\n{saved}\ncurrent:\n{self.schedule}"
             )
         self.telemetry_rows = [r for r in state["telemetry"] if r["epoch"] < state["epoch"]]
         self._resume_state = state
+        samplers = state.get("samplers")
+        if samplers is None and state.get("sampler_rng") is not None:  # a checkpoint of an earlier pgps
+            samplers = {str(state["sampler_stage"]): state["sampler_rng"]}
+        self._saved_samplers = {int(index): rng for index, rng in (samplers or {}).items()}
         index = saved.stage_index(min(state["epoch"], saved.epochs - 1))
         self.print_to_log_file(f"PGPS: resuming at epoch {state['epoch']}, stage {index}")
+
+    # -- input errors -------------------------------------------------------------------------------
+    def label_problem(self, batch: dict) -> str | None:
+        """Which cases of a training batch hold label values ``dataset.json`` does not declare (None if none)."""
+        if self.label_manager.has_regions:
+            return None
+        target = batch.get("target")
+        target = target[0] if isinstance(target, list) else target
+        if not isinstance(target, torch.Tensor):
+            return None
+        try:
+            target = target.detach().cpu()
+        except RuntimeError:  # the device is no longer usable (a CUDA assert): nothing more to say
+            return None
+        allowed = torch.as_tensor(sorted(self.label_manager.all_labels), dtype=torch.int64)
+        keys = list(batch.get("keys", []))
+        bad_values: set[int] = set()
+        cases: list[str] = []
+        for j in range(target.shape[0]):
+            values = torch.unique(target[j].to(torch.int64))
+            bad = values[~torch.isin(values, allowed)].tolist()
+            if bad:
+                bad_values.update(bad)
+                case = str(keys[j]) if j < len(keys) else f"sample {j}"
+                if case not in cases:
+                    cases.append(case)
+        if not cases:
+            return None
+        return (
+            f"training case(s) {', '.join(cases)} hold label value(s) {sorted(bad_values)} that dataset.json does "
+            f"not declare (labels {sorted(self.label_manager.all_labels)}); fix the labels (pgps convert checks "
+            "them) and run nnU-Net's preprocessing again"
+        )

@@ -53,22 +53,32 @@ class nnUNetTrainer_PGPS_Performance_SingleVolume(nnUNetTrainer_PGPS_Performance
     batch_sampling = "single_volume"
 
 
+# The MICCAI 2024 conference trainers (PGPS, PGPS+, RPSS) force a foreground:background ratio of one in every
+# batch (MICCAI Sec. 2.3): a 50% forced-foreground share at every batch size, where nnU-Net's default is 33%.
 class nnUNetTrainer_PGPS_MICCAI(nnUNetTrainer_PGPS_Efficiency):
-    """MICCAI 2024 PGPS: legacy stages (2x1x1 start, round-robin growth), planned batch size."""
+    """MICCAI 2024 PGPS: legacy stages (2x1x1 start, round-robin growth), planned batch size, 50% foreground."""
 
     curriculum_mode = "miccai"
+    foreground_share = 0.5
 
 
-class nnUNetTrainer_PGPS_MICCAIPlus(nnUNetTrainer_PGPS_Efficiency):
+class nnUNetTrainer_PGPS_MICCAIPlus(nnUNetTrainer_PGPS_MICCAI):
     """MICCAI 2024 PGPS+: legacy stages, batch-size chain from 2, nnU-Net's one-patch-per-volume sampling."""
 
     curriculum_mode = "miccai-plus"
 
 
-class nnUNetTrainer_PGPS_RPSS(nnUNetTrainer_PGPS_Efficiency):
-    """Random patch size sampling: a journal stage drawn uniformly per iteration."""
+class nnUNetTrainer_PGPS_RPSS(nnUNetTrainer_PGPS_MICCAI):
+    """Random patch size sampling (MICCAI 2024 Sec. 3.1): a MICCAI 2024 stage drawn uniformly per iteration."""
 
     curriculum_mode = "rpss"
+    rpss_pool = "miccai"
+
+
+class nnUNetTrainer_PGPS_RPSS_JournalPool(nnUNetTrainer_PGPS_RPSS):
+    """RPSS drawing from the journal modes' stages instead of the MICCAI 2024 ones (ours, not in the papers)."""
+
+    rpss_pool = "journal"
 
 
 class nnUNetTrainer_PGPS_ProgressiveResolution(nnUNetTrainer_PGPS_Efficiency):
@@ -96,7 +106,8 @@ TRAINING_LENGTHS = {1: 0.01, 10: 0.10, 25: 0.25, 50: 0.50}
 
 def _training_length_variants() -> dict[str, type]:
     """``<base>_<p>pct`` for the three journal strategies, with and without mirroring (Figure 3 runs
-    ToothFairy2 and TotalSegmentatorV2 without mirroring at every length)."""
+    ToothFairy2 and TotalSegmentatorV2 without mirroring at every length), and for the MICCAI 2024
+    strategies (its Figure 2 / Supplemental Table 2: CPS, RPSS and PGPS at 10, 25, 50 and 100%)."""
     made = {}
     for base in (
         nnUNetTrainer_PGPS_CPS,
@@ -105,6 +116,9 @@ def _training_length_variants() -> dict[str, type]:
         nnUNetTrainer_PGPS_CPS_NoMirroring,
         nnUNetTrainer_PGPS_Efficiency_NoMirroring,
         nnUNetTrainer_PGPS_Performance_NoMirroring,
+        nnUNetTrainer_PGPS_MICCAI,
+        nnUNetTrainer_PGPS_MICCAIPlus,
+        nnUNetTrainer_PGPS_RPSS,
     ):
         for percent, fraction in TRAINING_LENGTHS.items():
             name = f"{base.__name__}_{percent}pct"

@@ -152,4 +152,3 @@ def render_amos22(
         if log:
             log(f"{table.name}: {table.filled()} of {len(table.cells)} cells")
     return written
-

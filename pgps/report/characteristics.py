@@ -24,7 +24,6 @@ voxels as 64-bit integers at once.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -33,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from pgps.plans import _resolve
+from pgps.plans import resolve_configuration
 from pgps.sizes import numel
 
 COLUMNS: tuple[str, ...] = (
@@ -109,26 +108,41 @@ def task_characteristics(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """One row of :data:`COLUMNS` for the nnU-Net preprocessed dataset folder ``preprocessed_dir``."""
+    from pgps.report.results import read_json
+
     folder = Path(preprocessed_dir)
-    dataset_json = json.loads((folder / "dataset.json").read_text())
+    if not (folder / "dataset.json").is_file():
+        raise ValueError(f"{folder}: no dataset.json (give nnU-Net's preprocessed folder of the dataset)")
+    dataset_json = read_json(folder / "dataset.json")
     plans_path = folder / f"{plans}.json"
     if not plans_path.is_file():
         raise ValueError(f"{plans_path} does not exist (plans identifier {plans!r})")
-    plans_dict = json.loads(plans_path.read_text())
-    conf = _resolve(plans_dict["configurations"], configuration)
+    plans_dict = read_json(plans_path)
+    try:
+        conf = resolve_configuration(plans_dict["configurations"], configuration)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{plans_path}: {exc}") from None
     patch, median = [int(v) for v in conf["patch_size"]], [float(v) for v in conf["median_image_size_in_voxels"]]
+    if len(patch) != 3 or len(median) != 3:
+        raise ValueError(
+            f"{plans_path}: configuration {configuration!r} is not 3D (patch_size {patch}); the task characteristics "
+            "are defined for the 3D configuration the curriculum trains (e.g. 3d_fullres)"
+        )
     classes = foreground_classes(dataset_json)
-    segmentations = _segmentations(folder / conf.get("data_identifier", f"{plans}_{configuration}"))
-    smallest, smallest_name, foreground = math.nan, "", math.nan
-    if segmentations:
-        counts = label_counts(segmentations, progress)
-        voxels = sum(counts.values())
-        shares = {name: sum(counts.get(v, 0) for v in values) / voxels for name, values in classes.items()}
-        if shares:
-            smallest_name = min(shares, key=shares.get)
-            smallest = shares[smallest_name]
-        labels = {v for values in classes.values() for v in values}
-        foreground = sum(counts.get(v, 0) for v in labels) / voxels
+    data_folder = folder / conf.get("data_identifier", f"{plans}_{configuration}")
+    segmentations = _segmentations(data_folder)
+    if not segmentations:
+        raise ValueError(
+            f"{data_folder}: no preprocessed segmentations (*_seg.b2nd, *_seg.npy or *.npz); run nnU-Net's "
+            f"preprocessing of configuration {configuration!r} first"
+        )
+    counts = label_counts(segmentations, progress)
+    voxels = sum(counts.values())
+    shares = {name: sum(counts.get(v, 0) for v in values) / voxels for name, values in classes.items()}
+    smallest_name = min(shares, key=shares.get) if shares else ""
+    smallest = shares[smallest_name] if shares else math.nan
+    labels = {v for values in classes.values() for v in values}
+    foreground = sum(counts.get(v, 0) for v in labels) / voxels
     return {
         "dataset": dataset or dataset_json.get("name", folder.name),
         "num_classes": len(classes),

@@ -15,12 +15,12 @@ from pgps.io import atomic_write_text
 def collect(args: argparse.Namespace) -> int:
     """Read every fold folder of the run manifest into the results folder."""
     from pgps.report.results import collect as collect_runs
-    from pgps.report.results import read_manifest, write_results
+    from pgps.report.results import read_characteristics, read_manifest, write_results
 
     manifest = read_manifest(args.runs)
-    characteristics = pd.read_csv(args.characteristics) if args.characteristics else None
-    results, epochs, schedules = collect_runs(manifest, progress=None if args.quiet else sys.stderr)
-    paths = write_results(args.out, results, epochs, schedules, characteristics)
+    characteristics = read_characteristics(args.characteristics) if args.characteristics else None
+    results, epochs, schedules, cases = collect_runs(manifest, progress=None if args.quiet else sys.stderr)
+    paths = write_results(args.out, results, epochs, schedules, characteristics, cases)
     status = results["status"].value_counts().to_dict()
     print(
         f"{len(results)} runs ({', '.join(f'{n} {s}' for s, n in sorted(status.items())) or 'none'}), "
@@ -30,13 +30,15 @@ def collect(args: argparse.Namespace) -> int:
 
 
 def _dataset_args(values: list[str]) -> list[tuple[str, Path]]:
-    pairs = []
+    pairs: dict[str, Path] = {}
     for value in values:
         name, sep, folder = value.partition("=")
         if not sep or not name or not folder:
             raise ValueError(f"--dataset takes NAME=PREPROCESSED_DIR, got {value!r}")
-        pairs.append((name, Path(folder)))
-    return pairs
+        if name in pairs:
+            raise ValueError(f"--dataset {name} is given twice ({pairs[name]} and {folder}); give each dataset once")
+        pairs[name] = Path(folder)
+    return list(pairs.items())
 
 
 def characteristics(args: argparse.Namespace) -> int:
@@ -65,7 +67,24 @@ def report(args: argparse.Namespace) -> int:
         return 0
     if not args.results or not args.out:
         raise ValueError("give --results DIR and --out DIR (or --list-outputs)")
+    from pgps.report.published import check_published_dir
     from pgps.report.render import render_report
 
+    if args.published:
+        check_published_dir(args.published)
     render_report(args.results, args.out, args.published, log=print)
+    return 0
+
+
+def study_report(args: argparse.Namespace) -> int:
+    """Render the synthetic study and print the claims' verdicts."""
+    from pgps.study import study_outputs
+
+    if args.list_outputs:
+        print("\n".join(study_outputs()))
+        return 0
+    from pgps.report.study import render_study
+
+    written = render_study(args.results, args.study, args.out, log=print)
+    print(f"{len(written)} files -> {args.out}")
     return 0

@@ -41,7 +41,8 @@ ARTICLE_LENGTHS = (1, 10, 25, 50, 100)
 REPEAT_LENGTHS = (1, 10, 100)
 
 
-def _gap_figure(title: str, message: str, size: tuple[float, float] = (6.3, 3.0)) -> Figure:
+def gap_figure(title: str, message: str, size: tuple[float, float] = (6.3, 3.0)) -> Figure:
+    """A figure that says what it lacks: ``title`` and ``message`` in a box (the explicit gap of a figure)."""
     with matplotlib.rc_context(style.RC):
         fig = Figure(figsize=size, layout="constrained")
         ax = fig.subplots()
@@ -83,7 +84,7 @@ def figure2(
     table = _figure2_table(main)
     title = "Figure 2: curriculum schedules over training"
     if dataset is None:
-        return _gap_figure(title, "No run has written its schedule (pgps_summary.json) yet."), table
+        return gap_figure(title, "No run has written its schedule (pgps_summary.json) yet."), table
     summaries, foreground = {}, {}
     for mode in JOURNAL_MODES:
         runs = with_schedule[(with_schedule["dataset"] == dataset) & (with_schedule["mode"] == mode)]
@@ -98,7 +99,7 @@ def figure2(
         panel = panel_title(ds.label(dataset), next(iter(summaries.values())))
         fig = plot_schedule_panel(summaries, f"Figure 2: {panel}", foreground)
     except ValueError as exc:  # e.g. runs of one dataset planned with different sizes
-        return _gap_figure(title, f"{ds.label(dataset)}: {exc}"), table
+        return gap_figure(title, f"{ds.label(dataset)}: {exc}"), table
     return fig, table
 
 
@@ -151,41 +152,17 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
     dice = {(r["dataset"], r["mode"], int(r["length"])): 100 * r["dice"] for r in agg.to_dict("records")}
     datasets = ds.ordered(agg["dataset"].unique())
     best = {d: max(v for (dd, _, _), v in dice.items() if dd == d) for d in datasets}
-    normalized = {}
+    normalized = {}  # (mode, length) -> (mean over datasets of Dice / its best x 100, datasets)
     for mode in JOURNAL_MODES:
         for n in lengths:
-            values = [100 * dice[d, mode, n] / best[d] for d in datasets if (d, mode, n) in dice and best[d] > 0]
-            if values:
-                normalized[mode, n] = (float(np.mean(values)), len(values))
-    table_rows = ds.ordered(sel["dataset"].unique(), first=ds.ARTICLE_DATASETS)
-    cells = [
-        cell(d, f"{m}|{n}", dice.get((d, m, n), math.nan), n=int((d, m, n) in dice))
-        for d in table_rows
-        for m in JOURNAL_MODES
-        for n in lengths
-    ]
-    cells += [
-        cell("norm_avg", f"{m}|{n}", *normalized.get((m, n), (math.nan, 0))[:1], n=normalized.get((m, n), (0, 0))[1])
-        for m in JOURNAL_MODES
-        for n in lengths
-    ]
-    table = Table(
-        name="figure3",
-        title="Figure 3: Dice [%] over training lengths (% of nnU-Net's iterations)",
-        row_key="dataset",
-        row_header="Dataset",
-        rows=[(d, ds.label(d)) for d in table_rows] + [("norm_avg", "Normalized average [% of best]")],
-        columns=[Column(f"{m}|{n}", SHORT[m], f"{n}%") for m in JOURNAL_MODES for n in lengths],
-        cells=pd.DataFrame(cells),
-        ranks=[Rank(tuple(f"{m}|{n}" for m in JOURNAL_MODES), "max") for n in lengths],
-        notes=[
-            "Main grid (seed 0) at every training length; Dice = mean over folds. Normalized average: each dataset's "
-            "Dice divided by its best over strategies and lengths, averaged over the datasets that have the value.",
-        ],
-    )
+            have = [d for d in datasets if (d, mode, n) in dice]
+            value, count = stats.normalized_average([dice[d, mode, n] for d in have], [best[d] for d in have])
+            if count:
+                normalized[mode, n] = (value, count)
+    table = _figure3_table(ds.ordered(sel["dataset"].unique(), first=ds.ARTICLE_DATASETS), lengths, dice, normalized)
     title = "Figure 3: convergence over training lengths"
     if not datasets:
-        return _gap_figure(title, "No finished runs of CPS / PGPS-Efficiency / PGPS-Performance yet."), table
+        return gap_figure(title, "No finished runs of CPS / PGPS-Efficiency / PGPS-Performance yet."), table
     panels = [*datasets, "norm_avg"]
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
@@ -194,25 +171,13 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
         axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
         drew_published = False
         for ax, panel in zip(axes, panels, strict=False):
-            for mode in JOURNAL_MODES:
-                if panel == "norm_avg":
-                    points = [(n, normalized[mode, n][0]) for n in lengths if (mode, n) in normalized]
-                else:
-                    points = [(n, dice[panel, mode, n]) for n in lengths if (panel, mode, n) in dice]
-                if points:
-                    x, y = zip(*points, strict=True)
-                    ax.plot(x, y, marker="o", markersize=3, **style.strategy(mode).line_kwargs())
-                if published and panel != "norm_avg" and (panel, mode) in published:
-                    ax.plot(
-                        [100],
-                        [published[panel, mode]],
-                        **{**style.PUBLISHED_MARKER, "markeredgecolor": style.strategy(mode).color},
-                    )
-                    drew_published = True
-            _length_axis(ax, lengths)
-            ax.set_xlim(min(lengths) / 1.5, max(lengths) * 1.5)
+            if panel == "norm_avg":
+                curves = {m: {n: normalized[m, n][0] for n in lengths if (m, n) in normalized} for m in JOURNAL_MODES}
+            else:
+                curves = {m: {n: dice[panel, m, n] for n in lengths if (panel, m, n) in dice} for m in JOURNAL_MODES}
+            at_100 = {m: published[panel, m] for m in JOURNAL_MODES if published and (panel, m) in published}
+            drew_published |= _figure3_panel(ax, curves, at_100, lengths)
             ax.set_title("Normalized average" if panel == "norm_avg" else ds.label(panel))
-            ax.tick_params(axis="x", labelsize=7)
         for ax in axes[len(panels) :]:
             ax.set_axis_off()
         for ax in axes[::ncols]:
@@ -221,17 +186,61 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
         for i, ax in enumerate(axes[: len(panels)]):
             if i + ncols >= len(panels):  # nothing drawn below it
                 ax.set_xlabel("training length [%]")
-        handles, labels = axes[0].get_legend_handles_labels()
-        if drew_published:
-            handles.append(Line2D([], [], **style.PUBLISHED_MARKER))
-            labels.append("article, Table 1 (100%)")
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
+        style.legend(fig, *axes[0].get_legend_handles_labels(), "article, Table 1 (100%)" if drew_published else None)
         fig.suptitle(f"{title} (% of nnU-Net's default iterations, log scale)")
     return fig, table
 
 
+def _figure3_panel(ax, curves: Mapping[str, Mapping[int, float]], at_100: Mapping[str, float], lengths) -> bool:
+    """One panel of Figure 3: each strategy's Dice over the lengths, the published 100% values as diamonds."""
+    for mode, points in curves.items():
+        if points:
+            ax.plot(list(points), list(points.values()), marker="o", markersize=3, **style.strategy(mode).line_kwargs())
+    for mode, value in at_100.items():
+        ax.plot([100], [value], **{**style.PUBLISHED_MARKER, "markeredgecolor": style.strategy(mode).color})
+    _length_axis(ax, lengths)
+    ax.set_xlim(min(lengths) / 1.5, max(lengths) * 1.5)
+    ax.tick_params(axis="x", labelsize=7)
+    return bool(at_100)
+
+
+def _figure3_table(rows: Sequence[str], lengths, dice: Mapping[tuple, float], normalized: Mapping[tuple, tuple]):
+    cells = [
+        cell(d, f"{m}|{n}", dice.get((d, m, n), math.nan), n=int((d, m, n) in dice))
+        for d in rows
+        for m in JOURNAL_MODES
+        for n in lengths
+    ]
+    for m in JOURNAL_MODES:
+        for n in lengths:
+            value, count = normalized.get((m, n), (math.nan, 0))
+            cells.append(cell("norm_avg", f"{m}|{n}", value, n=count))
+    return Table(
+        name="figure3",
+        title="Figure 3: Dice [%] over training lengths (% of nnU-Net's iterations)",
+        row_key="dataset",
+        row_header="Dataset",
+        rows=[(d, ds.label(d)) for d in rows] + [("norm_avg", "Normalized average [% of best]")],
+        columns=[Column(f"{m}|{n}", SHORT[m], f"{n}%") for m in JOURNAL_MODES for n in lengths],
+        cells=pd.DataFrame(cells),
+        ranks=[Rank(tuple(f"{m}|{n}" for m in JOURNAL_MODES), "max") for n in lengths],
+        notes=[
+            "Main grid (seed 0) at every training length; Dice = mean over folds. Normalized average: each dataset's "
+            "Dice divided by its best over strategies and lengths, averaged over the datasets that have the value.",
+        ],
+    )
+
+
 # -- Figure 4 ------------------------------------------------------------------------------------------
 FIGURE4_PUBLISHED_NOTE = "article Sec. 4.2 (BTCV)"
+
+
+FIGURE4_QUANTITIES = (
+    ("fg", "fg_voxel_share", "foreground voxels [% of batch]", 100.0),
+    ("classes", "class_presence_share", "classes present [% of classes]", 100.0),
+    ("tensor", "tensor_voxels", "input tensor b·numel(P)\n[voxels per channel]", 1.0),
+)
+"""Figure 4's panels: key, telemetry column, axis label, scale."""
 
 
 def figure4(
@@ -242,11 +251,6 @@ def figure4(
     main = select(results, modes=JOURNAL_MODES)
     measured = _runs(main, epochs)
     dataset = _pick(list(measured["dataset"].unique()), "BTCV")
-    quantities = (
-        ("fg", "fg_voxel_share", "foreground voxels [% of batch]", 100.0),
-        ("classes", "class_presence_share", "classes present [% of classes]", 100.0),
-        ("tensor", "tensor_voxels", "input tensor b·numel(P)\n[voxels per channel]", 1.0),
-    )
     curves: dict[str, dict[str, pd.DataFrame]] = {}
     if dataset is not None:
         e = epochs.assign(
@@ -255,7 +259,43 @@ def figure4(
         for mode in JOURNAL_MODES:
             runs = measured[(measured["dataset"] == dataset) & (measured["mode"] == mode)]["run"]
             if len(runs):
-                curves[mode] = {key: _per_epoch(e, runs, column) for key, column, _, _ in quantities}
+                curves[mode] = {key: _per_epoch(e, runs, column) for key, column, _, _ in FIGURE4_QUANTITIES}
+    table = _figure4_table(dataset, curves)
+    title = f"Figure 4: training characteristics{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
+    if not curves:
+        return gap_figure(title, "No main-grid run has written telemetry (pgps_telemetry.csv) yet.", (7.2, 2.8)), table
+    with matplotlib.rc_context(style.RC):
+        fig = Figure(figsize=(7.2, 2.8), layout="constrained")
+        axes = fig.subplots(1, len(FIGURE4_QUANTITIES))
+        for ax, (key, _, ylabel, scale) in zip(axes, FIGURE4_QUANTITIES, strict=True):
+            _figure4_panel(ax, {mode: c[key] for mode, c in curves.items()}, scale, ylabel)
+        axes[0].set_ylim(bottom=0)
+        axes[1].set_ylim(0, 105)
+        axes[2].set_ylim(bottom=0)
+        axes[2].yaxis.set_major_formatter(EngFormatter(sep="\N{THIN SPACE}"))
+        shown = published if published and dataset == "BTCV" else {}
+        for (row, col), value in shown.items():  # the article's classes-per-batch values, on the middle panel
+            mode = row.split("|")[1]
+            if col.startswith("classes.") and mode in curves:
+                x = 0 if col.endswith("first") else curves[mode]["classes"]["epoch"].iloc[-1]
+                axes[1].plot([x], [value], **{**style.PUBLISHED_MARKER, "markeredgecolor": style.strategy(mode).color})
+        style.legend(fig, *axes[0].get_legend_handles_labels(), FIGURE4_PUBLISHED_NOTE if shown else None)
+        fig.suptitle(title)
+    return fig, table
+
+
+def _figure4_panel(ax, curves: Mapping[str, pd.DataFrame], scale: float, ylabel: str) -> None:
+    """One panel of Figure 4: per strategy the mean over folds per epoch, and its min-max band."""
+    for mode in style.ordered(curves):
+        c = curves[mode]
+        kwargs = style.strategy(mode).line_kwargs()
+        ax.fill_between(c["epoch"], scale * c["min"], scale * c["max"], color=kwargs["color"], alpha=0.15, linewidth=0)
+        ax.plot(c["epoch"], scale * c["mean"], **kwargs)
+    ax.set_xlabel("training epoch")
+    ax.set_ylabel(ylabel)
+
+
+def _figure4_table(dataset: str | None, curves: Mapping[str, Mapping[str, pd.DataFrame]]) -> Table:
     rows = [f"BTCV|{m}" for m in JOURNAL_MODES]
     if dataset not in (None, "BTCV"):
         rows += [f"{dataset}|{m}" for m in JOURNAL_MODES]
@@ -273,7 +313,7 @@ def figure4(
             ]
         tensor = 100 * c["tensor"]["mean"].mean() / cps_tensor if c is not None else math.nan
         cells.append(cell(row, "tensor.mean", tensor, n=int(math.isfinite(tensor))))
-    table = Table(
+    return Table(
         name="figure4",
         title="Figure 4: batch statistics over training (first epoch and mean over epochs)",
         row_key="dataset|mode",
@@ -289,40 +329,6 @@ def figure4(
         cells=pd.DataFrame(cells),
         notes=["Main-grid runs; per epoch the mean over folds of the batch statistics pgps_telemetry.csv records."],
     )
-    title = f"Figure 4: training characteristics{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
-    if not curves:
-        return _gap_figure(title, "No main-grid run has written telemetry (pgps_telemetry.csv) yet.", (7.2, 2.8)), table
-    with matplotlib.rc_context(style.RC):
-        fig = Figure(figsize=(7.2, 2.8), layout="constrained")
-        axes = fig.subplots(1, len(quantities))
-        for ax, (key, _, ylabel, scale) in zip(axes, quantities, strict=True):
-            for mode in style.ordered(curves):
-                c = curves[mode][key]
-                kwargs = style.strategy(mode).line_kwargs()
-                ax.fill_between(
-                    c["epoch"], scale * c["min"], scale * c["max"], color=kwargs["color"], alpha=0.15, linewidth=0
-                )
-                ax.plot(c["epoch"], scale * c["mean"], **kwargs)
-            ax.set_xlabel("training epoch")
-            ax.set_ylabel(ylabel)
-        axes[0].set_ylim(bottom=0)
-        axes[1].set_ylim(0, 105)
-        axes[2].set_ylim(bottom=0)
-        axes[2].yaxis.set_major_formatter(EngFormatter(sep="\N{THIN SPACE}"))
-        handles, labels = axes[0].get_legend_handles_labels()
-        if published and dataset == "BTCV":
-            for (row, col), value in published.items():
-                mode = row.split("|")[1]
-                if col.startswith("classes.") and mode in curves:
-                    x = 0 if col.endswith("first") else curves[mode]["classes"]["epoch"].iloc[-1]
-                    axes[1].plot(
-                        [x], [value], **{**style.PUBLISHED_MARKER, "markeredgecolor": style.strategy(mode).color}
-                    )
-            handles.append(Line2D([], [], **style.PUBLISHED_MARKER))
-            labels.append(FIGURE4_PUBLISHED_NOTE)
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
-        fig.suptitle(title)
-    return fig, table
 
 
 # -- Figure 5 ------------------------------------------------------------------------------------------
@@ -384,76 +390,77 @@ def figure5(
         cells=pd.DataFrame(cells),
         ranks=[Rank(tuple(f"{m}|mean" for m in JOURNAL_MODES))],
         notes=[
-            "A combination takes one run per strategy (5 x 5 x 5 = 125 with five seeds each); a strategy wins it when "
+            "A combination takes one run per strategy (5 × 5 × 5 = 125 with five seeds each); a strategy wins it when "
             "its Dice beats both others (ties: nobody). SD: sample SD over seeds.",
         ],
     )
     title = "Figure 5: stochastic variability of repeated runs"
     if not repeats:
-        return _gap_figure(title, "No repeated runs (two or more seeds on one fold) in these results."), table
+        return gap_figure(title, "No repeated runs (two or more seeds on one fold) in these results."), table
     shown = [d for d in datasets if any((d, n) in repeats for n in lengths[d])]
-    offsets = dict(zip(JOURNAL_MODES, (-0.25, 0.0, 0.25), strict=True))
-    drew_published = False
     with matplotlib.rc_context(style.RC):
         fig = Figure(figsize=(3.4 * len(shown) + 0.4, 3.2), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(shown), squeeze=False)).ravel()
+        drew_published = False
         for ax, d in zip(axes, shown, strict=True):
-            for i, n in enumerate(lengths[d]):
-                r = repeats.get((d, n))
-                for m in JOURNAL_MODES:
-                    s = style.strategy(m)
-                    x0 = i + offsets[m]
-                    if r and r["dice"][m]:
-                        values = r["dice"][m]
-                        jitter = np.linspace(-0.06, 0.06, len(values)) if len(values) > 1 else [0.0]
-                        ax.scatter(
-                            [x0 + j for j in jitter], values, s=10, color=s.color, alpha=0.7, linewidth=0, zorder=3
-                        )
-                        mean, sd, _ = stats.mean_sd(values)
-                        ax.errorbar(
-                            [x0],
-                            [mean],
-                            yerr=[0 if math.isnan(sd) else sd],
-                            fmt="_",
-                            color=s.color,
-                            markersize=12,
-                            capsize=3,
-                            zorder=4,
-                        )
-                        ax.annotate(
-                            f"{table.value(f'{d}|{n}', f'{m}|wins'):.0f}%",
-                            (x0, 1.0),
-                            xycoords=("data", "axes fraction"),
-                            ha="center",
-                            va="bottom",
-                            fontsize=7,
-                            color=s.color,
-                        )
-                    if published and (f"{d}|{n}", f"{m}|mean") in published:
-                        value, spread = published[f"{d}|{n}", f"{m}|mean"]
-                        ax.errorbar(
-                            [x0 + 0.1],
-                            [value],
-                            yerr=[0 if math.isnan(spread) else spread],
-                            **{**style.PUBLISHED_MARKER, "markeredgecolor": s.color},
-                            ecolor="black",
-                            elinewidth=0.8,
-                        )
-                        drew_published = True
-            ax.set_xticks(range(len(lengths[d])), [f"{n}%" for n in lengths[d]])
-            ax.set_xlim(-0.6, len(lengths[d]) - 0.4)
-            ax.set_xlabel("training length [% of iterations]")
-            ax.set_ylabel("Dice [%]")
-            ax.set_title(f"{ds.label(d)} (fold {next(r['fold'] for (dd, _), r in repeats.items() if dd == d)})", pad=12)
+            drew_published |= _figure5_panel(ax, d, lengths[d], repeats, table, published or {})
+            fold = next(r["fold"] for (dd, _), r in repeats.items() if dd == d)
+            ax.set_title(f"{ds.label(d)} (fold {fold})", pad=12)
         handles = [
             Line2D([], [], marker="o", linestyle="none", color=style.strategy(m).color, label=style.strategy(m).label)
             for m in JOURNAL_MODES
         ]
-        if drew_published:
-            handles.append(Line2D([], [], **style.PUBLISHED_MARKER, label="article, Sec. 4.5 (mean ± SD)"))
-        fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), frameon=False)
+        style.legend(
+            fig, handles, [h.get_label() for h in handles], "article, Sec. 4.5 (mean ± SD)" if drew_published else None
+        )
         fig.suptitle(f"{title}\n(dots: seeds; bars: mean ± SD; % above: share of combinations won)")
     return fig, table
+
+
+DODGE = 0.8
+"""Width the strategies of one training length share on Figure 5's axis (seaborn's default dodge width)."""
+
+
+def _figure5_panel(ax, dataset: str, lengths, repeats, table: Table, published) -> bool:
+    """One dataset of Figure 5: the seeds as a seaborn swarm per length and strategy (deterministic placement),
+    mean ± SD bars, the share of combinations each strategy won above, the article's mean ± SD as diamonds."""
+    import seaborn as sns
+
+    frame = pd.DataFrame(
+        [
+            {"length": f"{n}%", "mode": m, "dice": v}
+            for n in lengths
+            for m in JOURNAL_MODES
+            for v in (repeats[dataset, n]["dice"][m] if (dataset, n) in repeats else [])
+        ],
+        columns=["length", "mode", "dice"],
+    )
+    palette = {m: style.strategy(m).color for m in JOURNAL_MODES}
+    order = [f"{n}%" for n in lengths]
+    sns.swarmplot(frame, x="length", y="dice", hue="mode", order=order, hue_order=list(JOURNAL_MODES),
+                  palette=palette, dodge=True, size=3, alpha=0.8, legend=False, ax=ax)  # fmt: skip
+    drew = False
+    for i, n in enumerate(lengths):
+        for j, m in enumerate(JOURNAL_MODES):
+            color = style.strategy(m).color
+            x0 = i + (j - (len(JOURNAL_MODES) - 1) / 2) * DODGE / len(JOURNAL_MODES)
+            c = table.cell(f"{dataset}|{n}", f"{m}|mean")
+            if math.isfinite(c["value"]):
+                sd = 0 if math.isnan(c["sd"]) else c["sd"]
+                ax.errorbar([x0], [c["value"]], yerr=[sd], fmt="_", color=color, markersize=12, capsize=3, zorder=4)
+                wins = table.value(f"{dataset}|{n}", f"{m}|wins")
+                ax.annotate(f"{wins:.0f}%", (x0, 1.0), xycoords=("data", "axes fraction"), ha="center",
+                            va="bottom", fontsize=7, color=color)  # fmt: skip
+            if (f"{dataset}|{n}", f"{m}|mean") in published:
+                value, spread = published[f"{dataset}|{n}", f"{m}|mean"]
+                ax.errorbar([x0 + 0.1], [value], yerr=[0 if math.isnan(spread) else spread], ecolor="black",
+                            elinewidth=0.8, **{**style.PUBLISHED_MARKER, "markeredgecolor": color})  # fmt: skip
+                drew = True
+    ax.set_xticks(range(len(lengths)), order)
+    ax.set_xlim(-0.6, len(lengths) - 0.4)
+    ax.set_xlabel("training length [% of iterations]")
+    ax.set_ylabel("Dice [%]")
+    return drew
 
 
 # -- Figure A.6 ------------------------------------------------------------------------------------------
@@ -476,22 +483,80 @@ def figureA6(
     dataset = "MSD_Lung" if "MSD_Lung" in counts.index else (counts.idxmax() if len(counts) else None)
     agg = aggregate(sel[sel["dataset"] == dataset]) if dataset else pd.DataFrame(columns=["mode", "sampler"])
     by = {("cps" if r["mode"] == "cps" else r["sampler"]): r for r in agg.to_dict("records")}
-    row_datasets = ds.ordered([dataset] if dataset else [], first=("MSD_Lung",))
+    table = _figureA6_table(dataset, by)
+    title = f"Figure A.6: batch constructions{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
+    if dataset is None:
+        return gap_figure(title, "No PGPS-Performance runs in these results.", (7.2, 3.0)), table
+    measured = _runs(sel[sel["dataset"] == dataset], epochs)
+    variants = [v for v in A6_VARIANTS if v in by or v in set(measured["variant"])]
+    published = {
+        v: published[f"{dataset}|{v}", "dice"] for v in variants if (f"{dataset}|{v}", "dice") in (published or {})
+    }
+    with matplotlib.rc_context(style.RC):
+        fig = Figure(figsize=(7.2, 3.0), layout="constrained")
+        curve_ax, bar_ax = fig.subplots(1, 2, width_ratios=(1.6, 1))
+        _figureA6_curves(curve_ax, variants, measured, epochs)
+        _figureA6_bars(bar_ax, variants, by, published)
+        handles, labels = curve_ax.get_legend_handles_labels()
+        handles.append(Line2D([], [], marker="o", markersize=3, color="black", linestyle="none"))
+        labels.append("validation Dice per fold")
+        style.legend(fig, handles, labels, "article, Table A.4" if published else None, ncols=3)
+        fig.suptitle(title)
+    return fig, table
+
+
+def _figureA6_curves(ax, variants: Sequence[str], measured: pd.DataFrame, epochs: pd.DataFrame) -> None:
+    """Left panel: nnU-Net's smoothed pseudo Dice per epoch of each batch construction (mean over folds)."""
+    for v in variants:
+        runs = measured[measured["variant"] == v]["run"]
+        if len(runs):
+            e = epochs[epochs["run"].isin(list(runs))].sort_values("epoch")
+            smooth = e.groupby("run", group_keys=False)["pseudo_dice"].apply(smooth_pseudo_dice)
+            curve = e.assign(smooth=smooth).groupby("epoch")["smooth"].mean()
+            ax.plot(curve.index, 100 * curve.values, **_variant_style(v).line_kwargs())
+    ax.set_xlabel("training epoch")
+    ax.set_ylabel("pseudo Dice (EMA) at P$_{max}$ [%]")
+    ax.set_ylim(bottom=0)
+
+
+def _figureA6_bars(ax, variants: Sequence[str], by: Mapping[str, dict], published: Mapping[str, float]) -> None:
+    """Right panel: final validation Dice per batch construction (bars: mean; dots: folds; diamonds: the
+    article's). The axis starts below the lowest value, and says so when that is not 0."""
+    for i, v in enumerate(variants):
+        s, g = _variant_style(v), by.get(v)
+        if g is not None and math.isfinite(g["dice"]):
+            ax.bar(i, 100 * g["dice"], color=s.color, alpha=0.75, hatch=style.HATCHES.get(v, ""),
+                   edgecolor="black", linewidth=0.5)  # fmt: skip
+            ax.scatter([i] * len(g["folds"]), [100 * x for x in g["folds"].values()], s=8, color="black", zorder=3)
+        else:
+            ax.annotate("no result", (i, 0.02), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
+        if v in published:
+            ax.plot([i], [published[v]], **style.PUBLISHED_MARKER)
+    labels = ["CPS" if v == "cps" else SAMPLER_LABELS[v] for v in variants]
+    ax.set_xticks(range(len(variants)), labels, rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(variants) - 0.4)
+    ax.set_ylabel("validation Dice [%]")
+    shown = [100 * by[v]["dice"] for v in variants if v in by and math.isfinite(by[v]["dice"])]
+    shown += [100 * x for v in variants if v in by for x in by[v]["folds"].values()] + list(published.values())
+    if shown:
+        bottom = max(0.0, min(shown) - 10)
+        ax.set_ylim(bottom, min(100.0, max(shown) + 5))
+        if bottom > 0:  # a bar axis that does not start at 0 says so
+            ax.set_ylabel(f"validation Dice [%]\n(axis starts at {bottom:.0f}, not 0)")
+
+
+def _figureA6_table(dataset: str | None, by: Mapping[str, dict]) -> Table:
     cells, rows = [], []
-    for d in row_datasets:
+    for d in ds.ordered([dataset] if dataset else [], first=("MSD_Lung",)):
         for v in A6_VARIANTS:
             key = f"{d}|{v}"
             rows.append((key, f"{ds.label(d)}, {'CPS' if v == 'cps' else 'PGPS-Perf ' + SAMPLER_LABELS[v]}"))
             g = by.get(v) if d == dataset else None
-            cells.append(
-                cell(key, "dice", 100 * g["dice"], n=g["n"], runs=g["runs"]) if g else cell(key, "dice", math.nan)
-            )
-            cells.append(
-                cell(key, "runtime", 100 * g["relative_runtime"], n=g["n"], runs=g["runs"])
-                if g
-                else cell(key, "runtime", math.nan)
-            )
-    table = Table(
+            for col, field in (("dice", "dice"), ("runtime", "relative_runtime")):
+                cells.append(
+                    cell(key, col, 100 * g[field], n=g["n"], runs=g["runs"]) if g else cell(key, col, math.nan)
+                )
+    return Table(
         name="figureA6",
         title="Figure A.6: batch constructions for PGPS-Performance: final Dice and relative runtime",
         row_key="dataset|variant",
@@ -502,66 +567,3 @@ def figureA6(
         ranks=[Rank(("dice",), "max")],
         notes=["Full-length, seed-0 runs with mirroring as in the article; Dice = mean over folds."],
     )
-    title = f"Figure A.6: batch constructions{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
-    if dataset is None:
-        return _gap_figure(title, "No PGPS-Performance runs in these results.", (7.2, 3.0)), table
-    measured = _runs(sel[sel["dataset"] == dataset], epochs)
-    variants = [v for v in A6_VARIANTS if v in by or v in set(measured["variant"])]
-    with matplotlib.rc_context(style.RC):
-        fig = Figure(figsize=(7.2, 3.0), layout="constrained")
-        curve_ax, bar_ax = fig.subplots(1, 2, width_ratios=(1.6, 1))
-        for v in variants:
-            runs = measured[measured["variant"] == v]["run"]
-            if len(runs):
-                e = epochs[epochs["run"].isin(list(runs))].sort_values("epoch")
-                smooth = e.groupby("run", group_keys=False)["pseudo_dice"].apply(smooth_pseudo_dice)
-                curve = e.assign(smooth=smooth).groupby("epoch")["smooth"].mean()
-                curve_ax.plot(curve.index, 100 * curve.values, **_variant_style(v).line_kwargs())
-        curve_ax.set_xlabel("training epoch")
-        curve_ax.set_ylabel("pseudo Dice (EMA) at P$_{max}$ [%]")
-        curve_ax.set_ylim(bottom=0)
-        drew_published = False
-        for i, v in enumerate(variants):
-            s = _variant_style(v)
-            g = by.get(v)
-            if g is not None and math.isfinite(g["dice"]):
-                bar_ax.bar(
-                    i,
-                    100 * g["dice"],
-                    color=s.color,
-                    alpha=0.75,
-                    hatch=style.HATCHES.get(v, ""),
-                    edgecolor="black",
-                    linewidth=0.5,
-                )
-                bar_ax.scatter(
-                    [i] * len(g["folds"]), [100 * x for x in g["folds"].values()], s=8, color="black", zorder=3
-                )
-            else:
-                bar_ax.annotate("no result", (i, 0.02), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
-            if published and (f"{dataset}|{v}", "dice") in published:
-                bar_ax.plot([i], [published[f"{dataset}|{v}", "dice"]], **style.PUBLISHED_MARKER)
-                drew_published = True
-        bar_ax.set_xticks(
-            range(len(variants)),
-            ["CPS" if v == "cps" else SAMPLER_LABELS[v] for v in variants],
-            rotation=30,
-            ha="right",
-        )
-        bar_ax.set_xlim(-0.6, len(variants) - 0.4)
-        bar_ax.set_ylabel("validation Dice [%]")
-        finite = [100 * by[v]["dice"] for v in variants if v in by and math.isfinite(by[v]["dice"])]
-        finite += [100 * x for v in variants if v in by for x in by[v]["folds"].values()]
-        if drew_published:
-            finite += [published[f"{dataset}|{v}", "dice"] for v in variants if (f"{dataset}|{v}", "dice") in published]
-        if finite:
-            bar_ax.set_ylim(max(0.0, min(finite) - 10), min(100.0, max(finite) + 5))
-        handles, labels = curve_ax.get_legend_handles_labels()
-        handles.append(Line2D([], [], marker="o", markersize=3, color="black", linestyle="none"))
-        labels.append("validation Dice per fold")
-        if drew_published:
-            handles.append(Line2D([], [], **style.PUBLISHED_MARKER))
-            labels.append("article, Table A.4")
-        fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
-        fig.suptitle(title)
-    return fig, table

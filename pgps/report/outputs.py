@@ -15,6 +15,12 @@ TABLES: tuple[str, ...] = (
 FIGURES: tuple[str, ...] = ("figure2", "figure3", "figure4", "figure5", "figureA6")
 """The article's figures (``figures/<name>.png|pdf``); each also has a table of its key numbers."""
 
+MICCAI_TABLES: tuple[str, ...] = ("miccai_table1", "miccai_tableS2")
+"""The MICCAI 2024 paper's Table 1 and Supplemental Table 2 (``tables/<name>.csv|md|tex``)."""
+
+MICCAI_FIGURES: tuple[str, ...] = ("miccai_figure2", "miccai_figure3")
+"""The MICCAI 2024 paper's Figures 2 and 3 (``figures/<name>.png|pdf``), each with a table of its numbers."""
+
 TABLE_FORMATS: tuple[str, ...] = ("csv", "md", "tex")
 COMPARE_FORMATS: tuple[str, ...] = ("csv", "md")
 FIGURE_FORMATS: tuple[str, ...] = ("png", "pdf")
@@ -24,10 +30,10 @@ INDEX = "report.md"
 def report_outputs() -> list[str]:
     """Every file ``pgps report`` writes, relative to its output folder, in a fixed order."""
     out = []
-    for name in TABLES + FIGURES:
+    for name in TABLES + FIGURES + MICCAI_TABLES + MICCAI_FIGURES:
         out += [f"tables/{name}.{ext}" for ext in TABLE_FORMATS]
         out += [f"compare/{name}.{ext}" for ext in COMPARE_FORMATS]
-    for name in FIGURES:
+    for name in FIGURES + MICCAI_FIGURES:
         out += [f"figures/{name}.{ext}" for ext in FIGURE_FORMATS]
     return [*out, INDEX]
 

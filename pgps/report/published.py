@@ -28,15 +28,30 @@ COMPARISON_COLUMNS: tuple[str, ...] = (
 """Columns of a comparison view; ``difference`` = ours - published (missing where either is)."""
 
 
+def check_published_dir(directory: str | Path) -> None:
+    """Raise ``ValueError`` unless ``directory`` is a folder holding published-value files (``<table>.csv``)."""
+    from pgps.report.outputs import FIGURES, TABLES
+
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise ValueError(f"--published {directory}: no such folder")
+    names = [f"{name}.csv" for name in (*TABLES, *FIGURES)]
+    if not any((folder / name).is_file() for name in names):
+        raise ValueError(
+            f"--published {directory}: holds none of the published-value files ({', '.join(names[:3])}, ...; "
+            f"see {PUBLISHED_DIR})"
+        )
+
+
 def load_published(name: str, directory: str | Path | None = None) -> pd.DataFrame:
     """Published values of table ``name`` (an empty frame where the article gives none)."""
     path = Path(directory or PUBLISHED_DIR) / f"{name}.csv"
     if not path.is_file():
         return pd.DataFrame(columns=list(PUBLISHED_COLUMNS))
-    df = pd.read_csv(path, comment="#", dtype={"row": str, "column": str, "source": str, "note": str})
-    missing = [c for c in ("row", "column", "value", "source") if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    from pgps.report.results import read_csv
+
+    df = read_csv(path, ("row", "column", "value", "source"), "published-value table", comment="#",
+                  dtype={"row": str, "column": str, "source": str, "note": str})  # fmt: skip
     for column in PUBLISHED_COLUMNS:
         if column not in df.columns:
             df[column] = math.nan if column == "spread" else ""

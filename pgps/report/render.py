@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from pgps.io import atomic_write_text
-from pgps.report import figures, outputs, tables
+from pgps.report import figures, miccai, outputs, tables
 from pgps.report.published import (
     PUBLISHED_DIR,
     compare,
@@ -98,7 +98,15 @@ def render_report(
         "figure5": lambda: figures.figure5(results, fig5),
         "figureA6": lambda: figures.figureA6(results, epochs, _published_cells(published["figureA6"])),
     }
-    for name in outputs.FIGURES:
+    for name in outputs.MICCAI_TABLES:  # the MICCAI 2024 paper's tables
+        table = miccai.TABLES[name](results, data["cases"])
+        written += _write_table(out, table, load_published(name, pub_dir))
+        summary.append((name, table))
+        say(f"{name}: {table.filled()} of {len(table.cells)} cells")
+    for name in outputs.MICCAI_FIGURES:
+        published[name] = load_published(name, pub_dir)
+        rendered[name] = lambda name=name: miccai.FIGURES[name](results, _published_cells(published[name]))
+    for name in outputs.FIGURES + outputs.MICCAI_FIGURES:
         fig, table = rendered[name]()
         paths = [out / "figures" / f"{name}.{ext}" for ext in outputs.FIGURE_FORMATS]
         save_figure(fig, *paths)
@@ -134,7 +142,7 @@ def _index(results: pd.DataFrame, summary: list[tuple[str, Table]], seconds: flo
     ]
     for name, table in summary:
         files = [f"[table](tables/{name}.md)", f"[vs published](compare/{name}.md)"]
-        if name in outputs.FIGURES:
+        if name in outputs.FIGURES + outputs.MICCAI_FIGURES:
             files.insert(0, f"[figure](figures/{name}.png)")
         filled = f"{table.filled()} / {len(table.cells)}"
         lines.append(f"| {table.title} | {filled} | {', '.join(files)} |")

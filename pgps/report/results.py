@@ -8,6 +8,8 @@ into the results folder that every table and figure is rendered from:
 - ``results.csv``: one row per manifest row: its factors and :data:`METRIC_COLUMNS`;
 - ``epochs.csv``: the per-epoch telemetry of every run, factor columns included;
 - ``schedules.json``: each run's curriculum schedule (``pgps schedule --json`` shape), by ``run``;
+- ``cases.csv``: the Dice of every validation case and foreground class of every finished run, from
+  nnU-Net's ``metric_per_case`` (:data:`CASE_COLUMNS`; the MICCAI 2024 paper's per-sample t-tests);
 - ``characteristics.csv``: the task characteristics, when given.
 
 Whatever a run has not written yet stays missing (NaN), never invented. Relative measures
@@ -39,7 +41,7 @@ import pandas as pd
 
 from pgps.io import atomic_write_text
 from pgps.report import datasets as ds
-from pgps.report.style import ordered, strategy
+from pgps.report import stats
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset", "backbone", "mode", "sampler", "mirroring", "length", "fold", "seed", "trainer", "plans",
@@ -60,21 +62,45 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "status", "dice", "dice_per_class", "epochs", "epochs_planned", "iterations_per_epoch", "train_time_s",
     "p_max_epochs", "p_max_mean_epoch_time_s", "relative_runtime", "iterated_voxels", "planned_iterated_voxels",
     "planned_relative_voxels", "cps_voxels_per_epoch", "patch_size_max", "batch_size_base", "num_stages",
-    "first_batch_size", "fg_fallbacks", "mean_fg_voxel_share", "mean_class_presence_share",
+    "first_batch_size", "fg_fallbacks", "mean_fg_voxel_share", "mean_class_presence_share", "energy_kwh", "co2_kg",
 )  # fmt: skip
 """What :func:`collect_run` measures per run (Dice as a fraction, times in seconds, voxels per
-channel). ``status``: ``complete`` (nnU-Net's validation summary exists), ``training`` (only
-pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete runs only."""
+channel). ``status``: ``complete`` (nnU-Net's validation summary exists and the telemetry holds every
+epoch of the run's schedule exactly once), ``incomplete`` (validated, but the telemetry is missing or
+holds fewer or repeated epochs: a cut or stale file, or a run resumed without its telemetry),
+``training`` (only pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete
+runs only. ``energy_kwh`` and ``co2_kg`` are CodeCarbon's totals for the run (missing without CodeCarbon,
+see :mod:`pgps.nnunet.carbon`)."""
 
-RESULTS_FILE, EPOCHS_FILE, SCHEDULES_FILE, CHARACTERISTICS_FILE = (
-    "results.csv", "epochs.csv", "schedules.json", "characteristics.csv",
+RESULTS_FILE, EPOCHS_FILE, SCHEDULES_FILE, CHARACTERISTICS_FILE, CASES_FILE = (
+    "results.csv", "epochs.csv", "schedules.json", "characteristics.csv", "cases.csv",
 )  # fmt: skip
 
-RESULT_COLUMNS = (
-    "dataset", "trainer", "mode", "fold", "dice", "dice_per_class", "epochs", "train_time_s",
-    "p_max_mean_epoch_time_s", "iterated_voxels", "planned_relative_voxels",
-)  # fmt: skip
-"""Columns of :func:`collect_fold` (the demo's one-row-per-fold table)."""
+CASE_COLUMNS: tuple[str, ...] = ("run", *("dataset", "mode", "fold"), "case", "label", "dice")
+"""Columns of ``cases.csv``: one row per run, validation case and foreground label (or region) of nnU-Net's
+``metric_per_case``; ``dice`` as a fraction, NaN where nnU-Net's is (label absent from both images)."""
+
+
+# -- reading files, with errors that name them ------------------------------------------------------
+def read_json(path: str | Path) -> Any:
+    """A JSON file; a file that is not JSON (e.g. cut short by a kill) raises ``ValueError`` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); was it cut short?") from None
+
+
+def read_csv(path: str | Path, required: Sequence[str] = (), what: str = "table", **kwargs: Any) -> pd.DataFrame:
+    """A CSV table with the ``required`` columns; anything else raises ``ValueError`` naming the file
+    (and the missing columns)."""
+    try:
+        df = pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a CSV {what} ({type(exc).__name__}: {exc})") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not a CSV {what}: no column(s) {', '.join(missing)}")
+    return df
 
 
 # -- reading one fold folder ----------------------------------------------------------------------
@@ -83,16 +109,33 @@ def read_validation(fold_dir: str | Path) -> tuple[float, dict[str, float]]:
     path = Path(fold_dir) / "validation" / "summary.json"
     if not path.is_file():
         return math.nan, {}
-    metrics = json.loads(path.read_text())
+    metrics = read_json(path)
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{path}: not nnU-Net's validation summary (no foreground_mean)")
     dice = _number(metrics.get("foreground_mean", {}).get("Dice"))
     per_class = {str(k): _number(v.get("Dice")) for k, v in metrics.get("mean", {}).items()}
     return dice, per_class
 
 
+def read_cases(fold_dir: str | Path) -> list[dict[str, Any]]:
+    """``{case, label, dice}`` per validation case and label from nnU-Net's ``validation/summary.json``
+    (``metric_per_case``; the case is the reference file's name without its extension); [] if absent."""
+    path = Path(fold_dir) / "validation" / "summary.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for entry in json.loads(path.read_text()).get("metric_per_case", []):
+        name = Path(str(entry.get("reference_file") or entry.get("prediction_file") or "")).name
+        case = name.split(".")[0]
+        for label, metrics in (entry.get("metrics") or {}).items():
+            rows.append({"case": case, "label": str(label), "dice": _number((metrics or {}).get("Dice"))})
+    return rows
+
+
 def read_summary(fold_dir: str | Path) -> dict[str, Any] | None:
     """pgps's ``pgps_summary.json`` of a fold folder, or None."""
     path = Path(fold_dir) / "pgps_summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def read_telemetry(fold_dir: str | Path) -> pd.DataFrame | None:
@@ -100,7 +143,7 @@ def read_telemetry(fold_dir: str | Path) -> pd.DataFrame | None:
     path = Path(fold_dir) / "pgps_telemetry.csv"
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    return pd.read_csv(path)
+    return read_csv(path, ["epoch"], "telemetry table (pgps_telemetry.csv)")
 
 
 def _number(value: Any) -> float:
@@ -108,25 +151,6 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def collect_fold(fold_dir: str | Path, dataset: str, trainer: str, fold: int) -> dict:
-    """One row of :data:`RESULT_COLUMNS` from a trained fold folder; missing parts become NaN, never invented."""
-    summary = read_summary(fold_dir) or {}
-    dice, per_class = read_validation(fold_dir)
-    return {
-        "dataset": dataset,
-        "trainer": trainer,
-        "mode": summary.get("mode"),
-        "fold": int(fold),
-        "dice": dice,
-        "dice_per_class": json.dumps(per_class),
-        "epochs": _number(summary.get("epochs_done")),
-        "train_time_s": _number(summary.get("train_time_s")),
-        "p_max_mean_epoch_time_s": _number(summary.get("p_max_mean_epoch_time_s")),
-        "iterated_voxels": _number(summary.get("iterated_voxels")),
-        "planned_relative_voxels": _number(summary.get("planned_relative_voxels")),
-    }
 
 
 def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | None, dict[str, Any] | None]:
@@ -142,15 +166,16 @@ def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | No
     telemetry = read_telemetry(fold_dir)
     s = summary or {}
     schedule = Schedule.from_dict(s["schedule"]) if s.get("schedule") else None
-    status = "complete" if math.isfinite(dice) else ("training" if summary or telemetry is not None else "missing")
+    if math.isfinite(dice):
+        status = "complete" if _every_epoch_once(telemetry, schedule) else "incomplete"
+    else:
+        status = "training" if summary or telemetry is not None else "missing"
     epochs = _number(s.get("epochs_done"))
     p_max_time = _number(s.get("p_max_mean_epoch_time_s"))
     train_time = _number(s.get("train_time_s"))
     runtime = math.nan
     if status == "complete":
-        from pgps.report.stats import virtual_relative_runtime
-
-        runtime = virtual_relative_runtime(train_time, p_max_time, epochs)
+        runtime = stats.virtual_relative_runtime(train_time, p_max_time, epochs)
     metrics = {
         "status": status,
         "dice": dice,
@@ -173,8 +198,17 @@ def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | No
         "fg_fallbacks": _number(s.get("fg_fallbacks")),
         "mean_fg_voxel_share": _column_mean(telemetry, "fg_voxel_share"),
         "mean_class_presence_share": _column_mean(telemetry, "class_presence_share"),
+        "energy_kwh": _number(s.get("energy_kwh")),
+        "co2_kg": _number(s.get("co2_kg")),
     }
     return metrics, telemetry, (schedule.summary() if schedule else None)
+
+
+def _every_epoch_once(telemetry: pd.DataFrame | None, schedule: Any) -> bool:
+    """Whether the telemetry holds epochs 0 .. E-1 of the schedule, each exactly once."""
+    if telemetry is None or schedule is None:
+        return False
+    return sorted(telemetry["epoch"].tolist()) == list(range(schedule.epochs))
 
 
 def _column_mean(df: pd.DataFrame | None, column: str) -> float:
@@ -195,10 +229,7 @@ def _bool(value: Any) -> bool:
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
     """The run manifest with typed factors (``mirroring`` bool; ``length``, ``fold``, ``seed`` int)."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: the run manifest lacks column(s) {', '.join(missing)}")
+    df = read_csv(path, MANIFEST_COLUMNS, "run manifest", dtype=str, keep_default_na=False)
     df = df[list(MANIFEST_COLUMNS)].copy()
     df["mirroring"] = [_bool(v) for v in df["mirroring"]]
     for column in ("length", "fold", "seed"):
@@ -220,9 +251,9 @@ def collect(
     manifest: pd.DataFrame,
     characteristics: pd.DataFrame | None = None,
     progress=sys.stderr,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """``(results, epochs, schedules)`` for every manifest row (see the module docstring)."""
-    rows, epochs, schedules = [], [], {}
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """``(results, epochs, schedules, cases)`` for every manifest row (see the module docstring)."""
+    rows, epochs, schedules, cases = [], [], {}, []
     started = time.perf_counter()
     for i, run in enumerate(manifest.to_dict("records")):
         metrics, telemetry, schedule = collect_run(run["fold_dir"])
@@ -232,10 +263,13 @@ def collect(
             epochs.append(telemetry.assign(**factors)[[*factors, *telemetry.columns]])
         if schedule is not None:
             schedules[str(i)] = schedule
+        if metrics["status"] == "complete":
+            factors = {"run": i, **{k: run[k] for k in ("dataset", "mode", "fold")}}
+            cases += [{**factors, **c} for c in read_cases(run["fold_dir"])]
         _progress(i + 1, len(manifest), started, progress)
     results = pd.DataFrame(rows, columns=["run", *MANIFEST_COLUMNS, *METRIC_COLUMNS])
     epoch_table = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["run", *FACTORS, "epoch"])
-    return results, epoch_table, schedules
+    return results, epoch_table, schedules, pd.DataFrame(cases, columns=list(CASE_COLUMNS))
 
 
 def write_results(
@@ -244,6 +278,7 @@ def write_results(
     epochs: pd.DataFrame,
     schedules: dict[str, Any],
     characteristics: pd.DataFrame | None = None,
+    cases: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write the results folder (each file atomically; an older ``characteristics.csv`` is removed when
     none is given); returns the paths written."""
@@ -253,6 +288,7 @@ def write_results(
         RESULTS_FILE: _csv(results),
         EPOCHS_FILE: _csv(epochs, "%.6g"),
         SCHEDULES_FILE: json.dumps(schedules, indent=1, sort_keys=True) + "\n",
+        CASES_FILE: _csv(cases if cases is not None else pd.DataFrame(columns=list(CASE_COLUMNS))),
     }
     if characteristics is not None:
         files[CHARACTERISTICS_FILE] = _csv(characteristics)
@@ -276,7 +312,7 @@ EPOCH_COLUMNS_USED: tuple[str, ...] = (
 
 
 def load_results(results_dir: str | Path) -> dict[str, Any]:
-    """The results folder as frames: ``results``, ``epochs``, ``schedules`` (dict), ``characteristics``.
+    """The results folder as frames: ``results``, ``epochs``, ``schedules`` (dict), ``characteristics``, ``cases``.
 
     Absent files give empty frames (or an empty dict), so that a report renders explicit gaps.
     """
@@ -284,19 +320,54 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
     results_path = d / RESULTS_FILE
     if not results_path.is_file():
         raise ValueError(f"{results_path} does not exist; run `pgps collect` first")
-    results = with_defaults(pd.read_csv(results_path))
-    if "run" not in results.columns:  # a table of collect_fold rows: no telemetry to join
+    results = read_csv(results_path, RESULTS_REQUIRED, "results table (pgps collect)")
+    try:
+        results = with_defaults(results)
+    except ValueError as exc:
+        raise ValueError(f"{results_path}: {exc}") from None
+    if "run" not in results.columns:  # a hand-made or older table without manifest rows: no telemetry to join
         results.insert(0, "run", range(len(results)))
     epochs_path = d / EPOCHS_FILE
     if _nonempty(epochs_path):
-        epochs = pd.read_csv(epochs_path, usecols=lambda c: c in EPOCH_COLUMNS_USED)
+        epochs = read_csv(epochs_path, ["run", "epoch"], "epoch table (pgps collect)",
+                          usecols=lambda c: c in EPOCH_COLUMNS_USED)  # fmt: skip
     else:
         epochs = pd.DataFrame(columns=list(EPOCH_COLUMNS_USED))
     schedules_path = d / SCHEDULES_FILE
-    schedules = json.loads(schedules_path.read_text()) if schedules_path.is_file() else {}
+    schedules = read_json(schedules_path) if schedules_path.is_file() else {}
+    if not isinstance(schedules, dict):
+        raise ValueError(f"{schedules_path}: not a schedules file of pgps collect (a JSON object by run)")
     char_path = d / CHARACTERISTICS_FILE
-    characteristics = pd.read_csv(char_path) if _nonempty(char_path) else pd.DataFrame(columns=["dataset"])
-    return {"results": results, "epochs": epochs, "schedules": schedules, "characteristics": characteristics}
+    characteristics = read_characteristics(char_path) if _nonempty(char_path) else pd.DataFrame(columns=["dataset"])
+    cases_path = d / CASES_FILE
+    cases = (
+        read_csv(cases_path, (), "per-case table (pgps collect)", dtype={"case": str, "label": str})
+        if _nonempty(cases_path)
+        else None
+    )
+    cases = cases if cases is not None else pd.DataFrame(columns=list(CASE_COLUMNS))
+    return {
+        "results": results,
+        "epochs": epochs,
+        "schedules": schedules,
+        "characteristics": characteristics,
+        "cases": cases,
+    }
+
+
+RESULTS_REQUIRED: tuple[str, ...] = ("dataset", "mode", "fold", "dice")
+"""Columns every results table must have (the rest take :data:`DEFAULTS` or stay missing)."""
+
+
+def read_characteristics(path: str | Path) -> pd.DataFrame:
+    """A task characteristics table (``pgps characteristics``): one row per dataset with the four measures."""
+    from pgps.report.characteristics import MEASURES
+
+    df = read_csv(path, ["dataset", *MEASURES], "task characteristics table (pgps characteristics)")
+    repeated = sorted(set(df["dataset"][df["dataset"].duplicated()].astype(str)))
+    if repeated:
+        raise ValueError(f"{path}: dataset(s) {', '.join(repeated)} appear more than once")
+    return df
 
 
 def _nonempty(path: Path) -> bool:
@@ -314,7 +385,10 @@ def with_defaults(df: pd.DataFrame) -> pd.DataFrame:
         df["mirroring"] = [v if isinstance(v, bool | np.bool_) else _bool(v) for v in df["mirroring"]]
         for column in ("length", "fold", "seed"):
             if column in df.columns:
-                df[column] = df[column].astype(int)
+                try:
+                    df[column] = df[column].astype(int)
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"column {column} must hold integers ({exc})") from None
         df["sampler"] = df["sampler"].fillna("default").astype(str)
     return df
 
@@ -385,25 +459,28 @@ def _cps_key(df: pd.DataFrame) -> list[str]:
 
 
 def compare_to_cps(results: pd.DataFrame) -> pd.DataFrame:
-    """Add ``relative_dice``, ``relative_runtime`` and ``relative_flops`` per run (CPS of the same
-    dataset, backbone, mirroring, length, fold and seed; the columns a frame has)."""
+    """Add ``relative_dice``, ``relative_runtime``, ``relative_flops`` and ``relative_co2`` per run (CPS of the
+    same dataset, backbone, mirroring, length, fold and seed; the columns a frame has)."""
     df = results.copy()
     key = _cps_key(df)
     cps_rows = df[df["mode"] == "cps"].drop_duplicates(key)
     index = pd.MultiIndex.from_frame(df[key]) if len(key) > 1 else pd.Index(df[key[0]])
     cps = cps_rows.set_index(key).reindex(index).set_index(df.index)  # NaN where there is no CPS run
+
     def column(frame: pd.DataFrame, name: str) -> pd.Series:  # NaN where a (hand-made) frame lacks the column
         return frame[name] if name in frame.columns else pd.Series(math.nan, index=frame.index)
 
     df["relative_dice"] = df["dice"] / cps["dice"].where(cps["dice"] > 0)  # undefined (NaN) when CPS scored 0
-    if "relative_runtime" not in df.columns:
-        time_s, epoch_s, epochs = (column(df, c) for c in ("train_time_s", "p_max_mean_epoch_time_s", "epochs"))
-        df["relative_runtime"] = time_s / (epoch_s * epochs)
+    if "relative_runtime" not in df.columns:  # a hand-made frame: computed as collect_run does
+        inputs = zip(*(column(df, c) for c in ("train_time_s", "p_max_mean_epoch_time_s", "epochs")), strict=True)
+        df["relative_runtime"] = [stats.virtual_relative_runtime(*map(float, values)) for values in inputs]
+
     def finished_voxels(frame: pd.DataFrame) -> pd.Series:  # an unfinished run's voxel count is no total
         voxels = column(frame, "iterated_voxels")
         return voxels.where(frame["status"] == "complete") if "status" in frame.columns else voxels
 
     df["relative_flops"] = finished_voxels(df) / finished_voxels(cps)
+    df["relative_co2"] = column(df, "co2_kg") / column(cps, "co2_kg").where(column(cps, "co2_kg") > 0)
     df["cps_dice"] = cps["dice"]
     return df
 
@@ -416,9 +493,11 @@ def aggregate(results: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
     """One row per group of folds (default :data:`GROUP`), from runs of :func:`compare_to_cps`:
 
     ``runs`` (manifest rows), ``n`` (folds with a Dice), ``dice`` (mean over folds) and
-    ``dice_sd`` (population SD over folds), ``relative_dice`` (mean Dice / mean CPS Dice over the
-    folds both have), ``relative_runtime`` (median), ``relative_flops`` (mean), and ``folds``
-    (the Dice per fold, ``{fold: dice}``).
+    ``dice_sd`` (population SD over folds), ``paired_dice`` and ``paired_cps_dice`` (the means over
+    the folds both the group and CPS have) and their ratio ``relative_dice``
+    (:func:`pgps.report.stats.relative`), ``relative_runtime`` (median), ``relative_flops`` and
+    ``relative_co2`` (means), ``train_time_s``, ``co2_kg`` and ``iterated_voxels`` (means over folds), and
+    ``folds`` (the Dice per fold, ``{fold: dice}``).
     """
     df = compare_to_cps(with_defaults(results))
     by = [c for c in by if c in df.columns]
@@ -427,7 +506,7 @@ def aggregate(results: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
         key = key if isinstance(key, tuple) else (key,)
         dice = g["dice"].dropna()
         both = g.dropna(subset=["dice", "cps_dice"])
-        cps_mean = both["cps_dice"].mean() if len(both) else math.nan
+        paired, paired_cps = (both[c].mean() if len(both) else math.nan for c in ("dice", "cps_dice"))
         rows.append(
             {
                 **dict(zip(by, key, strict=True)),
@@ -435,54 +514,19 @@ def aggregate(results: pd.DataFrame, by: Sequence[str] = GROUP) -> pd.DataFrame:
                 "n": len(dice),
                 "dice": dice.mean() if len(dice) else math.nan,
                 "dice_sd": float(np.std(dice)) if len(dice) else math.nan,
-                "relative_dice": both["dice"].mean() / cps_mean if len(both) and cps_mean > 0 else math.nan,
+                "paired_dice": paired,
+                "paired_cps_dice": paired_cps,
+                "relative_dice": stats.relative(paired, paired_cps),
                 "relative_runtime": g["relative_runtime"].median(),
                 "relative_flops": g["relative_flops"].mean(),
+                "relative_co2": g["relative_co2"].mean(),
+                **{c: g[c].mean() if c in g else math.nan for c in ("train_time_s", "co2_kg", "iterated_voxels")},
                 "folds": {int(f): float(v) for f, v in zip(g["fold"], g["dice"], strict=True) if math.isfinite(v)}
                 if "fold" in g
                 else {},
             }
         )
-    columns = [*by, "runs", "n", "dice", "dice_sd", "relative_dice", "relative_runtime", "relative_flops", "folds"]
+    columns = [*by, "runs", "n", "dice", "dice_sd", "paired_dice", "paired_cps_dice", "relative_dice"]
+    columns += ["relative_runtime", "relative_flops", "relative_co2", "train_time_s", "co2_kg", "iterated_voxels"]
+    columns += ["folds"]
     return pd.DataFrame(rows, columns=columns)
-
-
-# -- the demo's compact Table 1 ------------------------------------------------------------------------
-def table1(results: pd.DataFrame) -> pd.DataFrame:
-    """A compact Table 1 of the datasets present: one row per dataset (and a normalized average),
-    per strategy the mean Dice over folds [%], relative Dice [%] (100 = CPS), median relative
-    runtime [%] and relative FLOPs [%]. The article's layout is :func:`pgps.report.tables.table1`."""
-    agg = aggregate(select(results))
-    rows = []
-    modes = ordered(agg["mode"].unique())
-    for dataset in ds.ordered(agg["dataset"].unique()):
-        group = agg[agg["dataset"] == dataset].set_index("mode")
-        row = {"dataset": dataset}
-        for mode in modes:
-            g = group.loc[mode] if mode in group.index else None
-            label = strategy(mode).label
-            row[f"{label} Dice [%]"] = 100 * g["dice"] if g is not None else math.nan
-            row[f"{label} rel. Dice [%]"] = 100 * g["relative_dice"] if g is not None else math.nan
-            row[f"{label} rel. runtime [%]"] = 100 * g["relative_runtime"] if g is not None else math.nan
-            row[f"{label} rel. FLOPs [%]"] = 100 * g["relative_flops"] if g is not None else math.nan
-        rows.append(row)
-    table = pd.DataFrame(rows)
-    average = {"dataset": "Normalized average"}
-    for column in table.columns[1:]:
-        if "rel." in column:
-            average[column] = table[column].mean()
-    return pd.concat([table, pd.DataFrame([average])], ignore_index=True)
-
-
-def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
-    """A GitHub Markdown table; missing values show as "–" (never filled)."""
-    header = "| " + " | ".join(table.columns) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    lines = [header, rule]
-    for _, r in table.iterrows():
-        cells = [
-            "–" if isinstance(v, float) and math.isnan(v) else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
-            for v in r
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

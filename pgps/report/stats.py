@@ -138,9 +138,44 @@ def virtual_relative_runtime(train_time_s: float, p_max_mean_epoch_time_s: float
     return train_time_s / denominator
 
 
-def mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
-    """``(mean, sample SD, n)`` of the finite values (SD NaN below two values)."""
+def mean_sd(values: Sequence[float], ddof: int = 1) -> tuple[float, float, int]:
+    """``(mean, SD, n)`` of the finite values: the sample SD (``ddof=1``, the journal's "± x") or the population
+    SD (``ddof=0``, the MICCAI 2024 paper's); SD NaN with fewer than ``ddof + 1`` values."""
     v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
     if v.size == 0:
         return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan, int(v.size)
+    return float(v.mean()), float(v.std(ddof=ddof)) if v.size > ddof else math.nan, int(v.size)
+
+
+def standard_error(values: Sequence[float]) -> tuple[float, float, int]:
+    """``(mean, standard error of the mean, n)`` of the finite values (``scipy.stats.sem``, ddof=1); SE NaN
+    below two values. The MICCAI 2024 paper's Figure 3 error bars."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(scipy_stats.sem(v)) if v.size > 1 else math.nan, int(v.size)
+
+
+def paired_ttest(x: Sequence[float], y: Sequence[float], alternative: str) -> dict[str, float]:
+    """Paired t-test of ``x`` against ``y`` (``scipy.stats.ttest_rel``), ``alternative`` "greater", "less" or
+    "two-sided"; pairs with a missing value are left out. Returns ``n``, ``statistic``, ``p_value`` and
+    ``mean_difference`` (of x - y); NaN below two pairs or when every difference is equal."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(a) & np.isfinite(b)
+    a, b = a[keep], b[keep]
+    out = {"n": int(a.size), "statistic": math.nan, "p_value": math.nan}
+    out["mean_difference"] = float(np.mean(a - b)) if a.size else math.nan
+    if a.size < 2 or np.ptp(a - b) == 0:
+        return out
+    res = scipy_stats.ttest_rel(a, b, alternative=alternative)
+    out.update(statistic=float(res.statistic), p_value=float(res.pvalue))
+    return out
+
+
+def wilcoxon_min_pairs(alpha: float = 0.05) -> int:
+    """The fewest non-zero pairs with which the exact two-sided Wilcoxon signed-rank test can reach ``p < alpha``
+    (6 for 0.05: with all differences of one sign, p = 2 / 2**n). Fewer pairs cannot show a difference."""
+    n = 1
+    while scipy_stats.wilcoxon(np.arange(1.0, n + 1), method="exact").pvalue >= alpha:
+        n += 1
+    return n

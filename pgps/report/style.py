@@ -14,7 +14,9 @@ import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
+import matplotlib
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +82,15 @@ PUBLISHED_MARKER: dict = {
 """How the article's published values are overlaid on our figures (hollow black diamonds)."""
 
 
+def legend(fig: Figure, handles: list, labels: list, published: str | None = None, ncols: int | None = None) -> None:
+    """The figure's legend below its axes; ``published`` (the source's name) adds the published-value marker."""
+    handles, labels = list(handles), list(labels)
+    if published:
+        handles.append(Line2D([], [], **PUBLISHED_MARKER))
+        labels.append(published)
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols or len(labels), frameon=False)
+
+
 def draw_gap(ax, text: str) -> None:
     """Write ``text`` in the middle of ``ax``: the explicit gap of a figure without runs."""
     ax.text(
@@ -117,7 +128,6 @@ RC: dict = {
     "axes.grid": True,
     "grid.linewidth": 0.5,
     "grid.alpha": 0.4,
-    "pdf.fonttype": 42,  # embed TrueType: text stays editable and searchable in the PDF
 }
 """Matplotlib settings for print (use with ``matplotlib.rc_context(RC)`` while building a figure)."""
 
@@ -125,12 +135,17 @@ DPI = 300
 """Resolution of PNGs."""
 
 
+SAVE_RC: dict = {"pdf.fonttype": 42, "ps.fonttype": 42}
+"""Settings that act when a figure is *saved*, not built: TrueType (Type 42) fonts in PDF/PS, never Type 3."""
+
+
 def save_figure(fig: Figure, *paths: str | Path) -> None:
-    """Write ``fig`` to every path (the format follows the suffix), creating folders."""
-    for path in paths:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=_metadata(path))
+    """Write ``fig`` to every path (the format follows the suffix), creating folders; PDFs embed TrueType fonts."""
+    with matplotlib.rc_context(SAVE_RC):  # the PDF backend reads pdf.fonttype while saving
+        for path in paths:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=DPI, bbox_inches="tight", metadata=_metadata(path))
 
 
 def _metadata(path: Path) -> dict | None:

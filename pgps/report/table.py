@@ -12,11 +12,17 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import re
 from collections.abc import Sequence
 
 import pandas as pd
 
-CELL_COLUMNS: tuple[str, ...] = ("row", "col", "value", "sd", "n", "runs")
+SIGNIFICANCE = 0.05
+"""A p-value column (``Column.kind == "p"``) marks values below this with "*", as the MICCAI 2024 paper does."""
+
+CELL_COLUMNS: tuple[str, ...] = ("row", "col", "value", "sd", "n", "runs", "text")
+"""A cell: its keys, value, spread, runs used and listed, and ``text`` printed instead of "–" where there is no
+value for a stated reason (e.g. "too few datasets")."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +33,7 @@ class Column:
     group: str
     label: str
     digits: int = 2
-    kind: str = "value"  # "value", or "delta" (printed with the article's up/down triangles)
+    kind: str = "value"  # "value", "delta" (printed with the article's up/down triangles), "p" (* below 0.05)
     sd_digits: int = 1
 
 
@@ -57,6 +63,7 @@ class Table:
 
     def __post_init__(self) -> None:
         self.cells = pd.DataFrame(self.cells, columns=list(CELL_COLUMNS))
+        self.cells["text"] = self.cells["text"].fillna("")
         keys = {c.key for c in self.columns}
         rows = {r for r, _ in self.rows}
         bad = self.cells[~self.cells["col"].isin(keys) | ~self.cells["row"].isin(rows)]
@@ -68,7 +75,7 @@ class Table:
         """The cell at ``(row, col)`` as a dict (value NaN when the table has none there)."""
         i = self._lookup.get((row, col))
         if i is None:
-            return {"row": row, "col": col, "value": math.nan, "sd": math.nan, "n": 0, "runs": 0}
+            return {"row": row, "col": col, "value": math.nan, "sd": math.nan, "n": 0, "runs": 0, "text": ""}
         return self.cells.iloc[i].to_dict()
 
     def value(self, row: str, col: str) -> float:
@@ -82,10 +89,13 @@ class Table:
         return int(self.cells["value"].notna().sum())
 
 
-def cell(row: str, col: str, value: float, sd: float = math.nan, n: int = 0, runs: int | None = None) -> dict:
-    """A cell dict for :class:`Table` (``runs`` defaults to ``n``)."""
+def cell(
+    row: str, col: str, value: float, sd: float = math.nan, n: int = 0, runs: int | None = None, text: str = ""
+) -> dict:
+    """A cell dict for :class:`Table` (``runs`` defaults to ``n``; ``text`` replaces "–" when there is no value)."""
     value = float(value) if value is not None else math.nan
-    return {"row": row, "col": col, "value": value, "sd": sd, "n": int(n), "runs": int(n if runs is None else runs)}
+    runs = int(n if runs is None else runs)
+    return {"row": row, "col": col, "value": value, "sd": sd, "n": int(n), "runs": runs, "text": text}
 
 
 # -- ranking ----------------------------------------------------------------------------------------
@@ -121,13 +131,15 @@ def cell_text(table: Table, row: str, column: Column, tex: bool = False) -> str:
     c = table.cell(row, column.key)
     v, digits = c["value"], table.digits(row, column)
     if not math.isfinite(v):
+        if c["text"]:
+            return tex_escape(c["text"]) if tex else c["text"]
         return "--" if tex else "–"
     if column.kind == "delta":
         up = round(v, digits) >= 0
         arrow = ("$\\blacktriangle$" if up else "$\\blacktriangledown$") if tex else ("▲" if up else "▼")
         text = f"{arrow} {_number(abs(v), digits)}"
     else:
-        text = _number(v, digits)
+        text = _number(v, digits) + ("*" if column.kind == "p" and v < SIGNIFICANCE else "")
     if math.isfinite(c["sd"]):
         text += (" $\\pm$ " if tex else " ± ") + _number(c["sd"], column.sd_digits)
     if c["runs"] > c["n"]:
@@ -191,6 +203,11 @@ _TEX = {
 }  # fmt: skip
 
 
+def latex_caption(title: str) -> str:
+    """``title`` without a leading "Table 1: " (LaTeX numbers its own tables: no "Table 1: Table 1: ...")."""
+    return re.sub(r"^Table [A-Z]?\.?\d+\s*:\s*", "", title)
+
+
 def tex_escape(text: str) -> str:
     """``text`` with LaTeX's special characters escaped and a few symbols as math."""
     return "".join(_TEX.get(ch, ch) for ch in text)
@@ -214,7 +231,7 @@ def to_latex(table: Table) -> str:
         f"% {table.name}: rendered by pgps report; needs \\usepackage{{booktabs,amssymb}}",
         "\\begin{table}[htbp]",
         "\\centering",
-        f"\\caption{{{tex_escape(table.title)}}}",
+        f"\\caption{{{tex_escape(latex_caption(table.title))}}}",
         f"\\label{{tab:pgps-{table.name}}}",
         "\\begin{tabular}{l" + "r" * len(table.columns) + "}",
         "\\toprule",

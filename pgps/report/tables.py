@@ -61,10 +61,10 @@ def _scaled(row: str, col: str, g: dict | None, key: str, scale: float = 100.0, 
 
 
 def _normalized(row: str, col: str, groups: Sequence[dict | None], offset: float = 0.0) -> dict:
+    """The normalized average (:func:`pgps.report.stats.normalized_average`) of the groups' paired Dice."""
     found = [g for g in groups if g is not None]
-    ratios = [g["relative_dice"] for g in found if math.isfinite(g["relative_dice"])]
-    value = 100 * sum(ratios) / len(ratios) + offset if ratios else math.nan
-    return cell(row, col, value, n=len(ratios), runs=len(found))
+    value, n = stats.normalized_average([g["paired_dice"] for g in found], [g["paired_cps_dice"] for g in found])
+    return cell(row, col, value + offset, n=n, runs=len(found))
 
 
 def _mean_sd(row: str, col: str, groups: Sequence[dict | None], key: str) -> dict:
@@ -111,10 +111,10 @@ def table1(results: pd.DataFrame) -> Table:
         ranks=[Rank(tuple(f"dice.{m}" for m in JOURNAL_MODES))],
         notes=[
             MAIN_GRID_NOTE,
-            "Δ rel. Dice = (Dice / CPS Dice - 1) x 100, both means over the folds both strategies have. "
-            "Rel. runtime: virtual relative runtime (run time / (mean P_max-stage epoch time x epochs)), median over "
+            "Δ rel. Dice = (Dice / CPS Dice - 1) × 100, both means over the folds both strategies have. "
+            "Rel. runtime: virtual relative runtime (run time / (mean P_max-stage epoch time × epochs)), median over "
             "folds. Rel. FLOPs: iterated voxels / CPS's, mean over folds.",
-            "Norm. Avg.: Dice columns = mean over datasets of Dice / CPS Dice x 100 (how many: column n of "
+            "Norm. Avg.: Dice columns = mean over datasets of Dice / CPS Dice × 100 (how many: column n of "
             "compare/table1.csv); runtime "
             "and FLOPs = mean ± sample SD over datasets.",
         ],
@@ -338,7 +338,7 @@ def tableD8(results: pd.DataFrame) -> Table:
         notes=[
             MAIN_GRID_NOTE.replace("U-Net backbone, ", ""),
             "SD over folds is the population SD (ddof=0) of the fold Dice; intra-method SD = mean over presets of "
-            "it; inter-method SD = population SD of the presets' mean Dice; ratio = inter / intra x 100.",
+            "it; inter-method SD = population SD of the presets' mean Dice; ratio = inter / intra × 100.",
         ],
         row_digits={"ratio": 1},
     )
@@ -398,6 +398,7 @@ def stats_wilcoxon(results: pd.DataFrame) -> Table:
     sel = select(results, length=None, modes=JOURNAL_MODES)
     by = _index(aggregate(sel), ("dataset", "length", "mode"))
     datasets = sorted(sel["dataset"].unique())
+    fewest = stats.wilcoxon_min_pairs()
     rows, cells = [], []
     for length in _lengths(sel, (100,)):
         for a, b in WILCOXON_PAIRS:
@@ -407,8 +408,12 @@ def stats_wilcoxon(results: pd.DataFrame) -> Table:
             pairs = [(x["relative_dice"], y["relative_dice"]) for x, y in pairs if x is not None and y is not None]
             r = stats.wilcoxon_paired([x for x, _ in pairs], [y for _, y in pairs])
             n = r["n"]
+            cells.append(cell(key, "datasets", len(pairs) if pairs else math.nan, n=n))
+            if pairs and n < fewest:  # no test over so few pairs could reach p < 0.05: not reported
+                text = f"too few datasets ({n} < {fewest})"
+                cells += [cell(key, c, math.nan, text=text) for c in ("statistic", "p_value", "median_difference")]
+                continue
             cells += [
-                cell(key, "datasets", len(pairs) if pairs else math.nan, n=n),
                 cell(key, "statistic", r["statistic"], n=n),
                 cell(key, "p_value", r["p_value"], n=n),
                 cell(key, "median_difference", 100 * r["median_difference"], n=n),
@@ -430,6 +435,8 @@ def stats_wilcoxon(results: pd.DataFrame) -> Table:
             "One pair per dataset: the two strategies' relative Dice (Dice / CPS Dice, means over folds); zero "
             "differences dropped, exact null distribution up to 50 pairs. This reproduces the p-values of Section "
             "4.1.1 from Table 1's Dice columns.",
+            f"Below {stats.wilcoxon_min_pairs()} non-zero pairs no two-sided exact test can reach p < 0.05: such "
+            'rows say "too few datasets" instead of a test.',
             MAIN_GRID_NOTE.replace("the dataset's full training length", "each training length"),
         ],
     )

@@ -89,11 +89,14 @@ from pgps.grid import (  # noqa: E402
     BACKBONES,
     TRANSFORMER_PLANS,
     TRANSFORMERS,
+    check_config,
     dataset_folder,
     factors_of_trainer,
     grid_runs,
 )
 from pgps.report.outputs import OUTPUTS as REPORT_OUTPUTS  # noqa: E402 (light: no pandas/matplotlib)
+
+check_config(config)  # what the schema cannot say (patch divisibility, duplicate dataset ids): fail now, not in a job
 
 ARTICLE = config["article"]
 ARTICLE_NNUNET = os.path.abspath(ARTICLE["nnunet_dir"])
@@ -207,7 +210,14 @@ def article_train_env(wildcards, threads):
     )
     return (
         f"{article_nnunet_env(wildcards.results_dir)} export nnUNet_n_proc_DA={threads}"
-        f" nnUNet_def_n_proc={threads} PGPS_SEED={seed}{short};"
+        f" nnUNet_def_n_proc={threads} PGPS_SEED={seed}{short} {checkpoint_env(ARTICLE)};"
+    )
+
+
+def checkpoint_env(section):
+    """How often the trainers write checkpoint_latest.pth (a section's checkpoint_epochs/_minutes)."""
+    return (
+        f"PGPS_CHECKPOINT_EPOCHS={section['checkpoint_epochs']} PGPS_CHECKPOINT_MINUTES={section['checkpoint_minutes']}"
     )
 
 
@@ -249,13 +259,16 @@ def study_outputs(study):
 
 
 def report_item(study, name):
-    """A rendered file, flagged for `snakemake --report` when it is a figure or a table's CSV."""
+    """A rendered file, flagged for `snakemake --report` when it is a figure, a table's CSV or a comparison's
+    Markdown. Snakemake turns category and file names into reStructuredText link targets: names without a colon
+    (one would end the target's name) and no file name twice (tables/x.csv, compare/x.md)."""
     path = f"{STUDY_FIGURES[study]}/{name}"
     if name.startswith("figures/") and name.endswith(".png"):
-        return report(path, category=f"{study}: figures", caption="../report/figure.rst")
-    if name.startswith(("tables/", "compare/")) and name.endswith(".csv"):
-        kind = "ours vs published" if name.startswith("compare/") else "tables"
-        return report(path, category=f"{study}: {kind}", caption="../report/table.rst")
+        return report(path, category=f"{study} figures", caption="../report/figure.rst")
+    if name.startswith("tables/") and name.endswith(".csv"):
+        return report(path, category=f"{study} tables", caption="../report/table.rst")
+    if name.startswith("compare/") and name.endswith(".md"):
+        return report(path, category=f"{study} vs published", caption="../report/table.rst")
     return path
 
 

@@ -63,14 +63,15 @@ rule demo_train:
         short=(
             f"PGPS_EPOCHS={DEMO['epochs']} PGPS_ITERATIONS_PER_EPOCH={DEMO['iterations_per_epoch']}"
             f" PGPS_VAL_ITERATIONS={DEMO['val_iterations']} PGPS_SEED={DEMO['seed']} nnUNet_n_proc_DA=0"
+            f" {checkpoint_env(DEMO)}"
         ),
     threads: 2
     conda:
         "../../envs/pgps.yaml"
     shell:
         "({params.env} export {params.short} OMP_NUM_THREADS={threads};"
-        # a re-submitted job resumes from nnU-Net's checkpoint instead of starting over
-        " resume=$([ -f $(dirname {output.summary:q})/checkpoint_latest.pth ] && echo --c || true);"
+        # always --c: a re-run resumes from checkpoint_final (only the validation is left) or checkpoint_latest,
+        # and starts afresh when there is none (see train.smk)
         " nnUNetv2_train {wildcards.id} {params.configuration} {wildcards.fold} -tr {wildcards.trainer} -device cpu"
         # nnU-Net's epoch lines go to the console (progress) and to the log
-        " $resume) 2>&1 | tee {log:q}"
+        " --c) 2>&1 | tee {log:q}"

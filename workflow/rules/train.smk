@@ -1,9 +1,13 @@
 # Training of every run of the article's grid: one nnUNetv2_train job per run, on its experiment's `gpus`
 # (nnU-Net's -num_gpus: PyTorch DDP, the global batch split over them), with PGPS_CPUS_PER_GPU cores per GPU
 # for nnU-Net's augmentation workers (nnUNet_n_proc_DA, per GPU process).
-# A job re-submitted after preemption or a time limit resumes from nnU-Net's checkpoint (--c); the
-# declared outputs are nnU-Net's validation summary and pgps's summary, so a failed or interrupted
-# job leaves no output that looks finished, and never touches another fold's.
+# A job re-submitted after preemption or a time limit resumes (--c, always given): nnU-Net continues from
+# checkpoint_final.pth (only the final validation is left) or checkpoint_latest.pth, and starts a new
+# training when neither exists. The pgps trainers write both atomically, keep checkpoint_latest until
+# checkpoint_final exists and refuse to continue from checkpoint_best, so a kill at any instant resumes
+# from the newest complete state. The declared outputs are nnU-Net's validation summary and pgps's
+# summary, so a failed or interrupted job leaves no output that looks finished, and never touches
+# another fold's.
 
 wildcard_constraints:
     results_dir="results(_seed[0-9]+)?",
@@ -41,7 +45,5 @@ rule train:
         "../../envs/pgps.yaml"
     shell:
         "({params.env}{params.scale}"
-        " resume=$([ -f $(dirname {output.summary:q})/checkpoint_latest.pth ]"
-        " || [ -f $(dirname {output.summary:q})/checkpoint_final.pth ] && echo --c || true);"
         " {params.gpu} nnUNetv2_train {params.dataset_id} {wildcards.configuration} {wildcards.fold}"
-        " -tr {wildcards.trainer} -p {wildcards.plans} -device {params.device} {params.flags} $resume) >> {log:q} 2>&1"
+        " -tr {wildcards.trainer} -p {wildcards.plans} -device {params.device} {params.flags} --c) >> {log:q} 2>&1"

@@ -6,6 +6,7 @@ Run by Snakemake (rule render_schedules): reads snakemake.input, writes snakemak
 import logging
 from pathlib import Path
 
+from pgps.report.datasets import label
 from pgps.report.figure2 import panel_title, plot_schedule_panel
 from pgps.report.schedules import load_summary, schedule_table
 from pgps.report.style import save_figure
@@ -23,6 +24,6 @@ logging.info("wrote %s (%d rows)", snakemake.output.table, len(table))
 
 for dataset, png, pdf in zip(snakemake.params.datasets, snakemake.output.png, snakemake.output.pdf, strict=True):
     by_mode = schedules[dataset]
-    fig = plot_schedule_panel(by_mode, panel_title(dataset, next(iter(by_mode.values()))))
+    fig = plot_schedule_panel(by_mode, panel_title(label(dataset), next(iter(by_mode.values()))))
     save_figure(fig, png, pdf)
     logging.info("wrote %s and %s", png, pdf)

@@ -1,0 +1,127 @@
+"""The README as a new user reads it: its snakemake commands, run as written, and its demo numbers, which must be
+the ones in the committed demo outputs (paper_figures/demo/, written by `make demo`)."""
+
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+DEMO = ROOT / "paper_figures" / "demo"
+
+
+def readme_commands(program: str) -> list[list[str]]:
+    """Every command line of the README's fenced code blocks that runs ``program`` (environment assignments,
+    a ``$`` prompt and a trailing comment removed), as its arguments."""
+    commands = []
+    for block in re.findall(r"```(?:bash|console)\n(.*?)```", README, re.DOTALL):
+        for line in block.splitlines():
+            if not re.match(rf"^(\$ )?([A-Z_][A-Z0-9_]*=\S* )*{program}\b", line):
+                continue
+            words = shlex.split(line.removeprefix("$ "), comments=True)
+            while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):
+                words = words[1:]
+            if words and words[0] == program:
+                commands.append(words[1:])
+    return commands
+
+
+def rule_names() -> set[str]:
+    text = "\n".join(p.read_text() for p in [ROOT / "Snakefile", *(ROOT / "workflow" / "rules").glob("*.smk")])
+    return set(re.findall(r"^rule (\w+):", text, re.MULTILINE))
+
+
+SNAKEMAKE_COMMANDS = readme_commands("snakemake")
+
+
+def test_the_readme_has_its_snakemake_commands():
+    assert len(SNAKEMAKE_COMMANDS) >= 5
+    assert any("article_partial" in c for c in SNAKEMAKE_COMMANDS)
+    assert any("--report" in c for c in SNAKEMAKE_COMMANDS)
+
+
+@pytest.mark.parametrize("args", SNAKEMAKE_COMMANDS, ids=" ".join)
+def test_readme_snakemake_command_parses_as_meant(args):
+    """--configfile takes several values: a target written after it would be read as a config file."""
+    from snakemake.cli import get_argument_parser
+
+    parsed = get_argument_parser().parse_args(args)
+    for config in parsed.configfile or []:
+        assert (ROOT / config).is_file(), f"{' '.join(args)}: config file {config} does not exist"
+    assert set(parsed.targets or ()) <= rule_names()
+    if parsed.report:  # the report of every run fails while runs are unfinished: it names the partial target
+        assert list(parsed.targets) == ["article_partial"], args
+
+
+@pytest.mark.parametrize(
+    "args", [c for c in SNAKEMAKE_COMMANDS if "--report" not in c and "-n" not in c][:3], ids=" ".join
+)
+def test_readme_snakemake_command_dry_runs(tmp_path, args):
+    """The command as written, with a dry run added, in an empty working directory."""
+    cmd = [SNAKEMAKE, *args, "-n", "--quiet", "rules", "-s", ROOT / "Snakefile", "-d", tmp_path]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+# -- the demo's numbers --------------------------------------------------------------------------------------
+def demo_numbers_block() -> str:
+    """The README's demo table, generated from the committed demo outputs (tables/table1.csv, figure3.csv)."""
+    table = pd.read_csv(DEMO / "tables" / "table1.csv").set_index("dataset")
+    row = table.loc["lesions"]
+
+    def pct(value: float, digits: int = 2) -> str:
+        return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+    lines = [
+        "| strategy | Dice [%] | Δ rel. Dice [%] | rel. runtime [%] | rel. FLOPs [%] |",
+        "|---|--:|--:|--:|--:|",
+        f"| CPS | {pct(row['dice.cps'])} | – | – | – |",
+    ]
+    for mode, label in (("efficiency", "PGPS-Efficiency"), ("performance", "PGPS-Performance")):
+        lines.append(
+            f"| {label} | {pct(row[f'dice.{mode}'])} | {pct(row[f'reldice.{mode}'])} | "
+            f"{pct(row[f'runtime.{mode}'], 1)} | {pct(row[f'flops.{mode}'], 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def readme_block(name: str) -> str:
+    found = re.search(rf"<!-- {name}:begin[^>]*-->\n(.*?)\n<!-- {name}:end -->", README, re.DOTALL)
+    assert found, f"README lacks the <!-- {name}:begin --> ... <!-- {name}:end --> block"
+    return found[1]
+
+
+DEMO_PENDING = pytest.mark.xfail(
+    strict=True,
+    reason="paper_figures/demo is not yet what `make demo` writes: the branch that added these tests could not finish "
+    "a demo run on its loaded machine. Run `make demo` (after `rm -rf results`), commit paper_figures/demo, paste the "
+    "block `python tests/test_readme.py` prints into the README, then delete this marker (strict: fails once fixed).",
+)
+
+
+@DEMO_PENDING
+def test_readme_demo_numbers_are_the_committed_demo_outputs():
+    """Re-running `make demo` may change the numbers (other seeds, other code): then commit its outputs and paste
+    this test's expected block (python tests/test_readme.py prints it) into the README."""
+    assert readme_block("demo-numbers") == demo_numbers_block()
+
+
+@DEMO_PENDING
+def test_committed_demo_outputs_are_what_make_demo_writes():
+    from pgps.report import OUTPUTS
+
+    committed = {p.relative_to(DEMO).as_posix() for p in DEMO.rglob("*") if p.is_file()}
+    assert committed == set(OUTPUTS)
+
+
+if __name__ == "__main__":
+    print(demo_numbers_block())

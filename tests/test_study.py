@@ -1,0 +1,185 @@
+"""A miniature of the synthetic study through the real workflow (``snakemake study``): 2 imbalance levels x
+CPS / PGPS-Efficiency / PGPS-Performance x 2 lengths, trained by nnU-Net on the CPU and scored on held-out
+cases. Run twice with the same seeds and ``nnUNet_n_proc_DA=0``, it must give the same numbers (no number is
+written into this test: the second run is compared with the first). Also: a run trained after others in one
+``pgps train-evaluate`` process equals the same run alone, and the in-process evaluation equals nnU-Net's
+own validation."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pgps import study
+from pgps.nnunet import ext_trainer_path
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).parent / "snakemake"
+
+pytestmark = pytest.mark.nnunet
+
+MINI = {
+    "foreground_shares": [0.05, 0.005],
+    "dataset_id": 680,
+    "shape": [32, 32, 32],
+    "cases": 8,
+    "train_cases": 5,
+    "patch_size": [16, 16, 16],
+    "features": [4, 8, 16, 32],  # step 8: 4 stages from 8^3 to 16^3
+    "epochs": 4,
+    "iterations_per_epoch": 2,
+    "lengths": [50, 100],
+    "seeds": [3],
+}
+CONFIG = {
+    "schedules": {"datasets": {"tiny": {"patch_size": [16, 16, 16], "steps": [8, 8, 8], "batch_size": 2}}},
+    "demo": {"enabled": False},
+    "study": MINI,
+}
+COMPARED = ["dice", "iterated_voxels", "mean_fg_voxel_share", "epochs", "first_batch_size"]
+"""results.csv columns that must repeat exactly (times are measured and move)."""
+
+
+def run_study(workdir: Path) -> subprocess.CompletedProcess:
+    configfile = workdir / "config.test.yaml"
+    configfile.write_text(json.dumps(CONFIG))
+    command = [SNAKEMAKE, "study", "-s", ROOT / "Snakefile", "-d", workdir, "--cores", "2", "--configfile", configfile]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    logs = "\n".join(p.read_text()[-3000:] for p in (workdir / "results" / "logs" / "study").glob("*.log"))
+    assert proc.returncode == 0, proc.stderr[-4000:] + logs
+    return proc
+
+
+def collected(workdir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    folder = workdir / "results" / "study" / "collected"
+    return pd.read_csv(folder / "results.csv"), pd.read_csv(folder / "epochs.csv")
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    """The miniature study run twice in one folder: the second time only the training (and what follows it)
+    is redone, from the same synthetic data and preprocessing. Returns (folder, first results, first epochs)."""
+    workdir = tmp_path_factory.mktemp("study")
+    run_study(workdir)
+    first = collected(workdir)
+    shutil.copytree(workdir / "paper_figures" / "study", workdir / "first_render")
+    shutil.rmtree(workdir / "results" / "study" / "nnunet" / "results")
+    shutil.rmtree(workdir / "results" / "study" / "collected")
+    shutil.rmtree(workdir / "paper_figures" / "study")
+    run_study(workdir)
+    return workdir, *first
+
+
+def test_miniature_study_renders_every_output(mini):
+    workdir, results, _ = mini
+    out = workdir / "paper_figures" / "study"
+    for name in study.study_outputs():
+        assert (out / name).stat().st_size > 0, name
+    assert len(results) == 2 * 3 * 2 and results["status"].eq("complete").all()
+    assert results["dice"].between(0, 1).all()
+    text = (out / "results.md").read_text()
+    assert text.count("**Claim ") == 4 and f"{len(results)} of {len(results)} runs finished" in text
+    # every run trained the epochs and iterations of its length, on the training split only
+    for r in results.itertuples():
+        assert r.epochs == MINI["epochs"] and r.iterations_per_epoch == study.iterations(MINI, r.length)
+    split = json.loads(
+        next((workdir / "results" / "study" / "nnunet" / "preprocessed").glob("*/splits_final.json")).read_text()
+    )
+    assert len(split) == 1 and len(split[0]["train"]) == MINI["train_cases"]
+    summary = json.loads(Path(results["fold_dir"].iloc[0], "validation", "summary.json").read_text())
+    assert sorted(Path(c["reference_file"]).name for c in summary["metric_per_case"]) == [
+        f"{case}.nii.gz" for case in split[0]["val"]
+    ]
+
+
+def test_same_seeds_give_the_same_numbers(mini):
+    workdir, first, first_epochs = mini
+    second, second_epochs = collected(workdir)
+    key = ["dataset", "mode", "length", "seed"]
+    a, b = first.set_index(key).sort_index(), second.set_index(key).sort_index()
+    pd.testing.assert_frame_equal(a[COMPARED], b[COMPARED])
+    epoch_key = [*key, "epoch"]
+    columns = ["train_loss", "val_loss", "fg_voxel_share", "iterated_voxels", "pseudo_dice"]
+    pd.testing.assert_frame_equal(
+        first_epochs.set_index(epoch_key).sort_index()[columns],
+        second_epochs.set_index(epoch_key).sort_index()[columns],
+    )
+    for name in ("study_wilcoxon.csv", "study_spearman.csv", "study_claims.csv", "study_dice.csv"):
+        assert (workdir / "first_render" / "tables" / name).read_text() == (
+            workdir / "paper_figures" / "study" / "tables" / name
+        ).read_text(), name
+
+
+def _env(workdir: Path, results_root: Path, length: int) -> dict:
+    nnunet = workdir / "results" / "study" / "nnunet"
+    return {
+        **os.environ, "nnUNet_raw": str(nnunet / "raw"), "nnUNet_preprocessed": str(nnunet / "preprocessed"),
+        "nnUNet_results": str(results_root), "nnUNet_n_proc_DA": "0", "nnUNet_def_n_proc": "1",
+        "PGPS_EPOCHS": str(MINI["epochs"]), "PGPS_ITERATIONS_PER_EPOCH": str(study.iterations(MINI, length)),
+        "PGPS_VAL_ITERATIONS": "1", "PGPS_SEED": str(MINI["seeds"][0]), "PGPS_PROGRESS_EVERY": "0",
+        "OMP_NUM_THREADS": "1",
+        "nnUNet_extTrainer": ext_trainer_path(),
+    }  # fmt: skip
+
+
+def _pgps(*args: str, env: dict) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pgps", *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_a_run_does_not_depend_on_the_runs_before_it_in_the_process(mini, tmp_path):
+    """The study trains CPS, Efficiency and Performance in one process; Performance alone gives the same run."""
+    workdir, results, _ = mini
+    level = study.levels({**MINI, "dataset_id": MINI["dataset_id"]})[1]
+    length = MINI["lengths"][-1]
+    _pgps("train-evaluate", str(level.dataset_id), "3d_study", "0", "-tr", study.trainer("performance"),
+          env=_env(workdir, tmp_path, length))  # fmt: skip
+    alone = next(tmp_path.rglob("pgps_telemetry.csv")).parent
+    row = results[
+        (results["dataset"] == level.name) & (results["mode"] == "performance") & (results["length"] == length)
+    ]
+    in_study = Path(row["fold_dir"].iloc[0])
+    columns = ["train_loss", "fg_voxel_share", "iterated_voxels", "batch_size"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(alone / "pgps_telemetry.csv")[columns], pd.read_csv(in_study / "pgps_telemetry.csv")[columns]
+    )
+    dice = [
+        json.loads((f / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"]
+        for f in (alone, in_study)
+    ]
+    assert dice[0] == dice[1]
+
+
+def test_in_process_evaluation_equals_nnunets_validation(mini, tmp_path):
+    """nnUNetv2_train --val (nnU-Net's perform_actual_validation: mirroring, worker pools) and pgps's in-process
+    evaluation with mirroring and without tile pairs score the same checkpoint identically, case by case; with
+    tile pairs (the default on the CPU) the Dice agree to float rounding of the logits."""
+    workdir, results, _ = mini
+    row = results[(results["mode"] == "cps") & (results["length"] == MINI["lengths"][-1])].iloc[0]
+    source = Path(row["fold_dir"])
+    level = next(lv for lv in study.levels(MINI) if lv.name == row["dataset"])
+    scores = {}
+    for name, extra in (("nnunet", None), ("ours", ["--mirroring", "--no-pairs"]), ("pairs", ["--mirroring"])):
+        root = tmp_path / name
+        target = root / source.relative_to(source.parents[2])
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("validation"))
+        env = _env(workdir, root, MINI["lengths"][-1])
+        if extra is None:
+            command = [Path(sys.executable).parent / "nnUNetv2_train", str(level.dataset_id), "3d_study", "0", "-tr",
+                       row["trainer"], "--val", "-device", "cpu"]  # fmt: skip
+            proc = subprocess.run(command, capture_output=True, text=True, env=env)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        else:
+            _pgps("train-evaluate", str(level.dataset_id), "3d_study", "0", "-tr", row["trainer"], "--evaluate-only",
+                  *extra, env=env)  # fmt: skip
+        summary = json.loads((target / "validation" / "summary.json").read_text())
+        scores[name] = {Path(c["prediction_file"]).name: c["metrics"]["1"] for c in summary["metric_per_case"]}
+    assert scores["ours"] == scores["nnunet"]
+    assert scores["pairs"].keys() == scores["nnunet"].keys()
+    for case, metrics in scores["nnunet"].items():
+        assert abs(scores["pairs"][case]["TP"] - metrics["TP"]) <= 2, case  # a voxel or two at a decision tie

@@ -1,0 +1,156 @@
+"""The light install: the wheel built from this checkout, in a fresh virtual environment with numpy and nothing else.
+
+Everything comes from local files, no network: the wheel is built without build isolation (the
+setuptools of the test environment) and numpy is installed from a local package source, the
+find-links folders and ``file://`` indexes of pip's own configuration (or ``PGPS_NUMPY_WHEELS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import venv
+import zipfile
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+import pgps
+from pgps.sampling import BatchPlanner
+
+ROOT = Path(__file__).resolve().parents[1]
+PLANS = ROOT / "tests" / "data" / "nnUNetPlans_3d.json"
+HEAVY = ("torch", "nnunetv2", "monai", "pandas", "matplotlib", "scipy", "yaml", "SimpleITK", "snakemake")
+
+
+def _run(*argv, check=True, **kw) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=600, **kw)
+    if check and proc.returncode:
+        raise AssertionError(f"{shlex.join(map(str, argv))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _local_sources() -> list[str]:
+    """pip options naming only local package sources: PGPS_NUMPY_WHEELS, pip's find-links and file:// indexes
+    (``--index-url`` is a local index, or ``--no-index``: pip never reaches for the network)."""
+    listed = _run(sys.executable, "-m", "pip", "config", "list", check=False).stdout
+    values = [os.environ.get("PGPS_NUMPY_WHEELS", "")]
+    for key, value in re.findall(r"^\S*?\.?([\w-]+)='(.*)'$", listed, flags=re.M):
+        if key in ("find-links", "index-url", "extra-index-url"):
+            values.append(value)
+    indexes, links = [], []
+    for value in dict.fromkeys(" ".join(values).split()):
+        if value.startswith("file://") and Path(value.removeprefix("file://")).is_dir():
+            indexes.append(value)
+        elif Path(value).is_dir():
+            links.append(value)
+    options = [f"--find-links={link}" for link in links]
+    if not indexes:
+        return ["--no-index", *options]
+    return [f"--index-url={indexes[0]}", *(f"--extra-index-url={i}" for i in indexes[1:]), *options]
+
+
+@pytest.fixture(scope="module")
+def light(tmp_path_factory):
+    """(python, pgps script, wheel) of a fresh venv holding numpy and the pgps wheel only."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "src"  # a clean copy: the build writes build/ and *.egg-info next to the sources
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "pgps", source / "pgps", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dist = tmp / "dist"
+    _run(sys.executable, "-m", "pip", "wheel", "--isolated", "--no-deps", "--no-build-isolation", "--no-index",
+         "-w", dist, source)  # fmt: skip
+    (wheel,) = dist.glob("pgps-*.whl")
+    numpy_pin = f"numpy=={version('numpy')}"
+    sources = _local_sources()
+    got = _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
+               *sources, "-d", dist, numpy_pin, check=False)  # fmt: skip
+    if got.returncode:
+        pytest.skip(
+            f"no {numpy_pin} wheel in a local package source (pip's find-links or file:// indexes, or "
+            "PGPS_NUMPY_WHEELS=DIR); the light-install test needs no network and so cannot fetch it"
+        )
+    env = tmp / "env"
+    venv.EnvBuilder(with_pip=True, system_site_packages=False).create(env)
+    python = env / "bin" / "python"
+    _run(python, "-m", "pip", "install", "--isolated", "--no-index", "--find-links", dist, numpy_pin, wheel)
+    return python, env / "bin" / "pgps", wheel
+
+
+def test_wheel_metadata_requires_only_numpy_outside_extras(light):
+    _, _, wheel = light
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        metadata = z.read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    requires = re.findall(r"^Requires-Dist: (.*)$", metadata, flags=re.M)
+    unconditional = [r for r in requires if "extra ==" not in r]
+    assert unconditional == ["numpy>=2.0"], unconditional
+    extras = set(re.findall(r"^Provides-Extra: (.*)$", metadata, flags=re.M))
+    assert extras >= {"torch", "monai", "synth", "nnunet", "report", "workflow", "all"}
+    (python,) = re.findall(r"^Requires-Python: (.*)$", metadata, flags=re.M)
+    assert sorted(python.split(",")) == ["<3.14", ">=3.11"], python
+    for minor in (11, 12, 13):
+        assert f"Classifier: Programming Language :: Python :: 3.{minor}" in metadata
+    assert re.search(r"^License-Expression: Apache-2.0$", metadata, flags=re.M)
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    assert "pgps/report/published/table1.csv" in names and "pgps/nnunet/ext/pgps_trainers.py" in names
+
+
+def test_light_install_imports_the_core_and_plans_schedules(light):
+    python, script, _ = light
+    installed = _run(python, "-m", "pip", "list", "--format=json").stdout
+    assert {p["name"].lower() for p in json.loads(installed)} == {"numpy", "pgps", "pip"} | (
+        {"setuptools"} if "setuptools" in installed else set()
+    )
+    probe = (
+        "import sys, pgps, pgps.sampling, pgps.extras, pgps.cli\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+        "planner = pgps.sampling.BatchPlanner(pgps.make_schedule('performance', (32, 32, 32), (8, 8, 8), 2), 4)\n"
+        "print(planner.plan(0).cases.tolist())\n"
+    )
+    out = _run(python, "-c", probe).stdout.splitlines()
+    assert out[0] == "[]", f"import pgps pulled in {out[0]}"
+    schedule = pgps.make_schedule("performance", (32, 32, 32), (8, 8, 8), 2)
+    assert json.loads(out[1]) == BatchPlanner(schedule, 4).plan(0).cases.tolist()
+    args = ["schedule", "--patch-size", "128", "128", "128", "--steps", "32", "32", "32", "--batch-size", "2"]
+    shown = json.loads(_run(script, *args, "--mode", "performance", "--json").stdout)
+    assert shown == pgps.make_schedule("performance", (128,) * 3, (32,) * 3, 2).summary()
+    from_plans = json.loads(_run(script, "schedule", "--plans", PLANS, "--json").stdout)  # the plans reader
+    assert from_plans["patch_size_max"] == [40, 56, 40] and from_plans["stages"][0]["batch_size"] == 1575
+    assert _run(script, "--version").stdout.strip() == f"pgps {pgps.__version__}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "extra"),
+    [
+        (["trainers"], "nnunet"),
+        (["report", "--results", "r", "--out", "o"], "report"),
+        (["synth", "--preset", "lesions", "--out", "raw", "--dataset-id", "9", "--cases", "1"], "synth"),
+        (["characteristics", "--dataset", "D=nowhere", "--out", "c.csv"], "report"),
+    ],
+)
+def test_a_missing_extra_stops_a_command_with_one_line(light, tmp_path, argv, extra):
+    _, script, _ = light
+    proc = _run(script, *argv, check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"needs the '{extra}' extra" in proc.stderr and f"pip install 'pgps[{extra}]'" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "extra"), [("pgps.torch", "torch"), ("pgps.monai", "monai"), ("pgps.nnunet.sampling", "nnunet")]
+)
+def test_a_missing_extra_stops_an_import_naming_it(light, module, extra):
+    python, _, _ = light
+    proc = _run(python, "-c", f"import {module}", check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"needs the '{extra}' extra" in last and f"pip install 'pgps[{extra}]'" in last, proc.stderr

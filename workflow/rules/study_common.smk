@@ -1,0 +1,38 @@
+# Paths and helpers of the synthetic study (workflow/rules/study.smk); no rules here.
+
+from pgps import study as _study
+
+STUDY = config["study"]
+STUDY_NNUNET = os.path.abspath(STUDY["nnunet_dir"])
+STUDY_LEVELS = {level.name: level for level in _study.levels(STUDY)} if STUDY["foreground_shares"] else {}
+STUDY_RESULTS = f"{RESULTS}/study"
+STUDY_BENCHMARKS = f"{RESULTS}/benchmarks/study"
+
+
+def study_level(wildcards):
+    return STUDY_LEVELS[wildcards.level]
+
+
+def study_env():
+    """nnU-Net's paths (the study's own folder) and the pgps trainers for a shell command."""
+    return (
+        f"export nnUNet_raw={STUDY_NNUNET}/raw nnUNet_preprocessed={STUDY_NNUNET}/preprocessed"
+        f' nnUNet_def_n_proc=1 nnUNet_extTrainer="$(python -m pgps trainers --ext-path)";'
+    )
+
+
+def study_preprocessed(level):
+    return f"{STUDY_NNUNET}/preprocessed/{STUDY_LEVELS[level].folder}"
+
+
+def study_manifest_rows():
+    return _study.manifest({**STUDY, "nnunet_dir": STUDY_NNUNET})
+
+
+def study_all_summaries():
+    return [f"{row['fold_dir']}/validation/summary.json" for row in study_manifest_rows()]
+
+
+def study_targets():
+    """Every file the study renders (the target `study`; part of `all` when study.enabled)."""
+    return [f"{STUDY['out']}/{name}" for name in _study.study_outputs()]
