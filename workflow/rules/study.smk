@@ -76,8 +76,8 @@ rule study_train:
     """One process trains the study's modes on one level, length and seed, one after the other, and scores
     each on the held-out cases (pgps train-evaluate); single-threaded, in-process data loading."""
     input:
-        plans=lambda wildcards: f"{study_preprocessed(wildcards.level)}/nnUNetPlans.json",
-        split=lambda wildcards: f"{study_preprocessed(wildcards.level)}/splits_final.json",
+        plans=lambda wildcards: f"{study_level_preprocessed(wildcards.level)}/nnUNetPlans.json",
+        split=lambda wildcards: f"{study_level_preprocessed(wildcards.level)}/splits_final.json",
     output:
         [
             f"{STUDY_NNUNET}/results/length{{length}}_seed{{seed}}/Dataset{{id}}_{{level}}/{_study.trainer(mode)}"
@@ -125,13 +125,13 @@ rule study_manifest:
 
 rule study_characteristics:
     input:
-        [f"{study_preprocessed(level)}/nnUNetPlans.json" for level in STUDY_LEVELS],
+        [f"{study_level_preprocessed(level)}/nnUNetPlans.json" for level in STUDY_LEVELS],
     output:
         f"{STUDY_RESULTS}/characteristics.csv",
     log:
         f"{RESULTS}/logs/study/characteristics.log",
     params:
-        datasets=" ".join(f"{level}={study_preprocessed(level)}" for level in STUDY_LEVELS),
+        datasets=" ".join(f"{level}={study_level_preprocessed(level)}" for level in STUDY_LEVELS),
         configuration=STUDY["configuration"],
     conda:
         "../../envs/pgps.yaml"

@@ -21,7 +21,7 @@ def study_env():
     )
 
 
-def study_preprocessed(level):
+def study_level_preprocessed(level):
     return f"{STUDY_NNUNET}/preprocessed/{STUDY_LEVELS[level].folder}"
 
 
