@@ -34,6 +34,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/cdl_common.smk"
 include: "workflow/rules/cdl.smk"
+include: "workflow/rules/heldout.smk"
 include: "workflow/rules/study_common.smk"
 include: "workflow/rules/study.smk"
 
@@ -47,6 +48,8 @@ localrules:
     download,
     manifest,
     collect,
+    heldout_manifest,
+    amos22_report,
     study,
     study_split,
     study_manifest,
@@ -59,6 +62,7 @@ rule all:
         demo_targets(),
         article_targets(),
         cdl_targets(),
+        heldout_targets(),
         study_targets() if STUDY["enabled"] else [],
     default_target: True
 

@@ -287,7 +287,9 @@ def _trainers_parser(sub: argparse._SubParsersAction) -> None:
         "trainers",
         help="list the nnU-Net trainer variants and where nnUNet_extTrainer must point",
         description="List the PGPS nnU-Net trainers. Stock nnunetv2 finds them once you set "
-        'export nnUNet_extTrainer="$(pgps trainers --ext-path)".',
+        'export nnUNet_extTrainer="$(pgps trainers --ext-path)". Every trainer also exists with a loss suffix '
+        "(_DiceFocal, _DiceTopK10, _DicePerim) and/or a learning-rate suffix (_LRlinear, _LRsqrt), in that order, "
+        "e.g. nnUNetTrainer_PGPS_Performance_DiceFocal_LRsqrt (pgps.nnunet.losses, pgps.lr).",
     )
     p.add_argument("--ext-path", action="store_true", help="print only the folder for nnUNet_extTrainer")
     p.set_defaults(func=_run_trainers)
@@ -392,6 +394,118 @@ def _run_light_plans(args: argparse.Namespace) -> int:
 
         dataset_json = Path(args.plans).parent / "dataset.json"
         print(light_report(plans, args.name, dataset_json if dataset_json.is_file() else None, preset))
+    return 0
+
+
+def _plans_variant_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plans-variant",
+        help="add a configuration with the same network and another patch and/or batch size to a plans file",
+        description="Add configuration NAME to an nnU-Net v2 plans file: SOURCE's network, normalization and "
+        "preprocessed data (it inherits from SOURCE; no re-preprocessing) with another patch size and/or batch size, "
+        "e.g. the AMOS22 large-batch study's 64x288x288 at batch 2. The patch must be a multiple of the network's "
+        "total stride on every axis. Train with nnUNetv2_train DATASET NAME FOLD [-p PLANS_NAME] -tr .... The output "
+        "file is replaced atomically; a configuration NAME that differs is replaced only with --overwrite.",
+    )
+    p.add_argument("--plans", required=True, metavar="FILE", help="nnU-Net v2 plans JSON to read (nnUNetPlans.json)")
+    p.add_argument("--source", default="3d_fullres", help="configuration whose network is kept (default: %(default)s)")
+    p.add_argument("--name", help="name of the added configuration (default: SOURCE_pZxYxX_bB)")
+    p.add_argument("--patch-size", nargs="+", type=int, metavar="N", help="patch size per axis (default: SOURCE's)")
+    p.add_argument("--batch-size", type=POSITIVE, metavar="B", help="batch size (default: SOURCE's)")
+    p.add_argument("--out", metavar="FILE", help="plans file to write (default: edit --plans in place)")
+    p.add_argument(
+        "--plans-name", help="plans_name of the written plans; nnU-Net names result folders by it (default: with "
+        "--out, its file name without .json; else unchanged)",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing configuration NAME that differs (without it, only an identical one is kept)",
+    )  # fmt: skip
+    p.set_defaults(func=_run_plans_variant)
+
+
+def _run_plans_variant(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgps.plans import add_plans_variant, resolve_configuration, variant_name
+
+    plans = _read_plans(args.plans)
+    out = args.out or args.plans
+    try:
+        after = add_plans_variant(plans, args.source, args.name, patch_size=args.patch_size, batch_size=args.batch_size)
+        source = resolve_configuration(plans["configurations"], args.source)
+    except ValueError as exc:
+        raise ValueError(f"{args.plans}: {exc}") from exc
+    name = args.name or variant_name(
+        args.source, args.patch_size or source["patch_size"], args.batch_size or source["batch_size"]
+    )
+    plans_name = args.plans_name or (Path(out).name.removesuffix(".json") if args.out else None)
+    if plans_name:
+        after["plans_name"] = plans_name
+    before = _read_plans(out) if os.path.exists(out) else {}
+    _refuse_silent_changes(out, before, after, args.overwrite)
+    unchanged = after == before
+    if not unchanged:
+        atomic_write_text(out, json.dumps(after, indent=4))
+    planned = planned_configuration(after, name)
+    print(
+        f"{out}: configuration {name}{' (unchanged)' if unchanged else ''} inherits {args.source}: patch "
+        f"{fmt_size(planned.patch_size)}, batch {planned.batch_size}, PGPS step {fmt_size(planned.steps)}\n"
+        f"  train: nnUNetv2_train DATASET {name} FOLD -p {after.get('plans_name', 'nnUNetPlans')} -tr TRAINER"
+    )
+    return 0
+
+
+def _ensemble_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ensemble",
+        help="average the probabilities of trained models (nnU-Net's ensembling) with post-processing before or after",
+        description="Ensemble prediction folders written by nnUNetv2_predict --save_probabilities (one per model; a "
+        "model predicted with -f 0 1 2 3 4 is the mean of its folds) with nnU-Net's ensemble_folders, and apply "
+        "nnU-Net's post-processing (postprocessing.pkl from pgps determine-postprocessing or "
+        "nnUNetv2_determine_postprocessing) before ensembling, to each member (--order before, the AMOS22 large-batch "
+        "study's order; one file per member), or after, to the ensemble (--order after, nnU-Net's; one file). OUT "
+        "gets the segmentations and the averaged probabilities (.npz). See pgps.nnunet.ensemble.",
+    )
+    p.add_argument("--members", nargs="+", required=True, metavar="DIR", help="prediction folders, one per model")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write the ensemble into")
+    p.add_argument("--order", choices=["before", "after", "none"], default="after",
+                   help="when post-processing applies (default: %(default)s)")  # fmt: skip
+    p.add_argument("--postprocessing", nargs="*", default=[], metavar="PKL", help="postprocessing.pkl file(s)")
+    p.add_argument("--processes", type=POSITIVE, default=2, help="worker processes (default: %(default)s)")
+    p.set_defaults(func=_run_ensemble)
+
+
+def _run_ensemble(args: argparse.Namespace) -> int:
+    from pgps.nnunet.ensemble import ensemble
+
+    out = ensemble(args.members, args.out, args.order, args.postprocessing, args.processes)
+    print(f"{out}: ensemble of {len(args.members)} models, post-processing {args.order}")
+    return 0
+
+
+def _determine_postprocessing_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "determine-postprocessing",
+        help="nnU-Net's post-processing decision on the cross-validation predictions of one model or an ensemble",
+        description="Gather the validation predictions of FOLDS of one trained model folder (nnU-Net's "
+        "accumulate_cv_results), or ensemble those of several (nnU-Net's ensemble_crossvalidations; folds trained "
+        "with --npz), into OUT, and run nnU-Net's determine_postprocessing there against the training labels: "
+        "OUT/postprocessing.pkl is what pgps ensemble --postprocessing takes. Needs nnUNet_raw/nnUNet_preprocessed.",
+    )
+    p.add_argument("--models", nargs="+", required=True, metavar="DIR",
+                   help="trained model folder(s): <trainer>__<plans>__<configuration> with fold_N/")  # fmt: skip
+    p.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3, 4], help="folds (default: 0 1 2 3 4)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the gathered predictions and the decision")
+    p.add_argument("--processes", type=POSITIVE, default=2, help="worker processes (default: %(default)s)")
+    p.set_defaults(func=_run_determine_postprocessing)
+
+
+def _run_determine_postprocessing(args: argparse.Namespace) -> int:
+    from pgps.nnunet.ensemble import determine_postprocessing
+
+    pkl = determine_postprocessing(args.models, args.out, args.folds, args.processes)
+    print(f"{pkl}: post-processing of {' + '.join(os.path.basename(m.rstrip('/')) for m in args.models)}")
     return 0
 
 
@@ -971,6 +1085,34 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_report_command("report"))
 
 
+def _amos22_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "amos22-report",
+        help="render the AMOS22 large-batch study's Tables 1-4 from held-out scores, beside the published values",
+        description="Read a held-out manifest (written by the workflow: one row per scored prediction, its pgps "
+        "surface table under 'scores') and write OUT/tables/amos22_table{1..4}.csv|md|tex and "
+        "OUT/compare/amos22_table{1..4}.csv|md (ours vs the paper's DSC and NSD). Missing score files are gaps. "
+        "See pgps.report.amos22.",
+    )
+    p.add_argument("--manifest", required=True, metavar="CSV", help="held-out manifest (pgps.heldout columns)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to render into")
+    p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped with pgps)")
+    p.add_argument("--task", nargs="*", default=[], metavar="DATASET=TASK",
+                   help="which dataset key is task1/task2 (default: the key's own 'task1'/'task2')")  # fmt: skip
+    p.set_defaults(func=_run_amos22_report)
+
+
+def _run_amos22_report(args: argparse.Namespace) -> int:
+    from pgps.report.amos22 import render_amos22
+
+    tasks = dict(item.split("=", 1) for item in args.task if "=" in item)
+    if len(tasks) != len(args.task):
+        raise ValueError(f"--task takes DATASET=task1|task2, got {args.task}")
+    written = render_amos22(args.manifest, args.out, args.published, tasks, log=lambda line: print(line))
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
 def _study_report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "study-report",
@@ -1005,6 +1147,10 @@ def build_parser() -> argparse.ArgumentParser:
     _cdl_report_parser(sub)
     _train_evaluate_parser(sub)
     _backbone_plans_parser(sub)
+    _plans_variant_parser(sub)
+    _ensemble_parser(sub)
+    _determine_postprocessing_parser(sub)
+    _amos22_report_parser(sub)
     _gpu_slot_parser(sub)
     _convert_parser(sub)
     _download_parser(sub)

@@ -7,6 +7,12 @@ shared by several tables (e.g. CPS on BTCV, fold 0, 100%, which Tables 1, 3, B.5
 is trained once. :class:`Run` knows nnU-Net's names for it: trainer class, plans identifier,
 configuration, and the fold folder nnU-Net writes.
 
+Optional factors: ``losses`` (:data:`LOSS_TRAINERS`) and ``variants`` (another patch and batch size on
+the planned network, ``pgps plans-variant``), for the AMOS22 large-batch study
+(``workflow/configs/amos22.yaml``). An experiment's ``gpus`` (default 1) is the number of GPUs each
+of its runs trains on (nnU-Net's ``-num_gpus``, DDP): a resource, not a factor; a run shared by
+experiments takes the most (:func:`grid_gpus`).
+
 Torch-free: Snakemake imports this while it builds the DAG.
 """
 
@@ -15,6 +21,8 @@ from __future__ import annotations
 import itertools
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from pgps.plans import variant_name
 
 FACTORS = ("dataset", "backbone", "mode", "sampler", "mirroring", "length", "fold", "seed")
 """A run's factors, in the order of the run manifest's columns."""
@@ -58,6 +66,11 @@ SAMPLER_TRAINERS = {"single_crop": "SingleCrop", "multi_crop": "MultiCrop", "sin
 """PGPS-Performance batch samplers other than its default Split-Crop."""
 LENGTHS = (1, 10, 25, 50, 100)
 """Training lengths: percent of nnU-Net's 250 iterations per epoch."""
+LOSS_TRAINERS = {"dice_ce": "", "dice_focal": "DiceFocal", "dice_topk10": "DiceTopK10", "dice_perimeter": "DicePerim"}
+"""Loss variant -> trainer-name suffix (pgps.nnunet.losses; no suffix: nnU-Net's Dice + CE)."""
+VARIANT_PLANS = "nnUNetVariantPlans"
+"""Plans identifier of the plans variants of a dataset: nnUNetPlans plus one configuration per (patch, batch)
+the grid trains (``pgps plans-variant``), all on the preprocessed 3d_fullres data."""
 
 
 @dataclass(frozen=True, order=True)
@@ -72,14 +85,22 @@ class Run:
     length: int  # percent of the default iterations per epoch
     fold: int
     seed: int  # 0 = the main grid's run; repeated runs use further seeds
+    loss: str = "dice_ce"
+    patch_size: tuple[int, ...] | None = None  # a plans variant's patch (None: the planned one)
+    batch_size: int | None = None  # a plans variant's batch size (None: the planned one)
+
+    @property
+    def is_variant(self) -> bool:
+        return self.patch_size is not None or self.batch_size is not None
 
     @property
     def plans(self) -> str:
-        return BACKBONES[self.backbone][0]
+        return VARIANT_PLANS if self.is_variant else BACKBONES[self.backbone][0]
 
     @property
     def configuration(self) -> str:
-        return BACKBONES[self.backbone][1]
+        base = BACKBONES[self.backbone][1]
+        return variant_name(base, self.patch_size, self.batch_size) if self.is_variant else base
 
     @property
     def trainer(self) -> str:
@@ -91,6 +112,8 @@ class Run:
             parts.append("NoMirroring")
         if self.length != 100:
             parts.append(f"{self.length}pct")
+        if LOSS_TRAINERS.get(self.loss):
+            parts.append(LOSS_TRAINERS[self.loss])
         return "_".join(parts)
 
     def results_dir(self) -> str:
@@ -136,6 +159,15 @@ def check_run(run: Run) -> Run:
         fail("sampler variants exist for PGPS-Performance with mirroring at 100% length only")
     if run.backbone in TRANSFORMERS and (variant or run.mode not in JOURNAL_MODES):
         fail("UNETR/SwinUNETR trainers exist for CPS, Efficiency and Performance at their defaults only")
+    if run.loss not in LOSS_TRAINERS:
+        fail(f"loss must be one of {', '.join(LOSS_TRAINERS)}")
+    if run.is_variant:
+        if run.backbone != "unet":
+            fail("plans variants (patch_size/batch_size) are made from nnUNetPlans' 3d_fullres: backbone unet")
+        if run.patch_size is None or run.batch_size is None or len(run.patch_size) != 3:
+            fail("a plans variant needs both patch_size (3 axes) and batch_size")
+        if any(int(p) < 1 for p in run.patch_size) or run.batch_size < 1:
+            fail("a plans variant's patch_size and batch_size must be positive")
     return run
 
 
@@ -150,7 +182,7 @@ def experiment_runs(experiment: dict, datasets: dict[str, dict]) -> list[Run]:
         if dataset not in datasets:
             raise ValueError(f"dataset {dataset!r} is not in the config's datasets ({', '.join(datasets)})")
         default_mirroring = datasets[dataset].get("mirroring", True)
-        for backbone, mode, sampler, mirroring, length, fold, seed in itertools.product(
+        for backbone, mode, sampler, mirroring, length, fold, seed, loss, variant in itertools.product(
             experiment["backbones"],
             experiment["modes"],
             experiment["samplers"],
@@ -158,9 +190,20 @@ def experiment_runs(experiment: dict, datasets: dict[str, dict]) -> list[Run]:
             experiment["lengths"],
             experiment["folds"],
             experiment["seeds"],
+            experiment.get("losses") or ["dice_ce"],
+            experiment.get("variants") or [None],
         ):
             mirror = default_mirroring if mirroring is None else bool(mirroring)
-            runs.append(check_run(Run(dataset, backbone, mode, sampler, mirror, int(length), int(fold), int(seed))))
+            patch = tuple(int(p) for p in variant["patch_size"]) if variant and variant.get("patch_size") else None
+            batch = int(variant["batch_size"]) if variant and variant.get("batch_size") else None
+            run = Run(dataset, backbone, mode, sampler, mirror, int(length), int(fold), int(seed), loss, patch, batch)
+            runs.append(check_run(run))
+            gpus = int(experiment.get("gpus", 1))
+            if gpus < 1 or (batch is not None and batch < gpus):
+                raise ValueError(
+                    f"{run.trainer} {run.configuration}: gpus {gpus} needs a batch of at least {gpus} (nnU-Net's DDP "
+                    "gives every GPU a part of the batch); lower gpus or raise batch_size"
+                )
     return runs
 
 
@@ -175,6 +218,26 @@ def grid_runs(article: dict) -> list[Run]:
         except ValueError as exc:
             raise ValueError(f"experiment {name!r}: {exc}") from None
     return list(seen)
+
+
+def grid_gpus(article: dict) -> dict[Run, int]:
+    """GPUs per run of every enabled experiment: its experiments' ``gpus`` (default 1), the most if several."""
+    gpus: dict[Run, int] = {}
+    for experiment in article["experiments"].values():
+        if not experiment.get("enabled", True):
+            continue
+        for run in experiment_runs(experiment, article["datasets"]):
+            gpus[run] = max(gpus.get(run, 1), int(experiment.get("gpus", 1)))
+    return gpus
+
+
+def grid_variants(runs: list[Run]) -> dict[str, list[tuple[tuple[int, ...], int]]]:
+    """Per dataset, the plans variants ``(patch_size, batch_size)`` its runs train (for ``pgps plans-variant``)."""
+    out: dict[str, list] = {}
+    for run in runs:
+        if run.is_variant and (run.patch_size, run.batch_size) not in out.setdefault(run.dataset, []):
+            out[run.dataset].append((run.patch_size, run.batch_size))
+    return out
 
 
 def dataset_folder(dataset: dict) -> str:
@@ -198,9 +261,13 @@ def factors_of_trainer(trainer: str, plans: str = "nnUNetPlans") -> dict[str, An
     samplers = {v: k for k, v in SAMPLER_TRAINERS.items()}
     if not parts or parts[0] not in modes:
         raise ValueError(f"{trainer!r}: no curriculum mode in its name (one of {', '.join(modes)})")
-    found = {"backbone": backbone, "mode": modes[parts[0]], "sampler": "default", "mirroring": True, "length": 100}
+    found = {"backbone": backbone, "mode": modes[parts[0]], "sampler": "default", "mirroring": True, "length": 100,
+             "loss": "dice_ce"}  # fmt: skip
+    losses = {v: k for k, v in LOSS_TRAINERS.items() if v}
     for part in parts[1:]:
-        if part in samplers:
+        if part in losses:
+            found["loss"] = losses[part]
+        elif part in samplers:
             found["sampler"] = samplers[part]
         elif part == "NoMirroring":
             found["mirroring"] = False

@@ -8,8 +8,10 @@ nnU-Net 2.8 stores the strides in ``architecture.arch_kwargs.strides``; older pl
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
+import numbers
 import os
 from typing import Any
 
@@ -103,6 +105,86 @@ def planned_configuration(
         batch_size=int(conf["batch_size"]),
         steps=configuration_steps(conf, configuration),
     )
+
+
+VARIANT_KEY = "pgps_plans_variant"
+"""Configuration key recording what :func:`add_plans_variant` changed (nnU-Net ignores it)."""
+
+
+def nearest_multiples(value: int, step: int) -> list[int]:
+    """The multiples of ``step`` next to ``value`` (below and above; one if ``value`` is below ``step``)."""
+    below = value // step * step
+    return [v for v in (below, below + step) if v >= step]
+
+
+def check_patch_strides(patch: Any, strides: Any, network: str) -> None:
+    """Raise ``ValueError`` naming the first axis whose patch size is not divisible by ``network``'s total stride
+    there, with the nearest valid sizes."""
+    for axis, (p, s) in enumerate(zip(patch, strides, strict=True)):
+        if p % s:
+            raise ValueError(
+                f"patch_size axis {axis} ({p}) is not divisible by {s}, the total stride of {network} on that axis; "
+                f"nearest valid sizes: {' or '.join(map(str, nearest_multiples(p, s)))}"
+            )
+
+
+def variant_name(source: str, patch_size: Any, batch_size: int) -> str:
+    """The default name of a plans variant, e.g. ``3d_fullres_p64x288x288_b2``."""
+    return f"{source}_p{'x'.join(str(int(v)) for v in patch_size)}_b{int(batch_size)}"
+
+
+def add_plans_variant(
+    plans: dict[str, Any],
+    source: str = "3d_fullres",
+    name: str | None = None,
+    *,
+    patch_size: Any = None,
+    batch_size: Any = None,
+) -> dict[str, Any]:
+    """A copy of ``plans`` with configuration ``name``: ``source``'s network with another patch and/or batch size.
+
+    The new configuration ``inherits_from`` ``source``, so nnU-Net trains it on ``source``'s preprocessed
+    data (same ``data_identifier``, spacing and normalization) with the same architecture; only
+    ``patch_size`` and ``batch_size`` differ. A patch must be a multiple of the network's total stride on
+    every axis (the error names the axis and the nearest valid sizes). An existing ``name`` is replaced only
+    if this function made it. ``name`` defaults to ``<source>_p<Z>x<Y>x<X>_b<B>``.
+    """
+    if patch_size is None and batch_size is None:
+        raise ValueError("a plans variant needs a patch size, a batch size or both")
+    configurations = plans.get("configurations") if isinstance(plans, dict) else None
+    if not isinstance(configurations, dict):
+        raise ValueError("not an nnU-Net v2 plans dict: it has no 'configurations'")
+    base = resolve_configuration(configurations, source)
+    if "patch_size" not in base or "batch_size" not in base:
+        raise ValueError(f"configuration {source!r} has no patch_size/batch_size")
+    dim = len(base["patch_size"])
+    patch = None
+    if patch_size is not None:
+        if isinstance(patch_size, (str, bytes)) or not hasattr(patch_size, "__len__") or len(patch_size) != dim:
+            raise ValueError(f"patch_size must have {dim} entries (the axes of {source!r}), got {patch_size!r}")
+        patch = [int(v) if isinstance(v, numbers.Integral) and not isinstance(v, bool) else v for v in patch_size]
+        for axis, v in enumerate(patch):
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"patch_size axis {axis} must be a positive integer, got {v!r}")
+        try:
+            divisors = configuration_steps(base, source)
+        except ValueError:  # a configuration without strides: any patch size
+            divisors = (1,) * dim
+        check_patch_strides(patch, divisors, f"{source!r}'s network")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if name is None:
+        name = variant_name(source, patch or base["patch_size"], batch_size or base["batch_size"])
+    derived_configuration_source(plans, name, source, VARIANT_KEY, "plans variant", "add_plans_variant")
+    variant: dict[str, Any] = {"inherits_from": source}
+    if patch is not None:
+        variant["patch_size"] = patch
+    if batch_size is not None:
+        variant["batch_size"] = batch_size
+    variant[VARIANT_KEY] = {"source": source, "patch_size": patch, "batch_size": batch_size}
+    out = copy.deepcopy(plans)
+    out["configurations"][name] = variant
+    return out
 
 
 def configuration_steps(conf: dict[str, Any], name: str = "the configuration") -> Size:

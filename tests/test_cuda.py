@@ -50,6 +50,10 @@ FAMILIES = {
     "nnUNetTrainer_PGPS_UNETR_Efficiency": ("3d_unetr", nn.TRANSFORMER_PLANS, None, False),
     "nnUNetTrainer_PGPS_SwinUNETR_Performance": ("3d_swinunetr", nn.TRANSFORMER_PLANS, None, True),
     "nnUNetTrainer_PGPS_SwinUNETR_CPS": ("3d_swinunetr", nn.TRANSFORMER_PLANS, None, False),
+    # loss variants (pgps.nnunet.losses): their terms run on the device too
+    "nnUNetTrainer_PGPS_Performance_DicePerim": (*U_NET, None, True),
+    "nnUNetTrainer_PGPS_Efficiency_DiceFocal": (*U_NET, None, False),
+    "nnUNetTrainer_PGPS_CPS_DiceTopK10": (*U_NET, None, False),
 }
 IGNORES_STAGE = "nnUNetTrainer_PGPS_Efficiency"  # run a second time with a loader that always builds P_max
 

@@ -10,6 +10,12 @@ extracted folder; the dataset root is found up to three folders deep. Formats (:
 - ``kits23``: KiTS23; nnU-Net's ``Dataset220_KiTS2023.convert_kits2023`` (regions kidney/masses/tumor).
 - ``amos22``: AMOS22 task 2 (CT and MRI, the article's "AMOS22 CT/MRI task"); nnU-Net's
   ``Dataset219_Amos2022_task2.convert_amos_task2`` (validation cases join the training cases).
+- ``amos22_task1`` / ``amos22_task2``: AMOS22 with its official split kept, as the large-batch
+  AMOS22 study uses it (Task 1: 200 CT training and 100 validation cases; Task 2: 200 CT + 40 MRI /
+  100 CT + 20 MRI): training cases -> ``imagesTr``/``labelsTr``, validation cases -> ``imagesTs``/
+  ``labelsTs`` (held out: predicted and scored, never trained on). Task 1 keeps the CT cases: AMOS
+  ids 1-500 are CT, 501-600 MRI (the numbering nnU-Net's ``Dataset218_Amos2022_task1`` relies on).
+  Our converter, with nnU-Net's choices for the rest (channel name, NibabelIOWithReorient).
 - ``toothfairy2``: ToothFairy2; nnU-Net's ``Dataset119_ToothFairy2_All.process_ds`` with its
   ``mapping_DS119`` (42 classes, the "NA" ids dropped). Its single 70:30 ``splits_final.json`` is
   removed, because nnU-Net 2.8.1 would copy it into preprocessed and train one split instead of the
@@ -582,6 +588,45 @@ def _convert_amos22(root: Path, out: Path, dataset_id: int, name: str, ctx: _Con
     return "nnunetv2.dataset_conversion.Dataset219_Amos2022_task2.convert_amos_task2"
 
 
+AMOS_CT_IDS = range(1, 501)
+"""AMOS22 case numbers of CT scans (``amos_0001`` ... ``amos_0500``); MRI scans are 501-600."""
+
+
+def _amos22_split(task: int):
+    """Converter of AMOS22 task ``task`` with the official training/validation split kept."""
+
+    def convert(root: Path, out: Path, dataset_id: int, name: str, ctx: _Context) -> str:
+        meta = _read_json(root / "dataset.json")
+        keep = (lambda case: int(case.rsplit("_", 1)[-1]) in AMOS_CT_IDS) if task == 1 else (lambda case: True)
+        for folder in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+        counts = {}
+        for section, (images, labels), (images_out, labels_out) in (
+            ("training", ("imagesTr", "labelsTr"), ("imagesTr", "labelsTr")),
+            ("validation", ("imagesVa", "labelsVa"), ("imagesTs", "labelsTs")),
+        ):
+            cases = [Path(e["image"]).name.removesuffix(".nii.gz") for e in meta[section]]
+            cases = [c for c in cases if keep(c)]
+            for case in cases:
+                _place(root / images / f"{case}.nii.gz", out / images_out / f"{case}_0000.nii.gz", ctx)
+                _place(root / labels / f"{case}.nii.gz", out / labels_out / f"{case}.nii.gz", ctx)
+            counts[section] = len(cases)
+        labels = {v: int(k) for k, v in meta["labels"].items()}
+        channel = {"0": "CT"} if task == 1 else {"0": "either_CT_or_MR"}
+        _write_dataset_json(
+            out, name, channel, labels, counts["training"], overwrite_image_reader_writer="NibabelIOWithReorient",
+            reference="https://amos22.grand-challenge.org/", release="https://zenodo.org/record/7262581",
+            pgps_heldout={"images": "imagesTs", "labels": "labelsTs", "cases": counts["validation"],
+                          "split": "AMOS22's official validation cases"},
+        )  # fmt: skip
+        return (
+            f"pgps.nnunet.convert (AMOS22 task {task}, official split: {counts['training']} training, "
+            f"{counts['validation']} held-out validation cases)"
+        )
+
+    return convert
+
+
 def _locate_toothfairy2(base: Path) -> Path:
     def is_root(d: Path) -> bool:
         return (d / "dataset.json").is_file() and (d / "imagesTr").is_dir() and (d / "labelsTr").is_dir()
@@ -740,6 +785,17 @@ FORMATS: dict[str, Format] = {
             "Zenodo record 7262581 (amos22.zip, public; the workflow config has the URL), see https://amos22.grand-challenge.org",
             _locate_amos22,
             _convert_amos22,
+        ),
+        *(
+            Format(
+                f"amos22_task{task}",
+                "AMOS22 as released after the challenge (as for amos22): amos22/ with dataset.json, imagesTr/, "
+                "labelsTr/, imagesVa/, labelsVa/ (amos22.zip)",
+                "Zenodo record 7262581 (amos22.zip, public; the workflow config has the URL)",
+                _locate_amos22,
+                _amos22_split(task),
+            )
+            for task in (1, 2)
         ),
         Format(
             "toothfairy2",

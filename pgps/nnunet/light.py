@@ -76,7 +76,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from pgps.plans import derived_configuration_source
+from pgps.plans import check_patch_strides, derived_configuration_source
 
 if TYPE_CHECKING:
     from torch import nn
@@ -185,12 +185,7 @@ def add_light_configuration(
     total_stride = [math.prod(s[a] for s in strides) for a in range(dim)]
 
     patch = _positive_ints("patch_size", planned_patch if patch_size is None else patch_size, dim)
-    for axis, (p, s) in enumerate(zip(patch, total_stride, strict=True)):
-        if p % s:
-            raise ValueError(
-                f"patch_size axis {axis} ({p}) is not divisible by {s}, the total stride of the "
-                f"{n} stages on that axis; use a multiple of {s}"
-            )
+    check_patch_strides(patch, total_stride, f"the {n} stages")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 

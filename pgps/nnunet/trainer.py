@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
@@ -48,7 +49,8 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.io import atomic_link, atomic_write, atomic_write_text
-from pgps.nnunet import carbon, compiling
+from pgps.lr import REFERENCE_BATCH_SIZE, scaled_learning_rate
+from pgps.nnunet import carbon, compiling, ddp, losses
 from pgps.nnunet.batched import AugmentationSpec
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
@@ -274,6 +276,9 @@ class PGPSMixin:
     - ``rpss_pool``: the stages RPSS draws from (:data:`pgps.schedule.RPSS_POOLS`; ``"miccai"``, the paper's);
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
       (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch;
+    - ``loss_variant``: a loss of :data:`pgps.nnunet.losses.LOSS_VARIANTS` (``"dice_ce"``: nnU-Net's);
+    - ``lr_scaling``: ``None`` (nnU-Net's learning rate), ``"linear"`` or ``"sqrt"`` in the planned batch
+      size relative to ``lr_reference_batch_size`` (:func:`pgps.lr.scaled_learning_rate`);
     - ``checkpoint_every_epochs`` / ``checkpoint_every_minutes``: write ``checkpoint_latest.pth`` every
       N epochs (nnU-Net's ``save_every``) and at the end of the first epoch M minutes after the last one
       (0: by epochs only); a new best writes it too.
@@ -290,6 +295,9 @@ class PGPSMixin:
     curriculum_seed: int = 0
     rpss_pool: str = "miccai"
     batched_augmentation: bool = True
+    loss_variant: str = "dice_ce"
+    lr_scaling: str | None = None
+    lr_reference_batch_size: int = REFERENCE_BATCH_SIZE
     checkpoint_every_epochs: int = 50
     checkpoint_every_minutes: float = 5.0
     progress_plot_every: int = 1
@@ -309,6 +317,10 @@ class PGPSMixin:
         for env, (attr, minimum) in ENV_OVERRIDES.items():
             if os.environ.get(env):
                 setattr(self, attr, _env_int(env, os.environ[env], minimum))
+        self.unscaled_lr = self.initial_lr
+        self.initial_lr = scaled_learning_rate(
+            self.initial_lr, self.configuration_manager.batch_size, self.lr_reference_batch_size, self.lr_scaling
+        )
         self.planned_oversample = self.oversample_foreground_percent
         if self.foreground_share is not None:
             self.oversample_foreground_percent = self.foreground_share
@@ -317,6 +329,7 @@ class PGPSMixin:
         self.telemetry = _Telemetry(lm.foreground_labels, lm.has_regions, lm.ignore_label)
         self.telemetry_rows: list[dict] = []
         self._resume_state: dict | None = None
+        self._rank_rng_states: list[dict] | None = None  # DDP: every rank's RNG states, gathered at each epoch end
         self._epoch_started = 0.0
         self.carbon: carbon.RunCarbon | None = None  # started with the training (on_train_start)
         self._epoch_carbon = dict.fromkeys(carbon.COLUMNS, float("nan"))
@@ -360,9 +373,15 @@ class PGPSMixin:
         return f"patch {fmt_size(s.patch_size)}{crop}, batch {s.batch_size}, {s.epochs} epochs"
 
     def initialize(self) -> None:
-        if self.is_ddp:
-            raise NotImplementedError("PGPS trainers do not support DDP (multi-GPU) training yet")
         self.schedule = self.build_schedule()
+        self.training_foreground_share = self.oversample_foreground_percent  # nnU-Net rewrites it per rank under DDP
+        if self.is_ddp:  # pgps.nnunet.ddp: every stage's global batch split over the ranks
+            if self.batch_sampling is not None:
+                raise NotImplementedError(
+                    f"{type(self).__name__} samples with {self.batch_sampling}, which does not split over GPUs yet; "
+                    "train it on one GPU, or use a trainer with nnU-Net's sampling (CPS, Efficiency, MICCAI, RPSS)"
+                )
+            ddp.check_stages(self.schedule, self.world_size, self.describe_stage)
         self._planned_voxels = {  # fixed by the schedule: computed once, reported in every summary
             "planned_iterated_voxels": pgps.iterated_voxels(self.schedule),
             "planned_relative_voxels": pgps.relative_voxels(self.schedule),
@@ -410,6 +429,15 @@ class PGPSMixin:
         compiled = getattr(self, "_compiled_network", None)
         return compiled if compiled is not None and self._compiled_stages[index] else self._eager_network
 
+    # -- loss (pgps.nnunet.losses) ---------------------------------------------------------------
+    def _build_loss(self):
+        """nnU-Net's loss (Dice + CE, deep supervision) as this trainer's ``loss_variant``."""
+        lm = self.label_manager
+        return losses.vary_loss(
+            super()._build_loss(), self.loss_variant, has_regions=lm.has_regions, ignore_label=lm.ignore_label,
+            batch_dice=self.configuration_manager.batch_dice, is_ddp=self.is_ddp,
+        )  # fmt: skip
+
     # -- loaders ----------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _stage_configuration(self, stage: pgps.Stage):
@@ -422,9 +450,16 @@ class PGPSMixin:
         finally:
             self.configuration_manager = planned
 
+    @property
+    def world_size(self) -> int:
+        """Processes (GPUs) of a DDP run; 1 otherwise."""
+        return torch.distributed.get_world_size() if self.is_ddp else 1
+
     def _augmenter(self, loader, processes: int, cached: int):
         if processes == 0:
             return SingleThreadedAugmenter(loader, None)
+        if self.is_ddp:  # batches in worker order, so that every rank's step s takes its rows of the same global plan
+            return MultiThreadedAugmenter(loader, None, processes, cached, None, self.device.type == "cuda")
         return NonDetMultiThreadedAugmenter(
             data_loader=loader,
             transform=None,
@@ -459,7 +494,24 @@ class PGPSMixin:
             if ds_scales is not None:
                 steps.append(DownsampleSegForDSTransform(ds_scales=ds_scales))
             transforms = ComposeTransforms([transforms, *steps])
-        if self.batch_sampling is None:
+        if self.batch_sampling is None and self.is_ddp:  # nnU-Net's draws of the global batch, this rank's rows
+            loader = ddp.RankedDataLoader(
+                self.dataset_tr,
+                stage.batch_size,
+                initial_patch_size,
+                stage.crop_size,
+                self.label_manager,
+                oversample_foreground_percent=self.training_foreground_share,
+                transforms=transforms,
+                probabilistic_oversampling=self.probabilistic_oversampling,
+                rank=self.local_rank,
+                world_size=self.world_size,
+                seed=[self.curriculum_seed, index, self._fold_number()],
+            )
+            saved = ((self._resume_state or {}).get("plan_states") or {}).get(str(index))
+            if saved is not None:
+                loader.plan_state = saved
+        elif self.batch_sampling is None:
             loader = nnUNetDataLoader(
                 self.dataset_tr,
                 stage.batch_size,
@@ -478,7 +530,7 @@ class PGPSMixin:
                 stage.crop_size,
                 self.label_manager,
                 strategy=self.batch_sampling,
-                foreground_share=self.oversample_foreground_percent,
+                foreground_share=self.training_foreground_share,
                 # the epoch the loader starts at: a resumed run's workers draw new batches, never replay
                 seed=[self.curriculum_seed, index, self._fold_number(), self.current_epoch],
                 transforms=None if spec else transforms,
@@ -520,13 +572,16 @@ class PGPSMixin:
             regions=self.label_manager.foreground_regions if self.label_manager.has_regions else None,
             ignore_label=self.label_manager.ignore_label,
         )
+        share = self.planned_oversample
+        if self.is_ddp:  # nnU-Net's per-rank validation batch (self.batch_size) and its share of the forced rows
+            share = ddp.rank_foreground_share(cm.batch_size, share, self.local_rank, self.world_size)
         dl_val = nnUNetDataLoader(
             dataset_val,
-            cm.batch_size,
+            self.batch_size if self.is_ddp else cm.batch_size,
             cm.patch_size,
             cm.patch_size,
             self.label_manager,
-            oversample_foreground_percent=self.planned_oversample,
+            oversample_foreground_percent=share,
             transforms=val_transforms,
             probabilistic_oversampling=self.probabilistic_oversampling,
         )
@@ -538,8 +593,9 @@ class PGPSMixin:
     def on_train_start(self) -> None:
         if os.environ.get("PGPS_SEED") and self._resume_state is None:
             seed = self.curriculum_seed
-            random.seed(seed)
-            np.random.seed(seed)
+            # under DDP each rank's own augmentation draws (patches come from the shared plan, pgps.nnunet.ddp)
+            random.seed(f"{seed}/{self.local_rank}" if self.is_ddp else seed)
+            np.random.seed([seed, self.local_rank] if self.is_ddp else seed)
             torch.manual_seed(seed)
         super().on_train_start()
         self.carbon = self._carbon_tracker()
@@ -553,9 +609,14 @@ class PGPSMixin:
     def on_train_epoch_start(self) -> None:
         super().on_train_epoch_start()
         if self._resume_state is not None and self._resume_state.get("rng") is not None:
-            self._restore_rng(self._resume_state["rng"])
+            rng = self._resume_state["rng"]
+            if isinstance(rng, list):  # a DDP checkpoint: this rank's (a run resumed on more GPUs keeps the rest fresh)
+                rng = rng[self.local_rank] if self.local_rank < len(rng) else None
+            if rng is not None:
+                self._restore_rng(rng)
             self._resume_state["rng"] = None
         self.dataloader_train.iteration = 0
+        losses.loss_weights_for_epoch(self.loss, self.current_epoch, self.num_epochs)  # scheduled weights only
         self.telemetry.reset()
         self.carbon.start_epoch(self._carbon_task())
         self._epoch_started = time.perf_counter()
@@ -600,13 +661,19 @@ class PGPSMixin:
         epoch = self.current_epoch
         index = self.schedule.stage_index(epoch) if self.schedule.mode != "rpss" else -1
         log = self.logger.get_value
+        measured = {"epoch_time_s": round(self._epoch_time, 4), **self.telemetry.epoch_row()}
+        if self.is_ddp:  # the global batch's row from every rank's; every rank's RNG states for the checkpoint
+            gathered = [None] * self.world_size
+            torch.distributed.all_gather_object(gathered, (measured, self._rng_state()))
+            measured = ddp.combine_rows([m for m, _ in gathered])
+            measured["epoch_time_s"] = max(m["epoch_time_s"] for m, _ in gathered)
+            self._rank_rng_states = [rng for _, rng in gathered]
         self.telemetry_rows.append(
             {
                 "epoch": epoch,
                 "stage": index,
                 "crop_size": fmt_size(self.schedule.stages[index].crop_size) if index >= 0 else MIXED,
-                "epoch_time_s": round(self._epoch_time, 4),
-                **self.telemetry.epoch_row(),
+                **measured,
                 "train_loss": float(log("train_losses", step=-1)),
                 "val_loss": float(log("val_losses", step=-1)),
                 "pseudo_dice": float(log("mean_fg_dice", step=-1)),
@@ -647,6 +714,7 @@ class PGPSMixin:
         return {
             "trainer": self.__class__.__name__,
             "mode": self.schedule.mode,
+            "gpus": self.world_size,  # DDP processes; batch sizes and voxels are the global batch's
             "schedule": self.schedule.to_dict(),
             "epochs_done": len(rows),
             "train_time_s": sum(r["epoch_time_s"] for r in rows),
@@ -657,6 +725,14 @@ class PGPSMixin:
             "fg_fallbacks": sum(int(f) for f in fallbacks) if measured else None,  # None: nnU-Net's own loader
             "compile_time_s": sum(float(r.get("compile_time_s") or 0) for r in rows),
             "compilations": sum(int(r.get("compilations") or 0) for r in rows),
+            "loss": losses.describe_loss(self.loss, self.loss_variant),
+            "learning_rate": {
+                "initial_lr": self.initial_lr,
+                "nnunet_lr": self.unscaled_lr,
+                "scaling": self.lr_scaling,  # None: nnU-Net's learning rate, as the articles train
+                "batch_size": self.configuration_manager.batch_size,
+                "reference_batch_size": self.lr_reference_batch_size,
+            },
             **carbon.totals(rows),
         }
 
@@ -755,8 +831,14 @@ class PGPSMixin:
             "schedule": self.schedule.to_dict() if self.schedule else None,
             "epoch": self.current_epoch + 1,  # the checkpoint resumes at the next epoch
             "telemetry": list(self.telemetry_rows),
-            "rng": self._rng_state(),
+            "rng": self._rank_rng_states or self._rng_state(),  # DDP: one per rank
             "samplers": {str(index): loader.rng.bit_generator.state for index, loader in samplers.items()},
+            "plan_states": {  # DDP: the shared plan generators of nnU-Net's loaders, alike on every rank
+                str(index): getattr(augmenter, "data_loader", None).plan_state
+                for index, augmenter in (batches.loaders.items() if batches else [])
+                if isinstance(augmenter, SingleThreadedAugmenter)
+                and isinstance(augmenter.data_loader, ddp.RankedDataLoader)
+            },
         }
 
     def load_curriculum_state_dict(self, state: dict | None) -> None:

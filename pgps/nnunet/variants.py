@@ -11,6 +11,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
     nnUNetTrainerNoMirroring,
 )
 
+from pgps.grid import LOSS_TRAINERS
 from pgps.nnunet.backbones import BackboneMixin
 from pgps.nnunet.data_curriculum import DataCurriculumMixin
 from pgps.nnunet.memory import MemoryProbeMixin
@@ -219,3 +220,54 @@ TRAINERS: tuple[str, ...] = tuple(
 """Every trainer name this module defines."""
 
 __all__ = list(TRAINERS)
+
+
+# Loss and learning-rate variants of every trainer above, made when nnU-Net looks them up by name (a module
+# __getattr__, PEP 562): <trainer>[_<loss>][_<lr>], e.g. nnUNetTrainer_PGPS_Performance_DiceFocal or
+# nnUNetTrainer_PGPS_CPS_DiceTopK10_LRsqrt. Listing them all would multiply the trainers by 12.
+LOSS_SUFFIXES = {suffix: loss for loss, suffix in LOSS_TRAINERS.items() if suffix}
+"""Trainer-name suffix -> ``loss_variant`` (:mod:`pgps.nnunet.losses`); no suffix: nnU-Net's Dice + CE."""
+LR_SUFFIXES = {"LRlinear": "linear", "LRsqrt": "sqrt"}
+"""Trainer-name suffix -> ``lr_scaling`` (:func:`pgps.lr.scaled_learning_rate`); no suffix: nnU-Net's rate."""
+
+
+def split_variant_name(name: str) -> tuple[str, str, str | None]:
+    """``(base trainer, loss_variant, lr_scaling)`` of a trainer name with optional loss/LR suffixes.
+
+    Raises ``ValueError`` when the base is not a pgps trainer."""
+    base, loss, lr = name, "dice_ce", None
+    head, _, last = base.rpartition("_")
+    if last in LR_SUFFIXES:
+        base, lr = head, LR_SUFFIXES[last]
+        head, _, last = base.rpartition("_")
+    if last in LOSS_SUFFIXES:
+        base, loss = head, LOSS_SUFFIXES[last]
+    if base not in TRAINERS:
+        raise ValueError(f"{name!r}: {base!r} is not a pgps trainer (pgps trainers lists them)")
+    return base, loss, lr
+
+
+def trainer_class(name: str) -> type:
+    """The trainer class ``name``: one of :data:`TRAINERS` or a loss/learning-rate variant of one."""
+    if name in TRAINERS:
+        return globals()[name]
+    base, loss, lr = split_variant_name(name)
+    if name not in _VARIANTS:
+        doc = f"{base} trained with loss {loss} and learning rate {'scaled ' + lr if lr else 'unscaled'}."
+        attributes = {"loss_variant": loss, "lr_scaling": lr, "__doc__": doc, "__module__": __name__,
+                      "__qualname__": name}  # fmt: skip
+        _VARIANTS[name] = type(name, (globals()[base],), attributes)
+    return _VARIANTS[name]
+
+
+_VARIANTS: dict[str, type] = {}
+
+
+def __getattr__(name: str) -> type:
+    """nnU-Net's trainer lookup (``hasattr(module, name)``) and pickle find the variants here."""
+    if name.startswith("nnUNetTrainer_PGPS_"):
+        try:
+            return trainer_class(name)
+        except ValueError:
+            pass
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -270,3 +270,105 @@ def report_item(study, name):
     if name.startswith("compare/") and name.endswith(".md"):
         return report(path, category=f"{study} vs published", caption="../report/table.rst")
     return path
+
+
+# -- training at scale and held-out scores (workflow/rules/train.smk, heldout.smk) --
+# GPUs per run (an experiment's `gpus`), CPU cores per GPU for nnU-Net's augmentation workers (PGPS_CPUS_PER_GPU,
+# the same variable the slurm profile turns into --cpus-per-gpu), plans variants, held-out predictions/ensembles.
+
+from pgps import heldout as HELDOUT  # noqa: E402
+from pgps.grid import VARIANT_PLANS, grid_gpus, grid_variants  # noqa: E402
+
+CPUS_PER_GPU = int(os.environ.get("PGPS_CPUS_PER_GPU", 12))
+ARTICLE_GPUS = grid_gpus(ARTICLE) if ARTICLE["enabled"] else {}
+ARTICLE_NPZ = HELDOUT.npz_runs(ARTICLE) if ARTICLE["enabled"] else set()
+ARTICLE_RUN_OF = {
+    (r.results_dir(), dataset_folder(ARTICLE_DATASETS[r.dataset]), r.trainer, r.plans, r.configuration, r.fold): r
+    for r in ARTICLE_RUNS
+}
+ARTICLE_HELDOUT = HELDOUT.heldout_models(ARTICLE) if ARTICLE["enabled"] else []
+ARTICLE_ENSEMBLES = {e.name: e for e in HELDOUT.ensembles(ARTICLE)} if ARTICLE["enabled"] else {}
+
+
+def article_run(wildcards):
+    """The grid run a train job's wildcards name."""
+    key = (wildcards.results_dir, wildcards.folder, wildcards.trainer, wildcards.plans, wildcards.configuration,
+           int(wildcards.fold))  # fmt: skip
+    return ARTICLE_RUN_OF[key]
+
+
+def article_run_gpus(wildcards):
+    return ARTICLE_GPUS.get(article_run(wildcards), 1)
+
+
+def article_train_threads(wildcards):
+    """CPU cores of a training job: PGPS_CPUS_PER_GPU per GPU (nnU-Net's augmentation workers run per GPU)."""
+    return CPUS_PER_GPU * article_run_gpus(wildcards)
+
+
+def article_train_flags(wildcards):
+    """nnUNetv2_train options of a run: -num_gpus for multi-GPU runs, --npz where an ensemble needs probabilities."""
+    run = article_run(wildcards)
+    gpus = ARTICLE_GPUS.get(run, 1)
+    return " ".join(([f"-num_gpus {gpus}"] if gpus > 1 else []) + (["--npz"] if run in ARTICLE_NPZ else []))
+
+
+def article_variant_args(folder):
+    """`pgps plans-variant` calls that add every plans variant the grid trains on a dataset."""
+    key = ARTICLE_FOLDERS[folder]
+    variants = grid_variants(ARTICLE_RUNS).get(key, [])
+    return [f"--patch-size {' '.join(map(str, patch))} --batch-size {batch}" for patch, batch in variants]
+
+
+AMOS22_OUTPUTS = HELDOUT.amos22_outputs()
+
+
+def heldout_targets():
+    """The AMOS22 study's rendered tables (their rule waits for every held-out score) when the config scores any."""
+    if not (ARTICLE["enabled"] and HELDOUT.evaluations(ARTICLE, ARTICLE_NNUNET)):
+        return []
+    return [f"{PAPER_FIGURES}/{name}" for name in AMOS22_OUTPUTS]
+
+
+def heldout_model_summaries(model):
+    """The training outputs (validation summaries) of every fold of a held-out Model."""
+    base = model.model_dir(ARTICLE_NNUNET, dataset_folder(ARTICLE_DATASETS[model.run.dataset]))
+    return [f"{base}/fold_{f}/validation/summary.json" for f in model.folds]
+
+
+def heldout_ensemble_members(name):
+    return [
+        m.prediction_dir(ARTICLE_NNUNET, dataset_folder(ARTICLE_DATASETS[m.run.dataset]))
+        for _, m in ARTICLE_ENSEMBLES[name].members
+    ]
+
+
+def heldout_ensemble_postprocessing(name):
+    """The post-processing files an ensemble applies: one per member (before), the ensemble's (after), none."""
+    e = ARTICLE_ENSEMBLES[name]
+    if e.order == "before":
+        return [m.postprocessing(ARTICLE_NNUNET, dataset_folder(ARTICLE_DATASETS[m.run.dataset])) for _, m in e.members]
+    return [e.postprocessing(ARTICLE_NNUNET)] if e.order == "after" else []
+
+
+def heldout_folder(prediction):
+    """The dataset folder of a held-out prediction path (relative to the nnU-Net folder)."""
+    parts = prediction.split("/")
+    if parts[0] == "heldout_ensembles":
+        return dataset_folder(ARTICLE_DATASETS[ARTICLE_ENSEMBLES[parts[1]].dataset])
+    return parts[2]
+
+
+def heldout_model_of(wildcards):
+    """The held-out Model a prediction/post-processing job's wildcards name."""
+    folds = tuple(int(f) for f in wildcards.folds.split("_"))
+    key = (wildcards.results_dir, wildcards.folder, wildcards.trainer, wildcards.plans, wildcards.configuration)
+    for (results_dir, folder, trainer, plans, configuration, fold), run in ARTICLE_RUN_OF.items():
+        if (results_dir, folder, trainer, plans, configuration) == key:
+            return HELDOUT.Model(run, folds)
+    raise ValueError(f"no trained model for {key}")
+
+
+def heldout_fold_summaries(wildcards):
+    """The training outputs of every fold a held-out prediction averages."""
+    return heldout_model_summaries(heldout_model_of(wildcards))

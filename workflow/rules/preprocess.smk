@@ -62,3 +62,24 @@ rule transformer_plans:
     shell:
         "(python -m pgps backbone-plans --plans {input:q} --out {output:q} --plans-name {params.plans_name}"
         " --backbone {params.backbones} --name {params.configurations}) > {log:q} 2>&1"
+
+
+rule variant_plans:
+    input:
+        f"{ARTICLE_NNUNET}/preprocessed/{{folder}}/nnUNetPlans.json",
+    output:
+        f"{ARTICLE_NNUNET}/preprocessed/{{folder}}/{VARIANT_PLANS}.json",
+    log:
+        f"{RESULTS}/logs/preprocess/{{folder}}_{VARIANT_PLANS}.log",
+    params:
+        # one `pgps plans-variant` per (patch, batch) the grid trains; the first copies nnUNetPlans
+        calls=lambda wildcards, input, output: " && ".join(
+            f"python -m pgps plans-variant --plans {input[0] if i == 0 else output[0]} --out {output[0]}"
+            f" --plans-name {VARIANT_PLANS} {args}"
+            for i, args in enumerate(article_variant_args(wildcards.folder))
+        ),
+    conda:
+        "../../envs/pgps.yaml"
+    shell:
+        # nnUNetPlans' 3d_fullres network with other patch/batch sizes, on its preprocessed data (no preprocessing)
+        "({params.calls}) > {log:q} 2>&1"

@@ -1,4 +1,6 @@
-# Training of every run of the article's grid: one nnUNetv2_train job per run, on one GPU.
+# Training of every run of the article's grid: one nnUNetv2_train job per run, on its experiment's `gpus`
+# (nnU-Net's -num_gpus: PyTorch DDP, the global batch split over them), with PGPS_CPUS_PER_GPU cores per GPU
+# for nnU-Net's augmentation workers (nnUNet_n_proc_DA, per GPU process).
 # A job re-submitted after preemption or a time limit resumes (--c, always given): nnU-Net continues from
 # checkpoint_final.pth (only the final validation is left) or checkpoint_latest.pth, and starts a new
 # training when neither exists. The pgps trainers write both atomically, keep checkpoint_latest until
@@ -10,7 +12,7 @@
 wildcard_constraints:
     results_dir="results(_seed[0-9]+)?",
     plans="nnUNet[A-Za-z0-9]*Plans",
-    configuration="3d_[a-z]+",
+    configuration="3d_[a-z]+(_p[0-9x]+_b[0-9]+)?",
 
 
 rule train:
@@ -29,14 +31,19 @@ rule train:
         device=ARTICLE["device"],
         # pin to one free GPU of this machine (local-gpu profile); under SLURM the job's GPU is its only one
         gpu=f"python -m pgps gpu-slot --slots {config['gpu_slots']} --" if config["gpu_slots"] else "",
-    threads: 12  # nnU-Net's augmentation workers (nnUNet_n_proc_DA)
+        # augmentation workers per GPU process (a local run with fewer cores scales threads down); -num_gpus and
+        # --npz where the run needs them
+        scale=lambda wildcards, threads: f" export nnUNet_n_proc_DA={max(1, threads // article_run_gpus(wildcards))};",
+        flags=article_train_flags,
+    threads: article_train_threads  # PGPS_CPUS_PER_GPU (default 12) per GPU
     resources:
-        gpu=1,
+        gpu=article_run_gpus,
+        cpus_per_gpu=CPUS_PER_GPU,
         mem_mb=64000,
         runtime=article_train_minutes,
     conda:
         "../../envs/pgps.yaml"
     shell:
-        "({params.env}"
+        "({params.env}{params.scale}"
         " {params.gpu} nnUNetv2_train {params.dataset_id} {wildcards.configuration} {wildcards.fold}"
-        " -tr {wildcards.trainer} -p {wildcards.plans} -device {params.device} --c) >> {log:q} 2>&1"
+        " -tr {wildcards.trainer} -p {wildcards.plans} -device {params.device} {params.flags} --c) >> {log:q} 2>&1"
