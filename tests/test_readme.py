@@ -101,22 +101,12 @@ def readme_block(name: str) -> str:
     return found[1]
 
 
-DEMO_PENDING = pytest.mark.xfail(
-    strict=True,
-    reason="paper_figures/demo is not yet what `make demo` writes: the branch that added these tests could not finish "
-    "a demo run on its loaded machine. Run `make demo` (after `rm -rf results`), commit paper_figures/demo, paste the "
-    "block `python tests/test_readme.py` prints into the README, then delete this marker (strict: fails once fixed).",
-)
-
-
-@DEMO_PENDING
 def test_readme_demo_numbers_are_the_committed_demo_outputs():
     """Re-running `make demo` may change the numbers (other seeds, other code): then commit its outputs and paste
     this test's expected block (python tests/test_readme.py prints it) into the README."""
     assert readme_block("demo-numbers") == demo_numbers_block()
 
 
-@DEMO_PENDING
 def test_committed_demo_outputs_are_what_make_demo_writes():
     from pgps.report import OUTPUTS
 

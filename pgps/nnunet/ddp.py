@@ -37,25 +37,12 @@ import numpy as np
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 
 import pgps
-
-
-def rank_rows(batch_size: int, rank: int, world_size: int) -> np.ndarray:
-    """Rows of a global batch of ``batch_size`` that ``rank`` of ``world_size`` takes: nnU-Net's DDP split
-    (contiguous, ``batch_size // world_size`` each, one more for the first ``batch_size % world_size`` ranks)."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size), got rank {rank} of world_size {world_size}")
-    if batch_size < world_size:
-        raise ValueError(f"a batch of {batch_size} patches cannot be split over {world_size} processes")
-    share, extra = divmod(batch_size, world_size)
-    start = rank * share + min(rank, extra)
-    return np.arange(start, start + share + (rank < extra))
+from pgps.sampling import forced_foreground, rank_rows  # the core's batch rules (nnU-Net's DDP split)
 
 
 def rank_foreground_share(batch_size: int, share: float, rank: int, world_size: int) -> float:
     """The forced-foreground share of ``rank``'s rows when the global batch forces nnU-Net's last ``share``."""
-    rows = rank_rows(batch_size, rank, world_size)
-    forced = np.arange(batch_size) >= round(batch_size * (1 - share))
-    return float(forced[rows].mean())
+    return float(forced_foreground(batch_size, share)[rank_rows(batch_size, rank, world_size)].mean())
 
 
 def check_stages(schedule: pgps.Schedule, world_size: int, describe: Callable[[int], str]) -> None:

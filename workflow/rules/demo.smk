@@ -63,7 +63,7 @@ rule demo_train:
         short=(
             f"PGPS_EPOCHS={DEMO['epochs']} PGPS_ITERATIONS_PER_EPOCH={DEMO['iterations_per_epoch']}"
             f" PGPS_VAL_ITERATIONS={DEMO['val_iterations']} PGPS_SEED={DEMO['seed']} nnUNet_n_proc_DA=0"
-            f" {checkpoint_env(DEMO)}"
+            f" {checkpoint_env(DEMO)} PGPS_PROGRESS_EVERY={DEMO['progress_every']}"
         ),
     threads: 2
     conda:
