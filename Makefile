@@ -11,7 +11,7 @@ comma := ,
 STAMP := $(VENV)/.pgps-installed-$(subst $(comma),-,$(EXTRAS))
 CORES ?= 2
 
-.PHONY: demo test lint venv clean gpu-check study
+.PHONY: demo test test-all lint venv clean gpu-check study
 
 venv: $(STAMP)
 
@@ -26,8 +26,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml
 
+# make test: everything but the end-to-end workflow runs marked slow, in 2 processes (one test file each, so that
+# a file's fixtures are built once); make test-all adds them (another ~10 min on 2 cores)
+PYTEST := $(BIN)/python -m pytest -n $(CORES) --dist loadfile
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(PYTEST) -m "not slow"
+
+test-all: $(STAMP)
+	$(PYTEST)
 
 # The synthetic study of the article's four claims (README: What the synthetic study shows; 27 min wall measured on 2 cores).
 study: $(STAMP)

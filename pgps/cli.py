@@ -549,13 +549,11 @@ def _run_train_evaluate(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
     if not os.environ.get("nnUNet_results"):
         raise ValueError("set nnUNet_raw, nnUNet_preprocessed and nnUNet_results (as for nnUNetv2_train)")
-    import torch
-
     from pgps.nnunet.evaluation import train_and_evaluate
 
-    torch.set_num_threads(args.threads)
     train_and_evaluate(
         args.dataset, args.configuration, args.fold, args.trainers, plans=args.plans, device=args.device,
+        threads=args.threads,
         mirroring=args.mirroring, pairs=args.pairs, overwrite=args.overwrite, evaluate_only=args.evaluate_only,
         log=lambda message: print(f"pgps train-evaluate: {message}", flush=True),
     )  # fmt: skip
@@ -937,7 +935,8 @@ def _surface_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "surface",
         help="Dice and Normalized Surface Dice per case and class (for pgps collect, or two folders)",
-        description="Compute Dice and NSD at a tolerance in mm for every case and foreground class (pgps.metrics), "
+        description="Compute Dice and NSD at a tolerance in mm for every case and foreground class "
+        "(pgps.metrics, pgps.surface), "
         "either for the final validation of trained nnU-Net fold folders (written to FOLD/validation/"
         "pgps_surface.csv, which pgps collect reads) or for a folder of predictions against a folder of references "
         "(--out). Files are read with nnU-Net's reader for the dataset.",

@@ -407,6 +407,7 @@ def test_partial_results_render_and_make_an_html_report(tmp_path, fake_nnunet):
 
 
 @pytest.mark.nnunet
+@pytest.mark.slow
 def test_article_pipeline_runs_end_to_end_on_a_tiny_dataset(tmp_path):
     """The real chain on a synthetic dataset given as raw_path: pgps convert -> nnU-Net planning and
     preprocessing -> nnUNetv2_train (CPU, a few iterations) -> collect (with characteristics) -> report."""

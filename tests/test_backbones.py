@@ -416,6 +416,7 @@ def tiny(tiny_nnunet):
 
 
 @pytest.mark.nnunet
+@pytest.mark.slow
 def test_resenc_presets_give_steps_from_their_strides_and_train_every_stage(tiny):
     """Appendix D (Tables D.7/D.8): the U-Net trainers on nnUNetPlannerResEnc{M,L,XL} plans, no trainer of their own."""
     results = tiny / "results_resenc"

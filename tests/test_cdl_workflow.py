@@ -65,6 +65,7 @@ def test_default_config_keeps_the_experiment_off(tmp_path):
         assert any(line.split()[:2] == [rule, str(count)] for line in proc.stdout.splitlines()), proc.stdout
 
 
+@pytest.mark.slow
 def test_miniature_dag_renders_the_table(tmp_path):
     proc = snakemake(tmp_path, config(tmp_path, MINIATURE), "--show-failed-logs")
     logs = "\n".join(p.read_text()[-1500:] for p in (tmp_path / "results" / "logs").rglob("*.log"))

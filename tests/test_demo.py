@@ -16,6 +16,7 @@ SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 pytestmark = pytest.mark.nnunet
 
 
+@pytest.mark.slow
 def test_demo_dag_produces_every_file(tmp_path):
     config = yaml.safe_load((ROOT / ".test" / "config.yaml").read_text())
     command = [SNAKEMAKE, "-s", ROOT / "Snakefile", "-d", tmp_path, "--cores", "2"]

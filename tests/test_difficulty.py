@@ -21,7 +21,8 @@ from pgps.difficulty import (
     reliability_scores,
     score_case,
 )
-from pgps.metrics import dice_per_class, label_dice, normalized_surface_dice, nsd_per_class
+from pgps.metrics import dice_per_class, label_dice
+from pgps.surface import normalized_surface_dice, nsd_per_class
 
 # -- Dice between label maps ---------------------------------------------------------------------------
 

@@ -118,8 +118,8 @@ def test_every_imported_module_is_declared_by_the_extra_of_its_package():
             dists = {_name(d) for d in providers.get(module, [module])}
             assert dists & names, f"pgps/{folder.name} imports {module}, which pgps[{extra}] does not declare"
     # top-level modules outside the core: synth writes NIfTI (pgps[synth]), gpu_slot wraps the workflow's training
-    # jobs on local GPUs (pgps[workflow])
-    own_extra = {"synth.py": "synth", "gpu_slot.py": "workflow"}
+    # jobs on local GPUs (pgps[workflow]), surface computes the NSD with scipy (pgps[report])
+    own_extra = {"synth.py": "synth", "gpu_slot.py": "workflow", "surface.py": "report"}
     core = [p for p in (ROOT / "pgps").glob("*.py") if p.name not in own_extra]
     assert _third_party_imports(core) == {"numpy"}, "the core imports only numpy at module level"
     for name, extra in own_extra.items():

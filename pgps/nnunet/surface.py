@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from pgps.io import atomic_write_text
-from pgps.metrics import dice_per_class, nsd_per_class
+from pgps.metrics import dice_per_class
+from pgps.surface import nsd_per_class
 
 SURFACE_FILE = "pgps_surface.csv"
 COLUMNS = ("case", "class", "dice", "nsd", "tolerance_mm", "reference_voxels", "prediction_voxels")
