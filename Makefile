@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml
 
-# make test: everything but the end-to-end workflow runs marked slow, in 2 processes (one test file each, so that
+# make test: everything but the end-to-end runs marked slow, in 2 processes (one test file each, so that
 # a file's fixtures are built once); make test-all adds them (another ~10 min on 2 cores)
 PYTEST := $(BIN)/python -m pytest -n $(CORES) --dist loadfile
 test: $(STAMP)
