@@ -10,6 +10,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pgps import __version__, pacing, synth
 from pgps.extras import MissingExtra
@@ -72,6 +73,29 @@ def _refuse_silent_changes(path: str, before: dict, after: dict, overwrite: bool
         raise ValueError(
             f"{path}: {what}, which runs may have been trained on (their --c would fail); pass --overwrite to do it"
         )
+
+
+def _write_plans(path: str, before: dict, after: dict, overwrite: bool) -> bool:
+    """Write ``after`` to ``path`` (holding ``before``) atomically, refusing silent changes (see
+    :func:`_refuse_silent_changes`); an identical file is left alone. Returns whether it was unchanged."""
+    _refuse_silent_changes(path, before, after, overwrite)
+    unchanged = after == before
+    if not unchanged:
+        atomic_write_text(path, json.dumps(after, indent=4))
+    return unchanged
+
+
+def _add_overwrite_configuration(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing configuration NAME that differs (without it, only an identical one is kept)",
+    )  # fmt: skip
+
+
+def _plans_name(args: argparse.Namespace, out: str) -> str | None:
+    """``--plans-name``, or with ``--out`` the output file's name without ``.json`` (nnU-Net names result folders
+    by it); None keeps the plans' own."""
+    return args.plans_name or (Path(out).name.removesuffix(".json") if args.out else None)
 
 
 def _schedule_parser(sub: argparse._SubParsersAction) -> None:
@@ -346,16 +370,11 @@ def _light_plans_parser(sub: argparse._SubParsersAction) -> None:
         "--report", action=argparse.BooleanOptionalAction, default=None,
         help="print parameters and forward FLOPs of the network (imports torch; default: on with --preset)",
     )  # fmt: skip
-    p.add_argument(
-        "--overwrite", action="store_true",
-        help="replace an existing configuration NAME that differs (without it, only an identical one is kept)",
-    )  # fmt: skip
+    _add_overwrite_configuration(p)
     p.set_defaults(func=_run_light_plans)
 
 
 def _run_light_plans(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pgps.nnunet.light import DEFAULT_CONVS, DEFAULT_FEATURES, PRESETS, add_light_configuration
 
     before = _read_plans(args.plans)
@@ -377,10 +396,7 @@ def _run_light_plans(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ValueError(f"{args.plans}: {exc}") from exc
-    _refuse_silent_changes(args.plans, before, plans, args.overwrite)
-    unchanged = plans == before
-    if not unchanged:
-        atomic_write_text(args.plans, json.dumps(plans, indent=4))
+    unchanged = _write_plans(args.plans, before, plans, args.overwrite)
     planned = planned_configuration(plans, args.name)
     print(
         f"{args.plans}: configuration {args.name}{' (unchanged)' if unchanged else ''} inherits {args.source}: "
@@ -417,16 +433,11 @@ def _plans_variant_parser(sub: argparse._SubParsersAction) -> None:
         "--plans-name", help="plans_name of the written plans; nnU-Net names result folders by it (default: with "
         "--out, its file name without .json; else unchanged)",
     )  # fmt: skip
-    p.add_argument(
-        "--overwrite", action="store_true",
-        help="replace an existing configuration NAME that differs (without it, only an identical one is kept)",
-    )  # fmt: skip
+    _add_overwrite_configuration(p)
     p.set_defaults(func=_run_plans_variant)
 
 
 def _run_plans_variant(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pgps.plans import add_plans_variant, resolve_configuration, variant_name
 
     plans = _read_plans(args.plans)
@@ -439,14 +450,10 @@ def _run_plans_variant(args: argparse.Namespace) -> int:
     name = args.name or variant_name(
         args.source, args.patch_size or source["patch_size"], args.batch_size or source["batch_size"]
     )
-    plans_name = args.plans_name or (Path(out).name.removesuffix(".json") if args.out else None)
+    plans_name = _plans_name(args, out)
     if plans_name:
         after["plans_name"] = plans_name
-    before = _read_plans(out) if os.path.exists(out) else {}
-    _refuse_silent_changes(out, before, after, args.overwrite)
-    unchanged = after == before
-    if not unchanged:
-        atomic_write_text(out, json.dumps(after, indent=4))
+    unchanged = _write_plans(out, _read_plans(out) if os.path.exists(out) else {}, after, args.overwrite)
     planned = planned_configuration(after, name)
     print(
         f"{out}: configuration {name}{' (unchanged)' if unchanged else ''} inherits {args.source}: patch "
@@ -575,8 +582,6 @@ def _gpu_slot_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_gpu_slot(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pgps.gpu_slot import run_on_free_gpu
 
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -687,8 +692,6 @@ def _backbone_plans_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_backbone_plans(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pgps.nnunet.backbone_plans import BACKBONES, add_backbone_configuration, describe
 
     names = args.name or [f"3d_{b}" for b in args.backbone]
@@ -718,7 +721,7 @@ def _run_backbone_plans(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ValueError(f"{args.plans}: {exc}") from exc
     out = args.out or args.plans
-    plans_name = args.plans_name or (Path(out).name.removesuffix(".json") if args.out else None)
+    plans_name = _plans_name(args, out)
     if plans_name:
         plans["plans_name"] = plans_name
     if os.path.exists(out):
@@ -795,7 +798,6 @@ def _difficulty_parser(sub: argparse._SubParsersAction) -> None:
 def _run_difficulty(args: argparse.Namespace) -> int:
     import tempfile
     from collections import Counter
-    from pathlib import Path
 
     from pgps.nnunet import labelsets
 
@@ -955,8 +957,6 @@ def _surface_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_surface(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from pgps.nnunet import surface
 
     tolerance = surface.DEFAULT_TOLERANCE_MM if args.tolerance is None else args.tolerance
