@@ -58,7 +58,8 @@ def prepare(work: Path, args: argparse.Namespace) -> Path:
              "--name", NAME, "--seed", args.seed, "--no-progress"], work)  # fmt: skip
     plans = work / "preprocessed" / raw.name / "nnUNetPlans.json"
     if not plans.is_file():
-        run([BIN / "nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "3d_fullres", "-np", "2"], work)
+        processes = ["-np", "2", "-npfp", "2"]  # nnU-Net's fingerprint default (8 processes) only costs time here
+        run([BIN / "nnUNetv2_plan_and_preprocess", "-d", DATASET_ID, "-c", "3d_fullres", *processes], work)
     # nnU-Net plans the whole volume as its patch here; the light configuration slides a smaller one
     run([BIN / "pgps", "light-plans", "--plans", plans, "--patch-size", *args.patch, "--no-report"], work)
     model = work / "results" / raw.name / f"{TRAINER}__nnUNetPlans__3d_light"

@@ -66,7 +66,7 @@ def write_raw(
 
 def plan_and_preprocess(root: Path, batch_size: int = 2, patch: list[int] = PATCH) -> Path:
     subprocess.run(
-        [BIN / "nnUNetv2_plan_and_preprocess", "-d", "1", "-c", "3d_fullres", "-np", "1"],
+        [BIN / "nnUNetv2_plan_and_preprocess", "-d", "1", "-c", "3d_fullres", "-np", "1", "-npfp", "1"],
         env=env(root), check=True, capture_output=True,
     )  # fmt: skip
     plans_file = root / "preprocessed" / DATASET / "nnUNetPlans.json"

@@ -75,7 +75,6 @@ def mini(tmp_path_factory):
     return workdir, *first
 
 
-@pytest.mark.slow
 def test_miniature_study_renders_every_output(mini):
     workdir, results, _ = mini
     out = workdir / "paper_figures" / "study"
@@ -98,7 +97,6 @@ def test_miniature_study_renders_every_output(mini):
     ]
 
 
-@pytest.mark.slow
 def test_same_seeds_give_the_same_numbers(mini):
     workdir, first, first_epochs = mini
     second, second_epochs = collected(workdir)
@@ -134,7 +132,6 @@ def _pgps(*args: str, env: dict) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
-@pytest.mark.slow
 def test_a_run_does_not_depend_on_the_runs_before_it_in_the_process(mini, tmp_path):
     """The study trains CPS, Efficiency and Performance in one process; Performance alone gives the same run."""
     workdir, results, _ = mini
@@ -158,7 +155,6 @@ def test_a_run_does_not_depend_on_the_runs_before_it_in_the_process(mini, tmp_pa
     assert dice[0] == dice[1]
 
 
-@pytest.mark.slow
 def test_in_process_evaluation_equals_nnunets_validation(mini, tmp_path):
     """nnUNetv2_train --val (nnU-Net's perform_actual_validation: mirroring, worker pools) and pgps's in-process
     evaluation with mirroring and without tile pairs score the same checkpoint identically, case by case; with

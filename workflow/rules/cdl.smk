@@ -78,7 +78,7 @@ rule cdl_preprocess:
     conda:
         "../../envs/pgps.yaml"
     shell:
-        "({params.env} nnUNetv2_plan_and_preprocess -d {params.enhanced_id} -c 3d_fullres -np {threads}"
+        "({params.env} nnUNetv2_plan_and_preprocess -d {params.enhanced_id} -c 3d_fullres -np {threads} -npfp {threads}"
         " && python -m pgps light-plans --plans {output.plans:q} --name {params.configuration} {params.light}"
         # the data-curriculum trainers read difficulty.csv from the preprocessed dataset folder
         " && cp {input.difficulty:q} {output.difficulty:q}) > {log:q} 2>&1"

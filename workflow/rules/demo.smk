@@ -43,7 +43,7 @@ rule demo_preprocess:
     conda:
         "../../envs/pgps.yaml"
     shell:
-        "({params.env} nnUNetv2_plan_and_preprocess -d {wildcards.id} -c 3d_fullres -np {threads}"
+        "({params.env} nnUNetv2_plan_and_preprocess -d {wildcards.id} -c 3d_fullres -np {threads} -npfp {threads}"
         " && python -m pgps light-plans --plans {output:q} --name {params.configuration}) > {log:q} 2>&1"
 
 

@@ -52,7 +52,7 @@ rule study_preprocess:
     conda:
         "../../envs/pgps.yaml"
     shell:
-        "({params.env} nnUNetv2_plan_and_preprocess -d {wildcards.id} -c 3d_fullres -np {threads}"
+        "({params.env} nnUNetv2_plan_and_preprocess -d {wildcards.id} -c 3d_fullres -np {threads} -npfp {threads}"
         " && python -m pgps light-plans --plans {output:q} {params.light}) > {log:q} 2>&1"
 
 
