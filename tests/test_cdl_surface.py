@@ -89,3 +89,45 @@ def test_surface_of_two_folders_and_errors(fold, tmp_path, capsys):
     (tmp_path / "gt" / "case_001.nii.gz").write_bytes((tmp_path / "gt" / "case_000.nii.gz").read_bytes())
     assert main(args) == 2
     assert "no prediction for 1 case(s): case_001.nii.gz" in capsys.readouterr().err
+
+
+def _gain_rows(md: str) -> dict[str, list[str]]:
+    """table5.md's gain table: label -> its cells."""
+    rows = [line.strip("|").split("|") for line in md.splitlines() if line.startswith("| ours")]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows}
+
+
+def test_cdl_report_gives_each_folds_gain_beside_the_pooled_one(tmp_path):
+    """Two folds of three arms: the pooled gain is over all test cases of both folds; the per-fold column lists
+    what a report of each fold alone gives."""
+    from pgps.report.cdl import render_cdl
+
+    rng = np.random.default_rng(0)
+    labels = {"background": 0, "organ_1": 1, "organ_2": 2}
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": labels}))
+    pd.DataFrame({"case": ["a", "b"], "ds": [0.95, 0.85], "group": ["easy", "hard"], "real": ["set_1"] * 2}).to_csv(
+        tmp_path / "difficulty.csv", index=False
+    )
+    files: dict[str, list] = {}
+    for arm in ("uniform", "easy_only", "easy_then_hard"):
+        for fold in (0, 1):
+            rows = [{"case": f"case_{c}", "class": k, "dice": rng.uniform(0.5, 1), "nsd": rng.uniform(0.5, 1),
+                     "tolerance_mm": 2.0} for c in range(4) for k in (1, 2)]  # fmt: skip
+            path = tmp_path / f"{arm}_fold{fold}.csv"
+            pd.DataFrame(rows).to_csv(path, index=False)
+            files.setdefault(arm, []).append(path)
+
+    def report(selection, name):
+        render_cdl(selection, tmp_path / "dataset.json", tmp_path / "difficulty.csv", tmp_path / name)
+        return _gain_rows((tmp_path / name / "table5.md").read_text())
+
+    alone = [report({arm: [paths[f]] for arm, paths in files.items()}, f"fold{f}") for f in (0, 1)]
+    both = report(files, "both")
+    assert set(both) == {"ours (easy then hard - only easy)", "ours (easy then hard - uniform)"}  # no PGPS arms
+    for label, cells in both.items():
+        assert len(alone[0][label]) == 2  # one fold: no per-fold column
+        assert cells[2] == f"{alone[0][label][0]}, {alone[1][label][0]}"
+        pooled = pd.concat([pd.read_csv(p) for p in files["easy_then_hard"]]).groupby("class")["dice"].mean().mean()
+        before = "easy_only" if "only easy" in label else "uniform"
+        pooled -= pd.concat([pd.read_csv(p) for p in files[before]]).groupby("class")["dice"].mean().mean()
+        assert float(cells[0]) == pytest.approx(100 * pooled, abs=0.006)

@@ -7,7 +7,8 @@ known corruption level of every case). :func:`render_cdl` writes into ``out``:
 - ``table5.csv``: per class and the average, DSC and NSD [%] of every arm (mean over the test cases where
   the class occurs in prediction or reference, then over the classes, as nnU-Net averages Dice);
 - ``table5.md``: that table, the published Table 5 (FLARE organs), and the comparable quantity, the
-  average gain of the easy-then-hard course over the easy course alone, ours beside published;
+  average gain of the easy-then-hard course over the easy course alone, ours beside published (with
+  several folds, also the gain within each fold: its spread is the run-to-run noise);
 - ``difficulty.md``: the discriminator on the experiment's data: groups, L_real per label set, and the
   Spearman correlation between DS and the known corruption level.
 
@@ -34,6 +35,13 @@ ARM_LABELS = {
     "easy_then_hard_pgps": "easy then hard + PGPS",
 }
 """Names of the experiment's arms in the table (others are shown as they are)."""
+
+OUR_GAINS = [
+    ("ours (easy then hard - only easy)", "easy_then_hard", "easy_only"),
+    ("ours (easy then hard - uniform)", "easy_then_hard", "uniform"),
+    ("ours with PGPS (easy then hard - uniform)", "easy_then_hard_pgps", "uniform_pgps"),
+]
+"""The gains table5.md reports: (label, arm after, arm before); rows whose arms were not run are left out."""
 
 
 def arm_table(surface: pd.DataFrame, class_names: Mapping[int, str]) -> pd.DataFrame:
@@ -114,11 +122,15 @@ def render_cdl(
     """
     meta = json.loads(Path(dataset_json).read_text())
     class_names = {int(v): k for k, v in meta["labels"].items() if int(v) != 0}
-    surfaces = {
-        arm: pd.concat([pd.read_csv(p) for p in (paths if isinstance(paths, list) else [paths])], ignore_index=True)
+    repeats = {
+        arm: [pd.read_csv(p) for p in (paths if isinstance(paths, list) else [paths])]
         for arm, paths in surface_files.items()
     }
+    surfaces = {arm: pd.concat(frames, ignore_index=True) for arm, frames in repeats.items()}
     table = cdl_table(surfaces, class_names)
+    # the same comparison within each repeat (fold), when every arm has that many: its spread is the noise
+    n_repeats = min(len(frames) for frames in repeats.values())
+    per_repeat = [cdl_table({arm: frames[r] for arm, frames in repeats.items()}, class_names) for r in range(n_repeats)]
     tolerance = sorted({float(t) for s in surfaces.values() for t in s["tolerance_mm"].unique()})
     cases = sorted({c for s in surfaces.values() for c in s["case"].unique()})
     out = Path(out)
@@ -148,20 +160,20 @@ def render_cdl(
         "",
         "**The comparable quantity: average gain of the easy-then-hard course over the easy course alone**",
         "",
-        "| | DSC gain [pp] | NSD gain [pp] |",
-        "|---|--:|--:|",
+        "| | DSC gain [pp] | NSD gain [pp] |" + (" DSC gain per fold [pp] |" if n_repeats > 1 else ""),
+        "|---|--:|--:|" + ("--:|" if n_repeats > 1 else ""),
     ]
     pub_avg = pub.loc["average"]
-    comparisons = [
-        ("published (final - only easy)", (pub_avg["final.dsc"] - pub_avg["easy.dsc"],
-                                          pub_avg["final.nsd"] - pub_avg["easy.nsd"])),
-        ("ours (easy then hard - only easy)", gain(table, "easy_then_hard", "easy_only")),
-        ("ours (easy then hard - uniform)", gain(table, "easy_then_hard", "uniform")),
-        ("ours with PGPS (easy then hard - uniform)", gain(table, "easy_then_hard_pgps", "uniform_pgps")),
-    ]  # fmt: skip
-    for label, (d, n) in comparisons:
-        if math.isfinite(d):
-            lines.append(f"| {label} | {d:+.2f} | {n:+.2f} |")
+    lines.append(f"| published (final - only easy) | {pub_avg['final.dsc'] - pub_avg['easy.dsc']:+.2f} | "
+                 f"{pub_avg['final.nsd'] - pub_avg['easy.nsd']:+.2f} |" + (" |" if n_repeats > 1 else ""))  # fmt: skip
+    for label, after, before in OUR_GAINS:
+        d, n = gain(table, after, before)
+        if not math.isfinite(d):
+            continue
+        line = f"| {label} | {d:+.2f} | {n:+.2f} |"
+        if n_repeats > 1:
+            line += " " + ", ".join(f"{gain(t, after, before)[0]:+.2f}" for t in per_repeat) + " |"
+        lines.append(line)
     atomic_write_text(out / "table5.md", "\n".join(lines) + "\n")
 
     difficulty = pd.read_csv(difficulty_csv)
