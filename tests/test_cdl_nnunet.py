@@ -210,6 +210,8 @@ def test_difficulty_cli_on_raw_label_folders(tiny, tmp_path, capsys):
 
 
 def test_predict_without_adaptation_equals_nnunet_predictor(tiny, trained, tmp_path):
+    """--no-adaptive is nnUNetPredictor; the adaptations run from the command line (sequential and with workers),
+    and small-component removal is applied to exactly what nnU-Net predicted."""
     import shutil
 
     import SimpleITK as sitk
@@ -246,6 +248,11 @@ code = main(["difficulty", "--labels", {str(labels)!r}, {str(labels)!r}, "--pred
              "--folds", "0", "--images", {str(images)!r}, "--out", {str(tmp_path / "difficulty.csv")!r},
              "--no-progress"])
 print("DIFFICULTY", code)
+# pgps predict from the command line with the adaptations on: every default (nnU-Net's sequential path), and
+# without centre-first skipping through nnU-Net's worker processes
+for name, extra in (("adaptive", []), ("removal", ["--no-centre-first", "--processes", "1"])):
+    print(name.upper(), main(["predict", "-i", {str(images)!r}, "-o", os.path.join({str(tmp_path)!r}, name),
+                              "-m", {str(model)!r}, "-f", "0", *extra]))
 """
     proc = subprocess.run([sys.executable, "-c", code], env=nn.env(tiny, results), capture_output=True, text=True)
     check(proc)
@@ -257,6 +264,23 @@ print("DIFFICULTY", code)
     assert "('case_000', 8, 8)" in proc.stdout and "DIFFICULTY 0" in proc.stdout
     with open(tmp_path / "ours" / "pgps_predict_report.csv") as f:
         assert [int(r["windows_skipped"]) for r in csv.DictReader(f)] == [0, 0]
+    # the adaptations from the command line: 8 windows are below the threshold (fine step); without skipping,
+    # the output is nnU-Net's with our small-component removal applied to it
+    assert "ADAPTIVE 0" in proc.stdout and "REMOVAL 0" in proc.stdout
+    from pgps.nnunet.predict import remove_small_components
+
+    for name in ("adaptive", "removal"):
+        with open(tmp_path / name / "pgps_predict_report.csv") as f:
+            report = {r["case"]: r for r in csv.DictReader(f)}
+        assert sorted(report) == cases
+        for case, row in report.items():
+            assert float(row["step"]) == 0.5 and int(row["windows_planned"]) == 8
+            assert int(row["windows_evaluated"]) + int(row["windows_skipped"]) == 8
+            if name == "removal":
+                plain = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "plain" / f"{case}.nii.gz")))
+                cleaned, removed = remove_small_components(plain)
+                ours = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name / f"{case}.nii.gz")))
+                assert np.array_equal(ours, cleaned) and int(row["components_removed"]) == removed, case
     # sets: the labels twice (set1, set2) and the model's prediction; Dice(set1, set2) = 1, so L_real = set1 and
     # DS = (1 + 1) / 2 = 1; the prediction's Dice with the labels is that of the exported segmentation
     rows = {r["case"]: r for r in csv.DictReader(open(tmp_path / "difficulty.csv"))}

@@ -329,10 +329,11 @@ def predict_folder(
         for row, name in zip(predictor.report, names, strict=True):
             row["case"] = name
     adaptation = predictor.adaptation
-    if adaptation.removes_components:
+    if adaptation.removes_components and predictor.report:
         ending = predictor.dataset_json["file_ending"]
-        io_class = determine_reader_writer_from_dataset_json(predictor.dataset_json, str(out / "x"))
-        rw = io_class()
+        # nnU-Net picks the reader by opening an example file: it must exist (a predicted case)
+        example = out / f"{predictor.report[0]['case']}{ending}"
+        rw = determine_reader_writer_from_dataset_json(predictor.dataset_json, str(example))()
         for row in predictor.report:
             path = out / f"{row['case']}{ending}"
             seg, properties = rw.read_seg(str(path))
