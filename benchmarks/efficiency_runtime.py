@@ -65,8 +65,9 @@ def prepare(work: Path, preset: str, network: str) -> tuple[str, str]:
     if plans is None:
         run([sys.executable, "-m", "pgps", "synth", "--preset", preset, "--out", str(work / "raw"),
              "--dataset-id", str(DATASET_ID), "--overwrite"], env)  # fmt: skip
+        processes = str(os.cpu_count() or 1)
         run([str(BIN / "nnUNetv2_plan_and_preprocess"), "-d", str(DATASET_ID), "-c", "3d_fullres",
-             "-np", str(os.cpu_count() or 1), "-npfp", str(os.cpu_count() or 1)], env)  # fmt: skip
+             "-np", processes, "-npfp", processes], env)  # fmt: skip
         plans = next((work / "preprocessed").glob(f"Dataset{DATASET_ID}_*/nnUNetPlans.json"))
     configuration = "3d_fullres"
     if network == "light":
