@@ -32,6 +32,20 @@ class Curriculum:
     def stage(self) -> Stage:
         return self.schedule.stages[self.stage_index]
 
+    @property
+    def global_step(self) -> int:
+        """The next training step, counted from the start: ``epoch * iterations_per_epoch + iteration``."""
+        return self.epoch * self.schedule.iterations_per_epoch + self.iteration
+
+    def seek(self, epoch: int, iteration: int = 0) -> None:
+        """Move to ``iteration`` of ``epoch`` (a training loop that owns the epoch count, e.g. nnU-Net's)."""
+        if not 0 <= epoch <= self.schedule.epochs or not 0 <= iteration < self.schedule.iterations_per_epoch:
+            raise ValueError(
+                f"epoch {epoch}, iteration {iteration} is outside the schedule's {self.schedule.epochs} epochs of "
+                f"{self.schedule.iterations_per_epoch} iterations"
+            )
+        self.epoch, self.iteration = int(epoch), int(iteration)
+
     def step(self) -> None:
         """Advance by one training iteration."""
         self.iteration += 1

@@ -10,8 +10,13 @@ Strategies, for a batch of ``b`` patches with a fixed foreground share (50% by d
 - ``single_crop``: ``b`` distinct volumes, one patch each (nnU-Net's own scheme).
 - ``multi_crop``: two volumes, each giving half of the foreground and half of the random patches.
 - ``single_volume``: every patch from one volume.
+- ``nnunet``: nnU-Net's own sampling (``nnUNetDataLoader``): ``b`` volumes drawn uniformly with
+  replacement, one patch each, and a forced patch's lower corner clamped only from below (nnU-Net
+  lets it reach past the padded volume); the trainers that keep nnU-Net's sampling (CPS,
+  Efficiency, the MICCAI modes, RPSS) plan with it.
 
-Sample ``j`` is a forced-foreground patch when ``j >= round(b * (1 - share))``, nnU-Net's rule.
+Sample ``j`` is a forced-foreground patch when ``j >= round(b * (1 - share))``, nnU-Net's rule
+(or, with ``probabilistic_oversampling``, nnU-Net's other rule: each sample with probability ``share``).
 A foreground patch picks a class uniformly among the foreground classes present in the volume,
 then a voxel of that class uniformly, and centres the patch there, clamped to the padded volume;
 a random patch is uniform over the valid positions. A forced patch from a volume without
@@ -28,14 +33,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import numpy as np
 
 from pgps.curriculum import check_same_schedule
 from pgps.schedule import Schedule, Stage
 
-VOLUMES_NEEDED = {"split_crop": 2, "multi_crop": 2, "single_volume": 1, "single_crop": None}
+VOLUMES_NEEDED = {"split_crop": 2, "multi_crop": 2, "single_volume": 1, "single_crop": None, "nnunet": 1}
 STRATEGIES = tuple(VOLUMES_NEEDED)
+AUGMENTATION_STREAM = 2**31 - 1
+"""Stream of :func:`generator` for the augmentation parameters of a whole step (a batch's volumes use slots
+``0 .. b - 1``, far below it)."""
+FORCED_STREAM = 2**31 - 2
+"""Stream of :func:`generator` for the forced-foreground flags under probabilistic oversampling."""
 
 
 def check_strategy(strategy: str, batch_size: int, num_cases: int) -> None:
@@ -62,6 +73,8 @@ def plan_cases(rng: np.random.Generator, strategy: str, num_cases: int, forced: 
         return rng.choice(num_cases, size=b, replace=False)
     if strategy == "single_volume":
         return np.full(b, rng.integers(num_cases))
+    if strategy == "nnunet":  # nnUNetDataLoader.get_indices: uniform, with replacement
+        return rng.integers(num_cases, size=b)
     first, second = rng.choice(num_cases, size=2, replace=False)
     forced = np.asarray(forced, dtype=bool)
     if strategy == "split_crop":
@@ -124,13 +137,15 @@ def crop_box(
     forced: bool,
     foreground: Sequence = (),
     annotated=None,
+    clamp_upper: bool = True,
 ) -> tuple[np.ndarray, bool]:
     """Lower corner of one crop and whether a forced patch fell back to a random one.
 
     ``bounds`` come from :func:`crop_bounds`. ``foreground`` holds one array of voxel coordinates
     ``(n_k, 3)`` per foreground class in a fixed order (empty arrays for absent classes);
     ``annotated`` the annotated voxels when the dataset has an ignore label (random patches are then
-    centred on one of them), else ``None``.
+    centred on one of them), else ``None``. ``clamp_upper=False``: a centred patch is only kept from
+    below the lowest corner (nnU-Net's ``get_bbox``).
     """
     lower, upper = bounds
     eligible = _eligible(forced, foreground, annotated)
@@ -138,7 +153,7 @@ def crop_box(
         return rng.integers(lower, upper + 1), forced
     select = eligible[rng.integers(len(eligible))]
     voxel = np.asarray(select[rng.integers(len(select))])
-    return np.clip(voxel - np.asarray(patch_size) // 2, lower, upper), False
+    return np.clip(voxel - np.asarray(patch_size) // 2, lower, upper if clamp_upper else None), False
 
 
 def crop_corners(
@@ -148,6 +163,7 @@ def crop_corners(
     forced: np.ndarray,
     foreground: Sequence = (),
     annotated=None,
+    clamp_upper: bool = True,
 ) -> tuple[np.ndarray, int]:
     """:func:`crop_box` for many patches of one volume at once: corners ``(n, 3)`` and the fallback count.
 
@@ -156,7 +172,7 @@ def crop_corners(
     """
     forced = np.asarray(forced, dtype=bool)
     if len(forced) == 1:  # one patch (Single-Crop): the scalar path is 3x faster
-        corner, fell_back = crop_box(rng, bounds, patch_size, bool(forced[0]), foreground, annotated)
+        corner, fell_back = crop_box(rng, bounds, patch_size, bool(forced[0]), foreground, annotated, clamp_upper)
         return np.array([corner], dtype=np.int64), int(fell_back)
     lower, upper = bounds
     n = len(forced)
@@ -173,7 +189,7 @@ def crop_corners(
             picked = rows[chosen == i]
             if len(picked):
                 voxels = np.asarray(select[rng.integers(len(select), size=len(picked))])
-                corners[picked] = np.clip(voxels - half, lower, upper)
+                corners[picked] = np.clip(voxels - half, lower, upper if clamp_upper else None)
         located[rows] = True
     free = np.flatnonzero(~located)
     corners[free] = rng.integers(lower, upper + 1, size=(len(free), len(lower)))
@@ -224,9 +240,16 @@ def class_locations(label: np.ndarray, classes: Sequence[int] | None = None) -> 
 # -- a schedule's batches, step by step ------------------------------------------------------------
 def generator(seed: int, step: int, *stream: int) -> np.random.Generator:
     """The generator of ``step`` of a run seeded ``seed`` (its cases), or of a stream of it (``stream`` =
-    ``(slot,)``: the crop corners of the step's ``slot``-th volume; ``(slot, row)``: a patch's augmentation)."""
+    ``(slot,)``: the crop corners of the step's ``slot``-th volume; ``(slot, row)``: a patch's augmentation;
+    ``(AUGMENTATION_STREAM,)``: the augmentation of the whole batch; ``(FORCED_STREAM,)``: probabilistic
+    forced-foreground flags)."""
     key = (int(step), *(int(s) + 1 for s in stream))  # +1: no stream's key equals another's prefix padded with 0
     return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=key))
+
+
+def combine_seeds(*parts: int) -> int:
+    """One non-negative 63-bit seed from several integers (e.g. a run's seed and its fold)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +258,8 @@ class VolumeRequest:
 
     ``rows`` are the global batch rows of every patch of this volume and ``forced`` their flags; the
     corners are drawn for all of them from the volume's own generator, so every rank draws the same
-    ones, and the patches at positions ``take`` (this rank's rows) are returned.
+    ones, and the patches at positions ``take`` (this rank's rows) are returned. ``clamp_upper``:
+    whether a centred crop is also kept below the highest corner (``False``: nnU-Net's sampling).
     """
 
     seed: int
@@ -248,18 +272,30 @@ class VolumeRequest:
     rows: tuple[int, ...]
     forced: tuple[bool, ...]
     take: tuple[int, ...]
+    clamp_upper: bool = True
 
-    def corners(self, shape: Sequence[int], foreground: Mapping | Sequence = ()) -> tuple[np.ndarray, np.ndarray]:
-        """Lower corners ``(len(take), 3)`` of the crops (at ``crop_size``) in a volume of spatial ``shape``,
-        and which of them are forced patches that fell back to random ones (the volume has no foreground).
+    def corners(
+        self,
+        shape: Sequence[int],
+        foreground: Mapping | Sequence = (),
+        *,
+        window: Sequence[int] | None = None,
+        need_to_pad: Sequence[int] | None = None,
+        annotated=None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Lower corners ``(len(take), 3)`` of the crops in a volume of spatial ``shape``, and which of them
+        are forced patches that fell back to random ones (the volume has no foreground).
 
-        ``foreground``: voxel locations per foreground class (:func:`class_locations`, or a sequence).
+        ``foreground``: voxel locations per foreground class (:func:`class_locations`, or a sequence);
+        ``window``: the crop (default ``crop_size``; nnU-Net's loader crops an enlarged window), padded by
+        ``need_to_pad`` (:func:`crop_bounds`); ``annotated``: see :func:`crop_box`.
         """
         if isinstance(foreground, Mapping):
             foreground = list(foreground.values())
         forced = np.asarray(self.forced, dtype=bool)
-        rng, bounds = generator(self.seed, self.step, self.slot), crop_bounds(shape, self.crop_size)
-        corners, _ = crop_corners(rng, bounds, self.crop_size, forced, foreground)
+        window = self.crop_size if window is None else tuple(int(w) for w in window)
+        rng, bounds = generator(self.seed, self.step, self.slot), crop_bounds(shape, window, need_to_pad)
+        corners, _ = crop_corners(rng, bounds, window, forced, foreground, annotated, self.clamp_upper)
         take = np.asarray(self.take, dtype=np.int64)
         fell_back = forced[take] & (not any(len(f) for f in foreground))
         return corners[take], fell_back
@@ -279,10 +315,15 @@ class StepPlan:
     stage: Stage
     cases: np.ndarray
     forced: np.ndarray
+    strategy: str = "split_crop"
 
     @property
     def batch_size(self) -> int:
         return len(self.cases)
+
+    def rank_rows(self, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """The rows of this batch that ``rank`` of ``world_size`` processes trains (:func:`rank_rows`)."""
+        return rank_rows(self.batch_size, rank, world_size)
 
     def requests(self, rows: np.ndarray | None = None) -> list[VolumeRequest]:
         """One request per volume that ``rows`` of the batch (default: all) need, in order of first appearance."""
@@ -298,7 +339,7 @@ class StepPlan:
                     seed=self.seed, step=self.step, stage_index=self.stage_index,
                     patch_size=self.stage.patch_size, crop_size=self.stage.crop_size, slot=slot, case=int(case),
                     rows=tuple(case_rows.tolist()), forced=tuple(self.forced[case_rows].tolist()),
-                    take=tuple(take.tolist()),
+                    take=tuple(take.tolist()), clamp_upper=self.strategy != "nnunet",
                 ))  # fmt: skip
         return out
 
@@ -309,6 +350,8 @@ class BatchPlanner:
     Step ``s`` (``epoch * iterations_per_epoch + iteration``) trains the schedule's stage of that
     iteration. Its cases come from :func:`generator` ``(seed, s)`` and the crop corners of its ``k``-th
     distinct volume from ``(seed, s, k)``, so a step's batch depends on nothing but the seed and the step.
+    ``probabilistic_oversampling``: each sample is forced with probability ``foreground_share`` (drawn
+    from ``(seed, s, FORCED_STREAM)``) instead of the last share of the batch (nnU-Net's option of that name).
     """
 
     def __init__(
@@ -318,6 +361,7 @@ class BatchPlanner:
         strategy: str = "split_crop",
         foreground_share: float = 0.5,
         seed: int = 0,
+        probabilistic_oversampling: bool = False,
     ) -> None:
         if not 0 <= foreground_share <= 1:
             raise ValueError(f"foreground_share must be in [0, 1], got {foreground_share}")
@@ -333,6 +377,7 @@ class BatchPlanner:
         self.strategy = strategy
         self.foreground_share = float(foreground_share)
         self.seed = int(seed)
+        self.probabilistic_oversampling = bool(probabilistic_oversampling)
 
     @property
     def total_steps(self) -> int:
@@ -343,12 +388,35 @@ class BatchPlanner:
             raise ValueError(f"step {step} is outside the schedule's {self.total_steps} steps")
         return self.schedule.stage_index(*divmod(step, self.schedule.iterations_per_epoch))
 
+    def stage_steps(self, index: int, start: int = 0) -> np.ndarray:
+        """The steps from ``start`` on that train stage ``index``, in order (RPSS: the iterations that drew it)."""
+        schedule, ipe = self.schedule, self.schedule.iterations_per_epoch
+        if not 0 <= index < schedule.num_stages:
+            raise ValueError(f"stage {index} is outside the schedule's {schedule.num_stages} stages")
+        start = max(int(start), 0)
+        if schedule.mode != "rpss":
+            first = schedule.first_epoch(index) * ipe
+            return np.arange(max(first, start), first + schedule.stages[index].epochs * ipe, dtype=np.int64)
+        epochs = range(start // ipe, schedule.epochs)
+        steps = [e * ipe + np.flatnonzero(schedule.rpss_draws(e) == index) for e in epochs]
+        steps = np.concatenate(steps) if steps else np.empty(0, dtype=np.int64)
+        return steps[steps >= start].astype(np.int64)
+
     def plan(self, step: int) -> StepPlan:
         index = self.stage_index(step)
         stage = self.schedule.stages[index]
-        forced = forced_foreground(stage.batch_size, self.foreground_share)
+        if self.probabilistic_oversampling:
+            forced = generator(self.seed, step, FORCED_STREAM).random(stage.batch_size) < self.foreground_share
+        else:
+            forced = forced_foreground(stage.batch_size, self.foreground_share)
         cases = plan_cases(generator(self.seed, step), self.strategy, self.num_cases, forced)
-        return StepPlan(self.seed, int(step), index, stage, np.asarray(cases), forced)
+        return StepPlan(self.seed, int(step), index, stage, np.asarray(cases), forced, self.strategy)
+
+    def augmentation_generator(self, step: int) -> np.random.Generator:
+        """The generator of a step's batch-wide augmentation draws (the same on every process)."""
+        return generator(self.seed, step, AUGMENTATION_STREAM)
+
+    _DEFAULTS: ClassVar[dict] = {"probabilistic_oversampling": False}  # keys that checkpoints of earlier versions lack
 
     def state(self) -> dict:
         """What fixes the batches besides the step (:meth:`check_state` refuses a checkpoint that differs)."""
@@ -358,15 +426,17 @@ class BatchPlanner:
             "strategy": self.strategy,
             "foreground_share": self.foreground_share,
             "seed": self.seed,
+            "probabilistic_oversampling": self.probabilistic_oversampling,
         }
 
     def check_state(self, saved: Mapping) -> None:
         """Raise ``ValueError`` when ``saved`` (from :meth:`state`) would plan other batches than this planner."""
         check_same_schedule(saved["schedule"], self.schedule)
         mine = self.state()
-        differ = [k for k in ("num_cases", "strategy", "foreground_share", "seed") if saved.get(k) != mine[k]]
+        keys = ("num_cases", "strategy", "foreground_share", "seed", "probabilistic_oversampling")
+        differ = [k for k in keys if saved.get(k, self._DEFAULTS.get(k)) != mine[k]]
         if differ:
             raise ValueError(
                 "the checkpoint was saved with other batch settings: "
-                + ", ".join(f"{k} {saved.get(k)!r} (now {mine[k]!r})" for k in differ)
+                + ", ".join(f"{k} {saved.get(k, self._DEFAULTS.get(k))!r} (now {mine[k]!r})" for k in differ)
             )

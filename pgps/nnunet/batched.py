@@ -177,6 +177,30 @@ class AugmentationParameters:
     mirror: np.ndarray
     noise_seed: int
 
+    def take(self, rows: np.ndarray) -> AugmentationParameters:
+        """The draws of ``rows`` of the batch: one rank's share of a global batch's parameters.
+
+        Every row keeps its own draws; the noise seed is the batch's for the rows from 0 (one process)
+        and another one, fixed by the first row, for a rank's later slice (its noise fields differ from
+        the other ranks').
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == len(self.spatial) and np.array_equal(rows, np.arange(len(rows))):
+            return self
+        spatial_row = np.cumsum(self.spatial) - 1  # row of each spatial sample in ``affine``
+        out = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "affine":
+                value = value[spatial_row[rows[self.spatial[rows]]]]
+            elif field.name == "noise_seed":
+                first = int(rows[0]) if len(rows) else 0
+                value = int(np.random.SeedSequence([value, first]).generate_state(1, np.uint64)[0] >> np.uint64(2))
+            else:
+                value = value[rows]
+            out[field.name] = value
+        return AugmentationParameters(**out)
+
 
 def _bg_contrast(rng: np.random.Generator, value_range: tuple[float, float], size) -> np.ndarray:
     """batchgeneratorsv2's ``BGContrast``: a fair coin between [lo, 1] and [max(lo, 1), hi] (when lo < 1)."""
