@@ -4,7 +4,9 @@ For each preset of :data:`pgps.nnunet.synthdata.LOADER_PRESETS` (MSD-Hippocampus
 KiTS23-like volumes written in nnU-Net 2.8.1's preprocessed format), one run measures
 
 - **CPS**: nnU-Net's own ``nnUNetDataLoader`` with ``nnUNetTrainer.get_training_transforms`` at
-  ``P_max`` and ``b_base`` (33% forced foreground), and
+  ``P_max`` and ``b_base`` (33% forced foreground), the reference, and **cps-planned**, the loader the
+  PGPS CPS trainer uses (:class:`pgps.nnunet.sampling.PlannedDataLoader` with nnU-Net's sampling and
+  transforms: every step from the core's batch plan), and
 - at every stage of the PGPS-Performance schedule (patch ``P``, batch ``b``):
   **split-crop** and **single-crop**, the batched loader the PGPS trainers use
   (:mod:`pgps.nnunet.batched`), and **before**, the same Split-Crop sampling with nnU-Net's
@@ -133,7 +135,7 @@ def build_loaders(preset: LoaderPreset, data, labels, strategies: list[str], bef
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
     from pgps.nnunet.batched import AugmentationSpec
-    from pgps.nnunet.sampling import PGPSDataLoader
+    from pgps.nnunet.sampling import PlannedDataLoader
 
     ds = deep_supervision_scales(preset.strides)
     args = {"use_mask_for_norm": [False], "foreground_labels": labels.foreground_labels}
@@ -148,6 +150,10 @@ def build_loaders(preset: LoaderPreset, data, labels, strategies: list[str], bef
     cps = nnUNetDataLoader(data, preset.batch_size, initial, preset.patch_size, labels,
                            oversample_foreground_percent=0.33, transforms=transforms)  # fmt: skip
     loaders = [Loader("cps", -1, preset.patch_size, preset.batch_size, cps, counter)]
+    transforms, counter = nnunet_transforms(preset.patch_size, rotation, dummy_2d, mirror)
+    planned = PlannedDataLoader.constant(data, preset.batch_size, initial, preset.patch_size, labels, strategy="nnunet",
+                                         foreground_share=0.33, transforms=transforms)  # fmt: skip
+    loaders.append(Loader("cps-planned", -1, preset.patch_size, preset.batch_size, planned, counter))
     schedule = pgps.make_schedule("performance", preset.patch_size, preset.steps, preset.batch_size)
     for index, stage in enumerate(schedule.stages):
         rotation, dummy_2d, initial, mirror = nnunet_augmentation(stage.patch_size)
@@ -156,11 +162,12 @@ def build_loaders(preset: LoaderPreset, data, labels, strategies: list[str], bef
         for strategy in strategies:
             if strategy == "single_crop" and stage.batch_size > len(data.identifiers):
                 continue
-            loader = PGPSDataLoader(*common, strategy=strategy, seed=[index, 1], augmentation=spec)
+            loader = PlannedDataLoader.constant(*common, strategy=strategy, seed=10 * index + 1, augmentation=spec)
             loaders.append(Loader(strategy, index, stage.patch_size, stage.batch_size, loader))
         if before:
             transforms, counter = nnunet_transforms(stage.patch_size, rotation, dummy_2d, mirror)
-            loader = PGPSDataLoader(*common, strategy="split_crop", seed=[index, 2], transforms=transforms)
+            loader = PlannedDataLoader.constant(*common, strategy="split_crop", seed=10 * index + 2,
+                                                transforms=transforms)  # fmt: skip
             loaders.append(Loader("before", index, stage.patch_size, stage.batch_size, loader, counter))
     return loaders
 
@@ -203,8 +210,13 @@ def print_table(result: dict, strategies: list[str], before: bool) -> None:
     for n in names:
         header += f" | {n + ' ms':>15} {'ns/vox':>7} {'ratio':>5}"
     print(header)
+    planned = next(r for r in rows if r["loader"] == "cps-planned")
+    print(f"CPS with pgps's loader (nnU-Net's sampling planned by the core, nnU-Net's transforms): "
+          f"{planned['cpu_s'] * 1e3:.1f} ms CPU per batch, ratio {planned['ratio']:.2f}")  # fmt: skip
     by_stage: dict[int, dict[str, dict]] = {}
     for row in rows[1:]:
+        if row["stage"] < 0:
+            continue
         by_stage.setdefault(row["stage"], {})[row["loader"]] = row
     for stage, cells in sorted(by_stage.items()):
         first = next(iter(cells.values()))

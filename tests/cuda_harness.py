@@ -25,11 +25,14 @@ GPU driver and are replaced here and only here:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
+import random
 import sys
 import traceback
 
+import numpy as np
 import torch
 
 from tests.cuda_emulation import EmulatedCuda
@@ -74,13 +77,27 @@ def run_one(
     from nnunetv2.run.run_training import get_trainer_from_args
 
     record: dict = {"trainer": trainer_name, "configuration": configuration, "ignore_stage": ignore_stage}
+    # fixed generators (network initialisation, nnU-Net's validation draws): every run of a spec measures the same
+    # (unseeded, Dice + Focal's validation loss in CPU bfloat16 was NaN in 2 of 30 runs at ae6aa45, 1 of 30 after)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
     with EmulatedCuda() as emu, cuda_services_replaced():
         trainer = get_trainer_from_args("1", configuration, 0, trainer_name, plans, device=torch.device("cuda"))
         if batch_size_cap is not None:
             trainer.batch_size_cap = batch_size_cap
-        if ignore_stage:
+        if ignore_stage:  # the loader of every stage is built with the last stage's shapes (the steps stay its own)
             build = trainer.make_train_loader
-            trainer.make_train_loader = lambda index: build(trainer.schedule.num_stages - 1)
+
+            def ignores_stage(index: int):
+                schedule = trainer.schedule
+                trainer.schedule = dataclasses.replace(schedule, stages=(schedule.stages[-1],) * schedule.num_stages)
+                try:
+                    return build(index)
+                finally:
+                    trainer.schedule = schedule
+
+            trainer.make_train_loader = ignores_stage
         trainer.initialize()
         received: list[dict] = []
         network = trainer.network

@@ -1,70 +1,76 @@
-"""One rank of tests/test_ddp.py: ``ddp_trainer_worker.py STORE RANK WORLD_SIZE TRAINER OUT [STOP_AFTER|resume]``.
+"""nnU-Net's multi-GPU command on the CPU: ``python ddp_trainer_worker.py ARGS...`` runs ``nnUNetv2_train ARGS...``.
 
-Runs a PGPS trainer's own ``run_training`` in a two-process ``gloo`` group on the CPU, in the environment of
-:func:`tests.nnunet_env.env`, and saves what every training step received (its keys, rows of the global batch,
-input shape, the loader's global plan) to ``OUT/rank<RANK>.json``.
+nnU-Net's own entry point runs unchanged (``run_training_entry``: its arguments, ``-num_gpus N`` starting N rank
+processes with ``torch.multiprocessing.spawn``, ``run_ddp``, ``--c``, the training and the final validation), in
+the environment of :func:`tests.nnunet_env.env`. Only what needs a GPU is replaced, here and only here, at the top
+of this file (which ``spawn`` runs again in every rank process):
 
-Only what needs a GPU is replaced, here and only here: nnU-Net puts a DDP trainer on ``cuda:<rank>`` and wraps
-its network in ``DistributedDataParallel(device_ids=[rank])`` (NCCL in ``nnUNetv2_train -num_gpus``); the worker
-moves the trainer to the CPU before ``initialize`` and wraps the network in CPU ``DistributedDataParallel``
-(gloo). Splitting, planning, telemetry reduction, checkpoint and resume are the trainer's own code.
+- ``setup_ddp`` joins a ``gloo`` group instead of NCCL, and ``torch.cuda.set_device`` has no GPU to select;
+- the trainer nnU-Net puts on ``cuda:<rank>`` is moved to the CPU (device; no CUDA GradScaler) and its network is
+  wrapped in ``DistributedDataParallel`` without ``device_ids``.
+
+What every training step received (epoch, step, global rows, case keys, input shape, MD5 of data and target) is
+appended to ``$PGPS_TEST_OUT/rank<RANK>.jsonl``. ``PGPS_TEST_KILL=STEP`` makes rank 0 SIGKILL itself when the
+loader hands it that step, as a scheduler's kill would; ``spawn`` then ends the other ranks.
 """
 
+import hashlib
 import json
 import os
-import shutil
+import signal
 import sys
 from pathlib import Path
 
+import nnunetv2.run.run_training as run_training
+import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 
-def main(store: str, rank: int, world_size: int, trainer_name: str, out: str, mode: str = "") -> None:
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
-    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer
-    from nnunetv2.run.run_training import get_trainer_from_args
+def setup_gloo(rank: int, world_size: int) -> None:
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
 
-    nnunet_trainer.DDP = lambda module, device_ids=None: DistributedDataParallel(module)  # CPU: no device_ids
-    trainer = get_trainer_from_args("1", "3d_fullres", 0, trainer_name, device=torch.device("cpu"))
-    assert trainer.is_ddp and trainer.local_rank == rank and trainer.device.type == "cuda"  # nnU-Net's DDP choice
-    trainer.device, trainer.grad_scaler = torch.device("cpu"), None
-    steps = []
+
+def md5(tensor: torch.Tensor) -> str:
+    return hashlib.md5(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
+def record_steps(trainer) -> None:
+    out = Path(os.environ["PGPS_TEST_OUT"])
+    kill = int(os.environ.get("PGPS_TEST_KILL") or -1)
     step = trainer.train_step
 
     def recording_step(batch):
-        loader = next(iter(trainer.dataloader_train.loaders.values())).data_loader
-        steps.append({
-            "epoch": trainer.current_epoch, "keys": list(batch["keys"]), "rows": batch.get("pgps_rows"),
-            "shape": list(batch["data"].shape), "plan": [list(p) for p in getattr(loader, "last_plan", [])],
-        })  # fmt: skip
+        target = batch["target"][0] if isinstance(batch["target"], list) else batch["target"]
+        line = {
+            "epoch": trainer.current_epoch, "step": batch["pgps_step"], "rows": batch["pgps_rows"],
+            "keys": list(batch["keys"]), "shape": list(batch["data"].shape), "data": md5(batch["data"]),
+            "target": md5(target),
+        }  # fmt: skip
+        if trainer.local_rank == 0 and batch["pgps_step"] == kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+        with open(out / f"rank{trainer.local_rank}.jsonl", "a") as f:
+            f.write(json.dumps(line) + "\n")
         return step(batch)
 
     trainer.train_step = recording_step
-    if mode == "resume":
-        trainer.initialize()
-        trainer.load_checkpoint(os.path.join(trainer.output_folder, "checkpoint_latest.pth"))
-    elif mode:  # stop right after epoch `mode` was checkpointed, as a pre-emption would
-        stop_after = int(mode)
-        trainer.save_every = stop_after + 1
-        end = trainer.on_epoch_end
 
-        def on_epoch_end():
-            end()
-            if trainer.current_epoch == stop_after + 1:
-                Path(out, f"rank{rank}.json").write_text(json.dumps(steps))
-                if rank == 0:  # the checkpoint as the pre-emption left it (the resumed run replaces it)
-                    shutil.copy(os.path.join(trainer.output_folder, "checkpoint_latest.pth"), out)
-                dist.barrier()
-                dist.destroy_process_group()
-                sys.exit(0)
 
-        trainer.on_epoch_end = on_epoch_end
-    trainer.run_training()
-    Path(out, f"rank{rank}.json").write_text(json.dumps(steps))
-    dist.destroy_process_group()
+def trainer_on_cpu(*args, **kwargs):
+    trainer = get_trainer(*args, **kwargs)
+    assert trainer.is_ddp and trainer.device.type == "cuda"  # nnU-Net's choice for a rank, replaced here
+    trainer.device, trainer.grad_scaler = torch.device("cpu"), None
+    record_steps(trainer)
+    return trainer
 
+
+run_training.setup_ddp = setup_gloo
+torch.cuda.set_device = lambda device: None
+nnunet_trainer.DDP = lambda module, device_ids=None: DistributedDataParallel(module)
+get_trainer = run_training.get_trainer_from_args
+run_training.get_trainer_from_args = trainer_on_cpu
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2], int(sys.argv[2]), int(sys.argv[3]), *sys.argv[4:])
+    sys.argv = ["nnUNetv2_train", *sys.argv[1:]]
+    run_training.run_training_entry()

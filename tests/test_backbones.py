@@ -315,7 +315,7 @@ def test_memory_probe_resume_keeps_the_batches_the_run_started_with():
 
     class Base:  # stands for PGPSMixin's checkpoint hooks
         def curriculum_state_dict(self) -> dict:
-            return {"schedule": self.schedule.to_dict()}
+            return {"curriculum": pgps.Curriculum(self.schedule).state_dict()}
 
         def load_curriculum_state_dict(self, state: dict | None) -> None:
             self.loaded = state

@@ -30,13 +30,13 @@ def make_loader(dataset, patch=(8, 8, 8), batch_size=16, strategy="split_crop", 
     from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 
     from pgps.nnunet.batched import AugmentationSpec
-    from pgps.nnunet.sampling import PGPSDataLoader
+    from pgps.nnunet.sampling import PlannedDataLoader
 
     data, labels = dataset
     spec = AugmentationSpec.from_transform_args(patch, ROTATION, DS_SCALES, (0, 1, 2), False)
     window = get_patch_size(patch, ROTATION, ROTATION, ROTATION, (0.85, 1.25))
     common = {"strategy": strategy, "seed": seed, "augmentation": spec}
-    return PGPSDataLoader(data, batch_size, window, patch, labels, **common, **kw)
+    return PlannedDataLoader.constant(data, batch_size, window, patch, labels, **common, **kw)
 
 
 def test_batched_split_crop_batches_have_nnunets_layout(dataset):
@@ -54,21 +54,18 @@ def test_batched_split_crop_batches_have_nnunets_layout(dataset):
     assert len(set(single["keys"])) == 8
 
 
-def test_batches_are_seeded_restorable_and_differ_between_workers(dataset):
+def test_a_step_is_the_same_batch_in_any_process_and_steps_differ(dataset):
+    """A batch is a function of the seed and its step: a second loader (a worker, a resumed run) that produces the
+    same step gives the same tensors, augmentation included; other steps and other seeds give other batches."""
     a, b = make_loader(dataset, seed=3), make_loader(dataset, seed=3)
-    first = a.generate_train_batch()
-    assert torch.equal(first["data"], b.generate_train_batch()["data"])
-    state = a.rng.bit_generator.state
-    expected = a.generate_train_batch()
-    b.rng.bit_generator.state = state
+    first, second = a.generate_train_batch(), a.generate_train_batch()
+    assert (first["pgps_step"], second["pgps_step"]) == (0, 1)
+    b.steps.claim()  # b skips step 0, as a second worker does
     again = b.generate_train_batch()
-    assert torch.equal(expected["data"], again["data"])
-    assert all(torch.equal(x, y) for x, y in zip(expected["target"], again["target"], strict=True))
-    workers = [make_loader(dataset, seed=3) for _ in range(2)]
-    for thread_id, worker in enumerate(workers):
-        worker.set_thread_id(thread_id)
-    one, two = (w.generate_train_batch() for w in workers)
-    assert not torch.equal(one["data"], two["data"])
+    assert again["pgps_step"] == 1 and torch.equal(second["data"], again["data"])
+    assert all(torch.equal(x, y) for x, y in zip(second["target"], again["target"], strict=True))
+    assert not torch.equal(first["data"], second["data"])
+    assert not torch.equal(first["data"], make_loader(dataset, seed=4).generate_train_batch()["data"])
 
 
 def test_deferred_augmentation_gives_the_same_batch(dataset):
@@ -117,19 +114,26 @@ def test_patches_are_nnunets_crops(dataset, monkeypatch, read):
 
 
 def test_vectorised_corners_have_crop_box_distribution(dataset):
-    """``crop_corners`` (all patches of a volume at once) draws as ``crop_box`` (one at a time) does."""
+    """``crop_corners`` (all patches of a volume at once) draws as ``crop_box`` (one at a time) does, in the
+    loader's window and padding."""
+    from pgps import sampling
+
     loader = make_loader(dataset, patch=(8, 8, 8))
     data, _, _, properties = dataset[0].load_case(dataset[0].identifiers[1])
-    shape, locations = data.shape[1:], properties["class_locations"]
+    shape = data.shape[1:]
+    foreground, annotated = loader._locations(properties["class_locations"])
+    bounds, window = sampling.crop_bounds(shape, loader.patch_size, loader.need_to_pad), loader.patch_size
+    rng = np.random.default_rng(0)
     n = 3000
     for forced in (False, True):
         flags = np.full(n, forced)
-        vectorised, fell_back = loader.crop_corners(shape, flags, locations)
-        one_by_one = np.array([loader.crop_box(shape, forced, locations)[0] for _ in range(n)])
+        vectorised, fell_back = sampling.crop_corners(rng, bounds, window, flags, foreground, annotated)
+        one_by_one = np.array([sampling.crop_box(rng, bounds, window, forced, foreground, annotated)[0]
+                               for _ in range(n)])  # fmt: skip
         assert fell_back == 0
         for axis in range(3):
             assert stats.ks_2samp(vectorised[:, axis], one_by_one[:, axis]).pvalue > 1e-3, (forced, axis)
-        lower, upper = loader._bounds(shape)
+        lower, upper = bounds
         assert (vectorised >= lower).all() and (vectorised <= upper).all()
     # forced patches: centred on a voxel of a class drawn uniformly among the classes present
     centres = vectorised + np.asarray(loader.patch_size) // 2

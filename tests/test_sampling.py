@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,6 @@ from scipy import stats
 
 import pgps
 from pgps import sampling
-
-DRAWS = Path(__file__).parent / "data" / "loader_draws.json"
 
 
 def _plan(strategy, batch_size, num_cases=10, seed=0, share=0.5):
@@ -128,26 +125,52 @@ def test_planner_refuses_another_schedule_or_settings():
         sampling.BatchPlanner(schedule, num_cases=1, strategy="single_crop")
 
 
+def padded_crop(volume: np.ndarray, corner, size, pad: float) -> np.ndarray:
+    """The window of ``volume`` (C, X, Y, Z) at ``corner``, ``pad`` outside it (a reference written here)."""
+    margin = max(size) + max(abs(int(c)) for c in corner) + 1
+    big = np.pad(np.asarray(volume), [(0, 0)] + [(margin, margin)] * 3, constant_values=pad)
+    return big[(slice(None), *(slice(c + margin, c + margin + s) for c, s in zip(corner, size, strict=True)))]
+
+
 @pytest.mark.nnunet
-def test_nnunet_loader_draws_are_unchanged_by_the_move_to_the_core(tmp_path):
-    """The plans and crop corners of ``PGPSDataLoader`` for fixed seeds, recorded with the loader's own
-    implementation before it moved to pgps.sampling (main at c0daf9d), are drawn again bit for bit."""
-    from pgps.nnunet.sampling import PGPSDataLoader
+@pytest.mark.parametrize("strategy", sampling.STRATEGIES)
+def test_the_nnunet_loader_crops_the_core_plan_and_ranks_split_it(tmp_path, strategy):
+    """What the nnU-Net loader returns (untransformed crops, read back from its tensors) is the core's plan of the
+    step: the planned cases and forced flags, crops at the corners the core draws; two ranks' batches of a step are
+    disjoint rows whose concatenation is the single-process batch, tensor for tensor."""
+    from pgps.nnunet.sampling import PlannedDataLoader
     from pgps.nnunet.synthdata import LOADER_PRESETS, open_preprocessed, write_preprocessed
 
     preset = LOADER_PRESETS["hippocampus"]
     write_preprocessed(dataclasses.replace(preset, synth=dataclasses.replace(preset.synth, num_cases=6)), tmp_path)
     data, labels = open_preprocessed(tmp_path)
-    recorded = json.loads(DRAWS.read_text())
-    for strategy, b in [("split_crop", 12), ("single_crop", 5), ("multi_crop", 10), ("single_volume", 7)]:
-        loader = PGPSDataLoader(data, b, (20, 24, 20), (16, 16, 16), labels, strategy=strategy, seed=[7, 2])
-        for expected in recorded[strategy]:
-            plan = loader.plan_batch()
-            assert [list(p) for p in plan] == expected["plan"]
-            for key, (corners, fallbacks) in zip(dict.fromkeys(k for k, _ in plan), expected["corners"], strict=True):
-                image, _, _, properties = data.load_case(key)
-                flags = np.array([f for k, f in plan if k == key])
-                got, fell_back = loader.crop_corners(image.shape[1:], flags, properties["class_locations"])
-                assert got.tolist() == corners and fell_back == fallbacks
-            corner, fell_back = loader.crop_box(image.shape[1:], True, properties["class_locations"])
-            assert [corner, fell_back] == expected["box"]
+    mode = "efficiency" if strategy == "single_crop" else "performance"  # Single-Crop: a batch of at most 6 cases
+    schedule = pgps.make_schedule(mode, (16, 16, 16), (8, 8, 8), 3, epochs=3, iterations_per_epoch=2)
+    planner = sampling.BatchPlanner(schedule, len(data.identifiers), strategy, foreground_share=0.5, seed=11)
+    window = (20, 24, 20)  # nnU-Net's enlarged crop; 4 more voxels of padding on two axes
+    for index, stage in enumerate(schedule.stages):
+        loaders = {(r, w): PlannedDataLoader(data, planner, index, window, stage.patch_size, labels, rank=r,
+                                              world_size=w, start=0) for r, w in ((0, 1), (0, 2), (1, 2))}  # fmt: skip
+        for step in planner.stage_steps(index):
+            batches = {key: loader.generate_train_batch() for key, loader in loaders.items()}
+            one = batches[0, 1]
+            plan = planner.plan(int(step))
+            assert one["pgps_step"] == step and one["keys"] == [data.identifiers[c] for c in plan.cases]
+            assert one["pgps_forced"] == plan.forced.tolist() and one["data"].shape == (stage.batch_size, 1, *window)
+            corners = {}
+            for request in plan.requests():
+                image, _, _, properties = data.load_case(data.identifiers[request.case])
+                foreground = [np.asarray(v)[:, 1:] for k, v in properties["class_locations"].items() if len(v)]
+                found, _ = request.corners(image.shape[1:], foreground, window=window, need_to_pad=(4, 8, 4))
+                corners.update(zip(request.taken_rows.tolist(), found.tolist(), strict=True))
+            for row in range(stage.batch_size):
+                image, seg, _, _ = data.load_case(one["keys"][row])
+                assert np.array_equal(one["data"][row].numpy(), padded_crop(image, corners[row], window, 0))
+                assert np.array_equal(one["target"][row].numpy(), padded_crop(seg, corners[row], window, -1))
+            halves = [batches[0, 2], batches[1, 2]]
+            assert [h["pgps_rows"] for h in halves] == [sampling.rank_rows(stage.batch_size, r, 2).tolist()
+                                                         for r in (0, 1)]  # fmt: skip
+            for key in ("data", "target"):
+                assert np.array_equal(np.concatenate([h[key].numpy() for h in halves]), one[key].numpy())
+            assert halves[0]["keys"] + halves[1]["keys"] == one["keys"]
+            assert halves[0]["pgps_corners"] + halves[1]["pgps_corners"] == one["pgps_corners"]

@@ -347,7 +347,7 @@ class MemoryProbeMixin:
     def load_curriculum_state_dict(self, state: dict | None) -> None:
         """Resume with the probe and batch sizes the run started with (a new probe may measure a little differently)."""
         if state is not None and state.get("memory_probe") is not None and self.schedule is not None:
-            saved = pgps.Schedule.from_dict(state["schedule"])
+            saved = pgps.Schedule.from_dict((state.get("curriculum") or state)["schedule"])  # or an earlier pgps's
             same_stages = [s.patch_size for s in saved.stages] == [s.patch_size for s in self.schedule.stages]
             if same_stages and saved.mode == self.schedule.mode and saved.epochs == self.schedule.epochs:
                 self.schedule = saved

@@ -3,14 +3,18 @@
 The core schedule (:func:`pgps.make_schedule`) decides every stage up front; the mixin asks it
 which stage trains the current epoch (RPSS: the current iteration) and, at each stage change,
 builds the training transforms and loader for that stage's patch and batch size and shuts the
-previous loader's workers down. Validation, checkpoints and inference keep the planned
+previous loader's workers down. Every batch is a step of the core's batch plan
+(:class:`pgps.sampling.BatchPlanner`, through :class:`pgps.nnunet.sampling.PlannedDataLoader`): the same
+on one process or several (DDP, :mod:`pgps.nnunet.ddp`), with or without loader workers, before and after
+a resume; the trainer's position in the schedule is a :class:`pgps.Curriculum`, the next step to train.
+Validation, checkpoints and inference keep the planned
 configuration (``P_max``, ``b_base``): the stage's configuration manager is swapped in only while
 the training loader is built.
 
 A published variant is a few class attributes on top (see :mod:`pgps.nnunet.variants`).
 Per-epoch telemetry goes to ``pgps_telemetry.csv`` in the fold folder, a run summary to
-``pgps_summary.json``, and the curriculum state (position, telemetry, RNG states) into nnU-Net's
-own checkpoint, so that ``nnUNetv2_train ... --c`` resumes at the same stage and batch size.
+``pgps_summary.json``, and the curriculum state (position, batch-plan settings, telemetry, RNG states)
+into nnU-Net's own checkpoint, so that ``nnUNetv2_train ... --c`` resumes at the exact step.
 
 Checkpoints are crash-safe: every checkpoint (latest, best, final) is written to a temporary file,
 fsynced and renamed into place; ``checkpoint_latest.pth`` is written every
@@ -36,12 +40,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
 from batchgenerators.dataloading.nondet_multi_threaded_augmenter import NonDetMultiThreadedAugmenter
 from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
-from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.default_n_proc_DA import get_allowed_n_proc_DA
@@ -54,8 +56,9 @@ from pgps.nnunet import carbon, compiling, ddp, losses
 from pgps.nnunet.batched import AugmentationSpec
 from pgps.nnunet.norm import allow_single_voxel_norm
 from pgps.nnunet.resample import ResampleTransform
-from pgps.nnunet.sampling import PGPSDataLoader, check_strategy, finish_batch
+from pgps.nnunet.sampling import PlannedDataLoader, StepQueue, ValidationDataLoader, finish_batch
 from pgps.plans import configuration_steps
+from pgps.sampling import BatchPlanner, combine_seeds
 from pgps.sizes import fmt_size, numel
 
 CHECKPOINT_KEY = "pgps_curriculum"
@@ -90,8 +93,8 @@ training/validation iterations per epoch (short runs), a seed, how often ``check
 is written (every N epochs; after M minutes, a number, 0 = only by epochs) and how often nnU-Net
 redraws ``progress.png`` (every N epochs and after the last; 0 = never).
 
-With ``PGPS_SEED`` set, a fresh run also seeds Python's, numpy's and torch's global generators
-(nnU-Net itself does not), so that runs with single-process data loading are reproducible;
+``PGPS_SEED`` seeds the batch plan (with the fold); a fresh run also seeds Python's, numpy's and torch's
+global generators (nnU-Net itself does not), so that runs with single-process data loading are reproducible;
 repeated-seed experiments give each repeat its own seed."""
 
 
@@ -150,8 +153,9 @@ class _Telemetry:
     Shapes come from ``batch["data"]`` (no device synchronisation); the foreground-voxel share and
     the share of foreground classes present are computed on the target's device (the GPU when
     training on one) and stay there until the epoch ends, so telemetry adds one host transfer per
-    epoch, not one per iteration. Forced-foreground fallbacks are counted by the PGPS samplers;
-    nnU-Net's own loader does not report them (``None``: not measured).
+    epoch, not one per iteration. Forced-foreground fallbacks are counted by the loader (every PGPS
+    trainer's, :class:`~pgps.nnunet.sampling.PlannedDataLoader`); a batch without the count makes them
+    ``None`` (not measured).
     """
 
     def __init__(self, foreground_labels: list[int], has_regions: bool, ignore_label: int | None = None) -> None:
@@ -216,17 +220,49 @@ class _Telemetry:
         }
 
 
-class _CurriculumBatches:
-    """What nnU-Net's training loop calls ``next()`` on: the loader of the current stage.
+class _StageLoader:
+    """One stage's :class:`~pgps.nnunet.sampling.PlannedDataLoader` behind nnU-Net's augmenter.
 
-    Paced modes keep one loader and replace it at a stage change (finishing its workers);
-    RPSS keeps one loader per stage drawn so far.
+    :meth:`take` returns the batch of exactly the step asked for: batches that workers delivered early
+    wait here for their turn (at most the queue's window of them).
+    """
+
+    def __init__(self, augmenter: Any, data_loader: PlannedDataLoader, steps: StepQueue) -> None:
+        self.augmenter, self.data_loader, self.steps = augmenter, data_loader, steps
+        self.early: dict[int, dict] = {}
+
+    def take(self, step: int) -> dict:
+        while step not in self.early:
+            batch = next(self.augmenter)
+            delivered = batch.get("pgps_step")
+            if delivered is None:  # a worker released by a closing queue
+                continue
+            if delivered < step or delivered in self.early:
+                raise RuntimeError(f"the loader of stage {self.data_loader.stage_index} delivered step {delivered} "
+                                   f"again while step {step} was due")  # fmt: skip
+            self.early[delivered] = batch
+        self.steps.taken(step)
+        return self.early.pop(step)
+
+    def close(self) -> None:
+        self.steps.close()
+        if hasattr(self.augmenter, "_finish"):
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                self.augmenter._finish()
+        self.early.clear()
+
+
+class _CurriculumBatches:
+    """What nnU-Net's training loop calls ``next()`` on: the batch of the curriculum's next step.
+
+    The trainer's :class:`pgps.Curriculum` says which step comes next (and advances when the batch is
+    handed out); the stage of that step says which loader makes it. Paced modes keep one loader and
+    replace it at a stage change (finishing its workers); RPSS keeps one loader per stage drawn so far.
     """
 
     def __init__(self, trainer: PGPSMixin) -> None:
         self.trainer = trainer
-        self.loaders: dict[int, Any] = {}
-        self.iteration = 0
+        self.loaders: dict[int, _StageLoader] = {}
         self.last_index: int | None = None  # stage of the batch returned last
 
     def __iter__(self) -> Iterator[dict]:
@@ -234,30 +270,21 @@ class _CurriculumBatches:
 
     def __next__(self) -> dict:
         t = self.trainer
-        index = t.schedule.stage_index(t.current_epoch, self.iteration)
+        curriculum = t.curriculum
+        step, index = curriculum.global_step, curriculum.stage_index
         if index not in self.loaders:
             if t.schedule.mode != "rpss":
                 self.close()
                 t.print_to_log_file(f"PGPS stage {index}/{t.schedule.num_stages - 1}: {t.describe_stage(index)}")
             self.loaders[index] = t.make_train_loader(index)
-        batch = finish_batch(next(self.loaders[index]), t.device)  # batched augmentation deferred to the GPU
+        batch = finish_batch(self.loaders[index].take(step), t.device)  # batched augmentation deferred to the GPU
         self.last_index = index
-        self.iteration = (self.iteration + 1) % t.num_iterations_per_epoch
+        curriculum.step()
         return batch
 
-    def samplers(self) -> dict[int, PGPSDataLoader]:
-        """Stage index -> sampler, for the loaders that run in this process (single-threaded augmenter)."""
-        return {
-            index: augmenter.data_loader
-            for index, augmenter in self.loaders.items()
-            if isinstance(augmenter, SingleThreadedAugmenter) and isinstance(augmenter.data_loader, PGPSDataLoader)
-        }
-
     def close(self) -> None:
-        for augmenter in self.loaders.values():
-            if hasattr(augmenter, "_finish"):
-                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                    augmenter._finish()
+        for loader in self.loaders.values():
+            loader.close()
         self.loaders.clear()
 
 
@@ -267,12 +294,12 @@ class PGPSMixin:
     Class attributes select the published variant:
 
     - ``curriculum_mode``: a mode of :data:`pgps.MODES` (``"cps"`` is plain nnU-Net with telemetry);
-    - ``batch_sampling``: ``None`` for nnU-Net's own loader, or a strategy of
-      :mod:`pgps.nnunet.sampling` (``"split_crop"``, ``"single_crop"``, ``"multi_crop"``, ``"single_volume"``);
+    - ``batch_sampling``: ``None`` for nnU-Net's own sampling (strategy ``"nnunet"`` of the batch plan), or a
+      strategy of :mod:`pgps.sampling` (``"split_crop"``, ``"single_crop"``, ``"multi_crop"``, ``"single_volume"``);
     - ``foreground_share``: forced-foreground share of every batch (``None``: nnU-Net's 33%);
     - ``training_length``: fraction of nnU-Net's 250 iterations per epoch;
     - ``single_voxel_bottleneck``: train the 1x1x1-bottleneck stage (instance norms made to accept it);
-    - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: sampler/RPSS seed;
+    - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: batch plan/RPSS seed;
     - ``rpss_pool``: the stages RPSS draws from (:data:`pgps.schedule.RPSS_POOLS`; ``"miccai"``, the paper's);
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
       (:mod:`pgps.nnunet.batched`; on the GPU when training on one) instead of patch by patch;
@@ -325,6 +352,9 @@ class PGPSMixin:
         if self.foreground_share is not None:
             self.oversample_foreground_percent = self.foreground_share
         self.schedule: pgps.Schedule | None = None
+        self.curriculum: pgps.Curriculum | None = None  # the position in the schedule: the next step to train
+        self.planner: BatchPlanner | None = None  # every step's batch (built with the training split)
+        self._saved_planner: dict | None = None  # a checkpoint's planner state, checked against the planner
         lm = self.label_manager
         self.telemetry = _Telemetry(lm.foreground_labels, lm.has_regions, lm.ignore_label)
         self.telemetry_rows: list[dict] = []
@@ -336,7 +366,6 @@ class PGPSMixin:
         self.logger = _CurriculumLogger(self.logger, self)
         self.save_every = self.checkpoint_every_epochs  # nnU-Net writes checkpoint_latest.pth by this epoch count
         self._latest_saved = (-1, time.monotonic())  # (epoch, when) of the last checkpoint_latest.pth
-        self._saved_samplers: dict[int, dict] = {}  # generator states of a checkpoint, by stage index
         self._training_ended = False
 
     # -- the schedule ---------------------------------------------------------------------------
@@ -374,13 +403,9 @@ class PGPSMixin:
 
     def initialize(self) -> None:
         self.schedule = self.build_schedule()
+        self.curriculum = pgps.Curriculum(self.schedule)
         self.training_foreground_share = self.oversample_foreground_percent  # nnU-Net rewrites it per rank under DDP
         if self.is_ddp:  # pgps.nnunet.ddp: every stage's global batch split over the ranks
-            if self.batch_sampling is not None:
-                raise NotImplementedError(
-                    f"{type(self).__name__} samples with {self.batch_sampling}, which does not split over GPUs yet; "
-                    "train it on one GPU, or use a trainer with nnU-Net's sampling (CPS, Efficiency, MICCAI, RPSS)"
-                )
             ddp.check_stages(self.schedule, self.world_size, self.describe_stage)
         self._planned_voxels = {  # fixed by the schedule: computed once, reported in every summary
             "planned_iterated_voxels": pgps.iterated_voxels(self.schedule),
@@ -456,10 +481,10 @@ class PGPSMixin:
         return torch.distributed.get_world_size() if self.is_ddp else 1
 
     def _augmenter(self, loader, processes: int, cached: int):
+        """nnU-Net's augmenters: in this process without workers, else ``NonDetMultiThreadedAugmenter`` (its order
+        does not matter: training batches carry their step, the trainer takes them in order)."""
         if processes == 0:
             return SingleThreadedAugmenter(loader, None)
-        if self.is_ddp:  # batches in worker order, so that every rank's step s takes its rows of the same global plan
-            return MultiThreadedAugmenter(loader, None, processes, cached, None, self.device.type == "cuda")
         return NonDetMultiThreadedAugmenter(
             data_loader=loader,
             transform=None,
@@ -470,8 +495,27 @@ class PGPSMixin:
             wait_time=0.002,
         )
 
-    def make_train_loader(self, index: int):
-        """Training transforms, loader and augmenter for stage ``index``."""
+    @staticmethod
+    def loader_processes(processes: int, loaders: int = 1) -> tuple[int, int]:
+        """Worker processes and nnU-Net's cache size (``max(6, workers // 2)``) of one of ``loaders`` loaders
+        sharing ``processes`` workers (RPSS keeps one loader per stage)."""
+        workers = max(1, processes // loaders) if processes else 0
+        return workers, max(6, workers // 2)
+
+    def batch_planner(self, num_cases: int) -> BatchPlanner:
+        """The batch plan of this run over ``num_cases`` training cases: the trainer's strategy (``"nnunet"``:
+        nnU-Net's own sampling), forced-foreground share and seed (curriculum seed and fold)."""
+        return BatchPlanner(
+            self.schedule,
+            num_cases,
+            strategy=self.batch_sampling or "nnunet",
+            foreground_share=self.training_foreground_share,
+            seed=combine_seeds(self.curriculum_seed, self._fold_number()),
+            probabilistic_oversampling=self.batch_sampling is None and self.probabilistic_oversampling,
+        )
+
+    def make_train_loader(self, index: int) -> _StageLoader:
+        """Training transforms, loader and augmenter for stage ``index``, from the curriculum's next step on."""
         stage = self.schedule.stages[index]
         with self._stage_configuration(stage):
             rotation, dummy_2d, initial_patch_size, mirror_axes = (
@@ -494,56 +538,28 @@ class PGPSMixin:
             if ds_scales is not None:
                 steps.append(DownsampleSegForDSTransform(ds_scales=ds_scales))
             transforms = ComposeTransforms([transforms, *steps])
-        if self.batch_sampling is None and self.is_ddp:  # nnU-Net's draws of the global batch, this rank's rows
-            loader = ddp.RankedDataLoader(
-                self.dataset_tr,
-                stage.batch_size,
-                initial_patch_size,
-                stage.crop_size,
-                self.label_manager,
-                oversample_foreground_percent=self.training_foreground_share,
-                transforms=transforms,
-                probabilistic_oversampling=self.probabilistic_oversampling,
-                rank=self.local_rank,
-                world_size=self.world_size,
-                seed=[self.curriculum_seed, index, self._fold_number()],
-            )
-            saved = ((self._resume_state or {}).get("plan_states") or {}).get(str(index))
-            if saved is not None:
-                loader.plan_state = saved
-        elif self.batch_sampling is None:
-            loader = nnUNetDataLoader(
-                self.dataset_tr,
-                stage.batch_size,
-                initial_patch_size,
-                stage.crop_size,
-                self.label_manager,
-                oversample_foreground_percent=self.oversample_foreground_percent,
-                transforms=transforms,
-                probabilistic_oversampling=self.probabilistic_oversampling,
-            )
-        else:
-            loader = PGPSDataLoader(
-                self.dataset_tr,
-                stage.batch_size,
-                initial_patch_size,
-                stage.crop_size,
-                self.label_manager,
-                strategy=self.batch_sampling,
-                foreground_share=self.training_foreground_share,
-                # the epoch the loader starts at: a resumed run's workers draw new batches, never replay
-                seed=[self.curriculum_seed, index, self._fold_number(), self.current_epoch],
-                transforms=None if spec else transforms,
-                augmentation=spec,
-                defer_augmentation=spec is not None and self.device.type == "cuda",
-            )
-            saved = self._saved_samplers.pop(index, None)
-            if saved is not None:  # in-process loading resumes the generator exactly where it stood
-                loader.rng.bit_generator.state = saved
-        processes = get_allowed_n_proc_DA()
-        if self.schedule.mode == "rpss" and processes:
-            processes = max(1, processes // self.schedule.num_stages)
-        return self._augmenter(loader, processes, max(6, processes // 2))
+        processes, cached = self.loader_processes(
+            get_allowed_n_proc_DA(), self.schedule.num_stages if self.schedule.mode == "rpss" else 1
+        )
+        planner = self.batch_planner(len(self.dataset_tr.identifiers))
+        # workers run ahead by at most their number plus nnU-Net's cache: the batches of a rank in memory at once
+        window = processes + cached if processes else 1
+        queue = StepQueue(planner.stage_steps(index, self.curriculum.global_step), window)
+        loader = PlannedDataLoader(
+            self.dataset_tr,
+            planner,
+            index,
+            initial_patch_size,
+            stage.crop_size,
+            self.label_manager,
+            steps=queue,
+            rank=self.local_rank,
+            world_size=self.world_size,
+            transforms=None if spec else transforms,
+            augmentation=spec,
+            defer_augmentation=spec is not None and self.device.type == "cuda",
+        )
+        return _StageLoader(self._augmenter(loader, processes, cached), loader, queue)
 
     def batched_augmentation_spec(self, *args, **kwargs) -> AugmentationSpec | None:
         """``get_training_transforms``'s arguments as a batched spec, or ``None`` for nnU-Net's per-sample
@@ -558,12 +574,12 @@ class PGPSMixin:
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         self.dataset_tr, dataset_val = self.get_tr_and_val_datasets()
-        if self.batch_sampling is not None:  # fail before training, naming the stage
-            for i, stage in enumerate(self.schedule.stages):
-                try:
-                    check_strategy(self.batch_sampling, stage.batch_size, len(self.dataset_tr.identifiers))
-                except ValueError as exc:
-                    raise ValueError(f"PGPS stage {i} ({self.describe_stage(i)}): {exc}") from exc
+        try:  # fails before training, naming the stage, when a strategy cannot build a stage's batch
+            self.planner = self.batch_planner(len(self.dataset_tr.identifiers))
+        except ValueError as exc:
+            raise ValueError(f"PGPS {exc}") from exc
+        if self._saved_planner is not None:  # --c: the checkpoint's batches, or a clear refusal
+            self.planner.check_state(self._saved_planner)
         cm = self.configuration_manager  # the planned configuration: P_max, b_base
         val_transforms = self.get_validation_transforms(
             self._get_deep_supervision_scales(),
@@ -575,7 +591,7 @@ class PGPSMixin:
         share = self.planned_oversample
         if self.is_ddp:  # nnU-Net's per-rank validation batch (self.batch_size) and its share of the forced rows
             share = ddp.rank_foreground_share(cm.batch_size, share, self.local_rank, self.world_size)
-        dl_val = nnUNetDataLoader(
+        dl_val = ValidationDataLoader(
             dataset_val,
             self.batch_size if self.is_ddp else cm.batch_size,
             cm.patch_size,
@@ -615,7 +631,7 @@ class PGPSMixin:
             if rng is not None:
                 self._restore_rng(rng)
             self._resume_state["rng"] = None
-        self.dataloader_train.iteration = 0
+        self.curriculum.seek(self.current_epoch)  # nnU-Net's loop sets the epoch; the curriculum's steps follow it
         losses.loss_weights_for_epoch(self.loss, self.current_epoch, self.num_epochs)  # scheduled weights only
         self.telemetry.reset()
         self.carbon.start_epoch(self._carbon_task())
@@ -722,7 +738,7 @@ class PGPSMixin:
             "p_max_mean_epoch_time_s": float(np.mean(p_max_times)) if p_max_times else None,
             "iterated_voxels": sum(r["iterated_voxels"] for r in rows),
             **self._planned_voxels,
-            "fg_fallbacks": sum(int(f) for f in fallbacks) if measured else None,  # None: nnU-Net's own loader
+            "fg_fallbacks": sum(int(f) for f in fallbacks) if measured else None,  # None: not measured
             "compile_time_s": sum(float(r.get("compile_time_s") or 0) for r in rows),
             "compilations": sum(int(r.get("compilations") or 0) for r in rows),
             "loss": losses.describe_loss(self.loss, self.loss_variant),
@@ -823,43 +839,39 @@ class PGPSMixin:
         return self.fold if isinstance(self.fold, int) else 5
 
     def curriculum_state_dict(self) -> dict:
-        """What goes into nnU-Net's checkpoint: schedule, position, telemetry, RNG states (global generators,
-        CUDA's on a GPU, and every sampler generator that runs in this process)."""
-        batches = self.dataloader_train if isinstance(self.dataloader_train, _CurriculumBatches) else None
-        samplers = batches.samplers() if batches else {}
+        """What goes into nnU-Net's checkpoint: the curriculum's position (the next step to train, with its
+        schedule), the batch planner's settings, the telemetry and the random states (numpy's, torch's, Python's
+        and CUDA's on a GPU; under DDP one set per rank). Batches need no state of their own: a step's batch is
+        a function of the planner's settings and the step."""
         return {
-            "schedule": self.schedule.to_dict() if self.schedule else None,
-            "epoch": self.current_epoch + 1,  # the checkpoint resumes at the next epoch
+            "curriculum": self.curriculum.state_dict() if self.curriculum else None,
+            "planner": self.planner.state() if self.planner else self._saved_planner,
             "telemetry": list(self.telemetry_rows),
             "rng": self._rank_rng_states or self._rng_state(),  # DDP: one per rank
-            "samplers": {str(index): loader.rng.bit_generator.state for index, loader in samplers.items()},
-            "plan_states": {  # DDP: the shared plan generators of nnU-Net's loaders, alike on every rank
-                str(index): getattr(augmenter, "data_loader", None).plan_state
-                for index, augmenter in (batches.loaders.items() if batches else [])
-                if isinstance(augmenter, SingleThreadedAugmenter)
-                and isinstance(augmenter.data_loader, ddp.RankedDataLoader)
-            },
         }
 
     def load_curriculum_state_dict(self, state: dict | None) -> None:
         if state is None:
             self.print_to_log_file("PGPS: the checkpoint has no curriculum state; starting the telemetry afresh")
             return
-        saved = pgps.Schedule.from_dict(state["schedule"])
-        if self.schedule is not None and saved != self.schedule:
+        position = state.get("curriculum")
+        if position is None:  # a checkpoint of pgps before the one batch plan: its schedule and next epoch
+            position = {"schedule": state["schedule"], "epoch": state["epoch"], "iteration": 0}
+            self.print_to_log_file("PGPS: a checkpoint of an earlier pgps; the batches from here are the planner's")
+        self.curriculum = pgps.Curriculum(self.schedule)
+        try:
+            self.curriculum.load_state_dict(position)
+        except ValueError as exc:
             raise ValueError(
-                "this checkpoint was trained with a different PGPS schedule; resume with the same trainer, "
-                "plans, configuration and PGPS_* settings, or remove the fold folder to train it anew."
-                f"\nsaved:\n{saved}\ncurrent:\n{self.schedule}"
-            )
-        self.telemetry_rows = [r for r in state["telemetry"] if r["epoch"] < state["epoch"]]
+                f"{exc}\nResume with the same trainer, plans, configuration and PGPS_* settings, or remove the fold "
+                "folder to train it anew."
+            ) from None
+        self._saved_planner = state.get("planner")
+        epoch = self.curriculum.epoch
+        self.telemetry_rows = [r for r in state["telemetry"] if r["epoch"] < epoch]
         self._resume_state = state
-        samplers = state.get("samplers")
-        if samplers is None and state.get("sampler_rng") is not None:  # a checkpoint of an earlier pgps
-            samplers = {str(state["sampler_stage"]): state["sampler_rng"]}
-        self._saved_samplers = {int(index): rng for index, rng in (samplers or {}).items()}
-        index = saved.stage_index(min(state["epoch"], saved.epochs - 1))
-        self.print_to_log_file(f"PGPS: resuming at epoch {state['epoch']}, stage {index}")
+        index = self.schedule.stage_index(min(epoch, self.schedule.epochs - 1))
+        self.print_to_log_file(f"PGPS: resuming at epoch {epoch}, stage {index}")
 
     # -- input errors -------------------------------------------------------------------------------
     def label_problem(self, batch: dict) -> str | None:
