@@ -19,6 +19,7 @@ Torch-free: Snakemake imports this while it builds the DAG.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -198,35 +199,62 @@ def experiment_runs(experiment: dict, datasets: dict[str, dict]) -> list[Run]:
             batch = int(variant["batch_size"]) if variant and variant.get("batch_size") else None
             run = Run(dataset, backbone, mode, sampler, mirror, int(length), int(fold), int(seed), loss, patch, batch)
             runs.append(check_run(run))
-            gpus = int(experiment.get("gpus", 1))
-            if gpus < 1 or (batch is not None and batch < gpus):
-                raise ValueError(
-                    f"{run.trainer} {run.configuration}: gpus {gpus} needs a batch of at least {gpus} (nnU-Net's DDP "
-                    "gives every GPU a part of the batch); lower gpus or raise batch_size"
-                )
+            check_gpus(run, int(experiment.get("gpus", 1)))
     return runs
+
+
+def check_gpus(run: Run, gpus: int) -> None:
+    """Raise ``ValueError`` when ``run`` cannot start on ``gpus`` GPUs (nnU-Net's DDP gives each GPU a slice of every
+    stage's batch, at least one patch).
+
+    Every curriculum mode keeps the planned batch ``b_base`` at its last stage (``P_max``) and never trains a smaller
+    one (Efficiency: ``b_base`` everywhere; Performance and PGPS+: more at smaller patches), so the run can start
+    exactly when ``b_base >= gpus``. On several GPUs that batch must be known when the DAG is built: a plans variant's
+    ``batch_size`` (nnU-Net's own plan is only known after planning).
+    """
+    if gpus < 1:
+        raise ValueError(f"{run.trainer} {run.configuration}: gpus must be at least 1, got {gpus}")
+    if gpus == 1:
+        return
+    if run.batch_size is None:
+        raise ValueError(
+            f"{run.trainer} {run.configuration}: gpus {gpus} needs the batch size before nnU-Net plans it: give the "
+            f"experiment a variant with batch_size of at least {gpus} (pgps plans-variant), or train on one GPU"
+        )
+    if run.batch_size < gpus:
+        raise ValueError(
+            f"{run.trainer} {run.configuration}: its last stage (P_max {'x'.join(map(str, run.patch_size or ()))}) "
+            f"trains the planned batch of {run.batch_size}, the smallest of every stage, fewer than the {gpus} GPUs "
+            f"(each GPU needs at least one patch): lower gpus to at most {run.batch_size} or raise the variant's "
+            f"batch_size to at least {gpus}"
+        )
+
+
+def enabled_experiments(article: dict) -> Iterator[tuple[dict, list[Run]]]:
+    """Every enabled experiment with its runs; an experiment that cannot run is refused with its name."""
+    for name, experiment in article["experiments"].items():
+        if not experiment.get("enabled", True):
+            continue
+        try:
+            runs = experiment_runs(experiment, article["datasets"])
+        except ValueError as exc:
+            raise ValueError(f"experiment {name!r}: {exc}") from None
+        yield experiment, runs
 
 
 def grid_runs(article: dict) -> list[Run]:
     """The runs of every enabled experiment, each once, in first-seen order."""
     seen: dict[Run, None] = {}
-    for name, experiment in article["experiments"].items():
-        if not experiment.get("enabled", True):
-            continue
-        try:
-            seen.update(dict.fromkeys(experiment_runs(experiment, article["datasets"])))
-        except ValueError as exc:
-            raise ValueError(f"experiment {name!r}: {exc}") from None
+    for _, runs in enabled_experiments(article):
+        seen.update(dict.fromkeys(runs))
     return list(seen)
 
 
 def grid_gpus(article: dict) -> dict[Run, int]:
     """GPUs per run of every enabled experiment: its experiments' ``gpus`` (default 1), the most if several."""
     gpus: dict[Run, int] = {}
-    for experiment in article["experiments"].values():
-        if not experiment.get("enabled", True):
-            continue
-        for run in experiment_runs(experiment, article["datasets"]):
+    for experiment, runs in enabled_experiments(article):
+        for run in runs:
             gpus[run] = max(gpus.get(run, 1), int(experiment.get("gpus", 1)))
     return gpus
 

@@ -103,6 +103,60 @@ def test_multi_gpu_runs_reach_num_gpus_and_the_slurm_request(dry_run, config):
     assert seen == by_configuration and by_configuration["3d_fullres_p64x160x160_b64"] == 8
 
 
+@pytest.mark.nnunet
+def test_every_multi_gpu_run_is_admitted_and_can_start(dry_run, config):
+    """Every run the config gives several GPUs is in the DAG with its trainer, those with a PGPS sampler included
+    (PGPS-Performance's Split-Crop, which refused DDP before); each trainer's schedule at its plans variant (steps
+    16x32x32, the config's AMOS22 schedule entry) splits every stage over its GPUs, and its batch planner builds."""
+    import pgps
+    from pgps.nnunet import ddp, variants
+    from pgps.sampling import BatchPlanner
+
+    steps = config["schedules"]["datasets"]["AMOS22_batch64"]["steps"]
+    expected = {run: gpus for run, gpus in _expected(config)["gpus"].items() if gpus > 1}
+    blocks = [b for b in re.split(r"\n(?=rule \w+:)", dry_run) if b.startswith("rule train:")]
+    multi = []
+    for block in blocks:
+        command = block[block.index("nnUNetv2_train") :]
+        gpus = re.search(r"-num_gpus (\d+)", command)
+        if gpus:
+            patch_batch = re.search(r"3d_fullres_p(\d+)x(\d+)x(\d+)_b(\d+)", command)
+            multi.append((re.search(r"-tr (\w+)", command)[1], [int(v) for v in patch_batch.groups()], int(gpus[1])))
+    assert len(multi) == len(expected) > 0
+    sampled = 0
+    for trainer, (*patch, batch), gpus in multi:
+        cls = getattr(variants, trainer)
+        schedule = pgps.make_schedule(cls.curriculum_mode, patch, steps, batch)
+        ddp.check_stages(schedule, gpus, str)
+        assert all(len(ddp.rank_rows(s.batch_size, gpus - 1, gpus)) >= 1 for s in schedule.stages)
+        BatchPlanner(schedule, num_cases=200, strategy=cls.batch_sampling or "nnunet")  # AMOS22: 200 training cases
+        sampled += cls.batch_sampling is not None
+    performance = sum(gpus > 1 and run[1] == "performance" for run, gpus in _expected(config)["gpus"].items())
+    assert sampled == performance > 0
+
+
+def test_an_experiment_that_cannot_start_on_its_gpus_is_refused_at_dag_construction(config):
+    """Every curriculum mode's smallest stage batch is the planned one (its last stage), so ``gpus`` above a
+    variant's batch can never start; without a variant the batch is unknown before planning. Both are refused when
+    the grid is built, naming the experiment, the stage and the fix."""
+    import pgps
+    from pgps.grid import grid_runs
+
+    for mode in ("cps", "efficiency", "performance", "miccai", "miccai-plus", "rpss", "progressive-resolution"):
+        schedule = pgps.make_schedule(mode, (64, 160, 160), (16, 32, 32), 4)
+        assert min(s.batch_size for s in schedule.stages) == schedule.stages[-1].batch_size == 4, mode
+    experiments = {name: {**EXPERIMENT_DEFAULTS, **e} for name, e in config["article"]["experiments"].items()}
+    article = {**config["article"], "experiments": experiments}  # the schema's defaults, as the workflow applies them
+    assert len(grid_runs(article)) == len(_expected(config)["runs"])  # the study itself is admitted
+    too_many = {"batch_sweep_64": {**experiments["batch_sweep_64"], "gpus": 128}}
+    refused = r"experiment 'batch_sweep_64': .*last stage \(P_max 64x160x160\) trains the planned batch of 64"
+    with pytest.raises(ValueError, match=refused + r".*fewer than the 128 GPUs.*lower gpus to at most 64"):
+        grid_runs({**article, "experiments": too_many})
+    unplanned = {"unplanned": {**experiments["patch_sweep"], "variants": None, "gpus": 2}}
+    with pytest.raises(ValueError, match=r"experiment 'unplanned': .*gpus 2 needs the batch size before nnU-Net plans"):
+        grid_runs({**article, "experiments": unplanned})
+
+
 def test_amos22_official_split_is_kept(tmp_path):
     from pgps.nnunet.convert import convert_dataset
     from tests.test_convert import fake_amos22
