@@ -286,6 +286,28 @@ def test_the_resumed_two_rank_run_ends_with_the_uninterrupted_weights(trainings,
 
 
 # -- the pieces ---------------------------------------------------------------------------------------------------
+SAME_SCHEDULE = """
+import sys, torch.distributed as dist, pgps
+from pgps.nnunet import ddp
+rank = int(sys.argv[2])
+dist.init_process_group("gloo", init_method="file://" + sys.argv[1], rank=rank, world_size=2)
+mine = pgps.make_schedule("performance", (16, 16, 16), (8, 8, 8), 2, epochs=4)
+mine = mine.with_batch_sizes([16 + rank, 8, 4, 2], f"probed on rank {rank}")  # as two memory probes might differ
+print(ddp.same_on_every_rank(mine).stages[0].batch_size)
+dist.destroy_process_group()
+"""
+
+
+def test_every_rank_trains_rank_0s_schedule(tmp_path):
+    """The trainer's schedule goes through ``same_on_every_rank`` under DDP: two ranks that built different ones
+    (memory probes on two GPUs) both train rank 0's."""
+    procs = [subprocess.Popen([sys.executable, "-c", SAME_SCHEDULE, str(tmp_path / "store"), str(r)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]  # fmt: skip
+    out = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], out
+    assert [o.strip() for o, _ in out] == ["16", "16"]
+
+
 def test_a_stage_smaller_than_the_gpus_stops_before_training():
     schedule = pgps.make_schedule("efficiency", (16, 16, 16), (8, 8, 8), 2, epochs=4, iterations_per_epoch=1)
     ddp.check_stages(schedule, 2, str)

@@ -55,6 +55,17 @@ def check_stages(schedule: pgps.Schedule, world_size: int, describe: Callable[[i
             )
 
 
+def same_on_every_rank(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank of the process group (a collective call: every rank calls it).
+
+    The schedule must be one for all ranks; a memory probe measured on each rank's GPU could size another one."""
+    import torch.distributed as dist
+
+    values = [value]
+    dist.broadcast_object_list(values, src=0)
+    return values[0]
+
+
 MIXED = "mixed"
 
 

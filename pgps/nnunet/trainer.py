@@ -403,10 +403,11 @@ class PGPSMixin:
 
     def initialize(self) -> None:
         self.schedule = self.build_schedule()
-        self.curriculum = pgps.Curriculum(self.schedule)
         self.training_foreground_share = self.oversample_foreground_percent  # nnU-Net rewrites it per rank under DDP
-        if self.is_ddp:  # pgps.nnunet.ddp: every stage's global batch split over the ranks
+        if self.is_ddp:  # pgps.nnunet.ddp: rank 0's schedule on every rank; every stage's global batch split over them
+            self.schedule = ddp.same_on_every_rank(self.schedule)
             ddp.check_stages(self.schedule, self.world_size, self.describe_stage)
+        self.curriculum = pgps.Curriculum(self.schedule)
         self._planned_voxels = {  # fixed by the schedule: computed once, reported in every summary
             "planned_iterated_voxels": pgps.iterated_voxels(self.schedule),
             "planned_relative_voxels": pgps.relative_voxels(self.schedule),
