@@ -76,4 +76,4 @@ rule study:
 rule article_partial:
     """Collect and render what the article's grid has finished so far (no training)."""
     input:
-        study_outputs("finished") if ARTICLE["enabled"] else [],
+        collection_outputs("finished") if ARTICLE["enabled"] else [],

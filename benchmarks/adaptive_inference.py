@@ -6,7 +6,7 @@ nnU-Net, adds the light CPU configuration with a 64^3 patch (nnU-Net plans the w
 trains a light model briefly (CPS, no mirroring), then predicts
 the test cases twice in one process, side by side: nnU-Net's full sliding window (``Adaptation.off()``,
 identical to nnUNetPredictor) and CDL-UNet's adaptive inference with the defaults of
-``pgps.nnunet.predict`` (or the thresholds given here). Prints per case the windows evaluated/planned,
+``pgps.nnunet.inference.predict`` (or the thresholds given here). Prints per case the windows evaluated/planned,
 the seconds of the sliding window, Dice and NSD against the clean labels, then the totals and ratios::
 
     .venv/bin/python benchmarks/adaptive_inference.py [--work DIR] [--epochs 30] [--window-threshold 50]
@@ -82,8 +82,8 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--window-threshold", type=int, default=None, help="default: pgps.nnunet.predict's")
-    parser.add_argument("--min-foreground", type=int, default=None, help="default: pgps.nnunet.predict's")
+    parser.add_argument("--window-threshold", type=int, default=None, help="default: pgps.nnunet.inference.predict's")
+    parser.add_argument("--min-foreground", type=int, default=None, help="default: pgps.nnunet.inference.predict's")
     parser.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm (default: 2)")
     args = parser.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="pgps-adaptive-")).resolve()
@@ -93,8 +93,8 @@ def main() -> int:
 
     import torch
 
-    from pgps.nnunet.predict import Adaptation, make_predictor, predict_folder
-    from pgps.nnunet.surface import folder_pairs, surface_rows
+    from pgps.nnunet.inference.predict import Adaptation, make_predictor, predict_folder
+    from pgps.nnunet.inference.surface import folder_pairs, surface_rows
 
     torch.set_num_threads(args.threads)
     raw = work / "raw" / f"Dataset{DATASET_ID}_{NAME}"

@@ -3,7 +3,7 @@
     make gpu-check                                         # = python benchmarks/gpu_check.py, on a CUDA machine
     python benchmarks/gpu_check.py --device cpu --tiny     # the same code path, small, on the CPU (the test suite)
 
-It synthesises a dataset (``pgps.synth``, written as NIfTI with nibabel), plans and preprocesses it
+It synthesises a dataset (``pgps.data.synth``, written as NIfTI with nibabel), plans and preprocesses it
 with nnU-Net's own API, sets an MSD-Brain-like plan (``P_max`` 128^3, ``b_base`` 2, nnU-Net's
 default 6-level U-Net, step 32; UNETR and SwinUNETR configurations of the same ``P_max`` from
 ``pgps backbone-plans``' function), and trains each trainer for a few iterations of every stage of
@@ -97,11 +97,11 @@ def prepare_environment(work: Path, device: str, workers: int) -> list[str]:
 
 # -- data and plans ------------------------------------------------------------------------------------------
 def synthesise(plan: dict) -> None:
-    """Raw nnU-Net dataset of ``pgps.synth`` cases (organs preset, resized), written with nibabel."""
+    """Raw nnU-Net dataset of ``pgps.data.synth`` cases (organs preset, resized), written with nibabel."""
     import nibabel as nib
     import numpy as np
 
-    from pgps.synth import case_identifiers, dataset_json, make_case, preset
+    from pgps.data.synth import case_identifiers, dataset_json, make_case, preset
 
     organs = preset("organs")
     scale = min(plan["shape"]) / min(organs.shape)  # organs keep their share of the volume

@@ -1,15 +1,15 @@
 """Is PGPS-Performance's data path ever slower than CPS's? CPU time per batch and per voxel, measured side by side.
 
-For each preset of :data:`pgps.nnunet.synthdata.LOADER_PRESETS` (MSD-Hippocampus-like and
+For each preset of :data:`pgps.nnunet.datasets.synthdata.LOADER_PRESETS` (MSD-Hippocampus-like and
 KiTS23-like volumes written in nnU-Net 2.8.1's preprocessed format), one run measures
 
 - **CPS**: nnU-Net's own ``nnUNetDataLoader`` with ``nnUNetTrainer.get_training_transforms`` at
   ``P_max`` and ``b_base`` (33% forced foreground), the reference, and **cps-planned**, the loader the
-  PGPS CPS trainer uses (:class:`pgps.nnunet.sampling.PlannedDataLoader` with nnU-Net's sampling and
+  PGPS CPS trainer uses (:class:`pgps.nnunet.loading.sampling.PlannedDataLoader` with nnU-Net's sampling and
   transforms: every step from the core's batch plan), and
 - at every stage of the PGPS-Performance schedule (patch ``P``, batch ``b``):
   **split-crop** and **single-crop**, the batched loader the PGPS trainers use
-  (:mod:`pgps.nnunet.batched`), and **before**, the same Split-Crop sampling with nnU-Net's
+  (:mod:`pgps.nnunet.loading.batched`), and **before**, the same Split-Crop sampling with nnU-Net's
   per-sample transforms (the loader PGPS used before the batched path; ``--no-before`` skips it),
 
 and prints CPU seconds per batch, nanoseconds per voxel (per ``b * numel(P)``) and the ratio of each
@@ -45,7 +45,7 @@ from machine import cpu_model  # benchmarks/machine.py, next to this script
 from threadpoolctl import threadpool_limits
 
 import pgps
-from pgps.nnunet.synthdata import LOADER_PRESETS, LoaderPreset, open_preprocessed, write_preprocessed
+from pgps.nnunet.datasets.synthdata import LOADER_PRESETS, LoaderPreset, open_preprocessed, write_preprocessed
 from pgps.sizes import fmt_size, numel
 
 P_SPATIAL = 1 - (1 - 0.2) ** 2  # nnU-Net rotates with p 0.2 and scales with p 0.2, independently
@@ -134,8 +134,8 @@ def build_loaders(preset: LoaderPreset, data, labels, strategies: list[str], bef
     from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-    from pgps.nnunet.batched import AugmentationSpec
-    from pgps.nnunet.sampling import PlannedDataLoader
+    from pgps.nnunet.loading.batched import AugmentationSpec
+    from pgps.nnunet.loading.sampling import PlannedDataLoader
 
     ds = deep_supervision_scales(preset.strides)
     args = {"use_mask_for_norm": [False], "foreground_labels": labels.foreground_labels}

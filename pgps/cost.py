@@ -7,10 +7,42 @@ and iterations per epoch, unless another reference is given.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 import numpy as np
 
-from pgps.schedule import Schedule, make_schedule
-from pgps.sizes import numel
+from pgps.sizes import Size, numel
+
+
+class _Stage(Protocol):
+    patch_size: Size
+    batch_size: int
+    epochs: int
+
+    @property
+    def tensor_voxels(self) -> int: ...
+
+
+class Schedule(Protocol):
+    """What the cost model reads of a :class:`pgps.Schedule` (which imports this module for its summary)."""
+
+    mode: str
+    patch_size_max: Size
+    batch_size_base: int
+    stages: Sequence[_Stage]
+    iterations_per_epoch: int
+
+    @property
+    def epochs(self) -> int: ...
+
+    @property
+    def num_stages(self) -> int: ...
+
+    @property
+    def total_iterations(self) -> int: ...
+
+    def rpss_draws(self, epoch: int) -> np.ndarray: ...
 
 
 def iterations_per_stage(schedule: Schedule) -> list[int]:
@@ -28,22 +60,15 @@ def iterated_voxels(schedule: Schedule) -> int:
     return sum(n * s.tensor_voxels for n, s in zip(iterations_per_stage(schedule), schedule.stages, strict=True))
 
 
-def cps_reference(schedule: Schedule) -> Schedule:
-    """CPS with the same ``P_max``, ``b_base``, epochs and iterations per epoch."""
-    return make_schedule(
-        "cps",
-        schedule.patch_size_max,
-        schedule.steps,
-        schedule.batch_size_base,
-        epochs=schedule.epochs,
-        iterations_per_epoch=schedule.iterations_per_epoch,
-    )
+def cps_voxels(schedule: Schedule) -> int:
+    """Iterated voxels of CPS with the same ``P_max``, ``b_base``, epochs and iterations per epoch: every iteration
+    trains ``b_base`` patches of ``P_max``."""
+    return schedule.total_iterations * schedule.batch_size_base * numel(schedule.patch_size_max)
 
 
 def relative_voxels(schedule: Schedule, reference: Schedule | None = None) -> float:
     """Iterated voxels relative to ``reference`` (default: CPS of the same length), the "relative FLOPs"."""
-    ref = cps_reference(schedule) if reference is None else reference
-    return iterated_voxels(schedule) / iterated_voxels(ref)
+    return iterated_voxels(schedule) / (cps_voxels(schedule) if reference is None else iterated_voxels(reference))
 
 
 def mean_batch_size(schedule: Schedule) -> float:

@@ -31,7 +31,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 """The top-level modules each extra installs (import names, not distribution names)."""
 
 PACKAGE_EXTRAS = {"pgps.torch": "torch", "pgps.monai": "monai", "pgps.nnunet": "nnunet", "pgps.report": "report",
-                  "pgps.synth": "synth", "pgps.gpu_slot": "workflow", "pgps.surface": "report"}  # fmt: skip
+                  "pgps.data.synth": "synth", "pgps.experiments.gpu_slot": "workflow",
+                  "pgps.metrics.surface": "report"}  # fmt: skip
 """The extra a pgps module needs, by package: a module missing there is named with this extra first."""
 
 

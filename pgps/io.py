@@ -1,12 +1,18 @@
-"""Small file helpers shared by the CLI and the trainers."""
+"""Small file helpers shared by the CLI, the trainers and the workflow: atomic writes, and JSON/CSV files read and
+written in one way (errors name the file; writes never leave half a file)."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
+import math
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, durable: bool = True) -> None:
@@ -64,9 +70,66 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = Fal
     atomic_write(path, write, durable=durable)
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file; a file that is not JSON (e.g. cut short by a kill) raises ``ValueError`` naming it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); was it cut short?") from None
+
+
+def write_json(path: str | os.PathLike, value: Any, *, indent: int = 2, durable: bool = False) -> None:
+    """Write ``value`` as JSON to ``path``, atomically."""
+    atomic_write_text(path, json.dumps(value, indent=indent) + "\n", durable=durable)
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], fieldnames: Sequence[str], float_format: str | None = None) -> str:
+    """CSV text: a header of ``fieldnames``, then one line per row; ``float_format`` (e.g. ``".6f"``) formats the
+    finite floats (NaN and infinities are written as Python writes them)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        if float_format is not None:
+            row = {k: _formatted(v, float_format) for k, v in row.items()}
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _formatted(value: Any, float_format: str) -> Any:
+    return format(value, float_format) if isinstance(value, float) and math.isfinite(value) else value
+
+
+def write_csv(
+    path: str | os.PathLike,
+    rows: Iterable[Mapping[str, Any]],
+    fieldnames: Sequence[str],
+    float_format: str | None = None,
+    *,
+    durable: bool = False,
+) -> None:
+    """Write :func:`csv_text` to ``path``, atomically."""
+    atomic_write_text(path, csv_text(rows, fieldnames, float_format), durable=durable)
+
+
+def read_csv_rows(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, as dicts of strings; a missing file or missing ``required`` columns
+    raise ``ValueError`` naming the file."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = reader.fieldnames or []
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+    return rows
+
+
 def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> None:
     """Make ``path`` a second name of the complete file ``source`` (a hard link, else a copy), atomically."""
-    import shutil
 
     def link(tmp: str) -> None:
         try:

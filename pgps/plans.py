@@ -15,7 +15,7 @@ import numbers
 import os
 from typing import Any
 
-from pgps.sizes import Size, as_size, steps_from_strides
+from pgps.sizes import Size, as_size, check_divisible, steps_from_strides
 
 STEPS_KEY = "pgps_steps"
 """Configuration key with the PGPS step per axis of an architecture that is not a strided U-Net
@@ -111,21 +111,10 @@ VARIANT_KEY = "pgps_plans_variant"
 """Configuration key recording what :func:`add_plans_variant` changed (nnU-Net ignores it)."""
 
 
-def nearest_multiples(value: int, step: int) -> list[int]:
-    """The multiples of ``step`` next to ``value`` (below and above; one if ``value`` is below ``step``)."""
-    below = value // step * step
-    return [v for v in (below, below + step) if v >= step]
-
-
 def check_patch_strides(patch: Any, strides: Any, network: str) -> None:
     """Raise ``ValueError`` naming the first axis whose patch size is not divisible by ``network``'s total stride
     there, with the nearest valid sizes."""
-    for axis, (p, s) in enumerate(zip(patch, strides, strict=True)):
-        if p % s:
-            raise ValueError(
-                f"patch_size axis {axis} ({p}) is not divisible by {s}, the total stride of {network} on that axis; "
-                f"nearest valid sizes: {' or '.join(map(str, nearest_multiples(p, s)))}"
-            )
+    check_divisible("patch_size", patch, strides, f"the total stride of {network},")
 
 
 def variant_name(source: str, patch_size: Any, batch_size: int) -> str:

@@ -1,6 +1,6 @@
 """Batch plans (journal Appendix A): which case, which kind of patch and where to crop, for every sample.
 
-Framework-free (numpy only): the nnU-Net loader (:mod:`pgps.nnunet.sampling`) and the plain
+Framework-free (numpy only): the nnU-Net loader (:mod:`pgps.nnunet.loading.sampling`) and the plain
 PyTorch / MONAI adapters (:mod:`pgps.torch`, :mod:`pgps.monai`) all draw their batches here.
 
 Strategies, for a batch of ``b`` patches with a fixed foreground share (50% by default):

@@ -14,20 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from pgps import batch, pacing
+from pgps import batch, names, pacing
 from pgps import stages as stage_lists
+from pgps.cost import relative_voxels
 from pgps.sizes import Size, as_size, fmt_size, numel
 
-MODES: dict[str, str] = {
-    "cps": "constant patch size (plain nnU-Net): P_max and b_base throughout",
-    "efficiency": "PGPS-Efficiency: journal stages, constant batch size",
-    "performance": "PGPS-Performance: journal stages, batch floor(b_base*numel(P_max)/numel(P))",
-    "miccai": "MICCAI 2024 PGPS: legacy stages (2x1x1 start, round-robin), constant batch size",
-    "miccai-plus": "MICCAI 2024 PGPS+: legacy stages, batch chain starting at 2",
-    "rpss": "random patch size sampling: a stage of the pool (default: MICCAI 2024's stages) drawn uniformly per "
-    "iteration, b_base",
-    "progressive-resolution": "journal input sizes at b_base, each the P_max crop resampled to it",
-}
+MODES: dict[str, str] = {key: mode.description for key, mode in names.MODES.items()}
+"""Curriculum mode -> what it does (the modes of :data:`pgps.names.MODES`)."""
 
 RPSS_POOLS: dict[str, str] = {
     "miccai": "the MICCAI 2024 stages (2x1x1 start, round-robin growth): 'a random patch size of all patch sizes "
@@ -181,8 +174,6 @@ class Schedule:
 
     def summary(self) -> dict[str, Any]:
         """The CLI's ``--json`` shape: mode, P_max, b_base, stages (patch, batch, epochs), relative voxels."""
-        from pgps.cost import relative_voxels
-
         return {
             "mode": self.mode,
             "patch_size_max": list(self.patch_size_max),
@@ -195,8 +186,6 @@ class Schedule:
 
     def table(self) -> str:
         """The stage table as aligned text."""
-        from pgps.cost import relative_voxels
-
         show_crop = any(s.crop_size != s.patch_size for s in self.stages)
         header = ["stage", "patch_size", "batch_size", "tensor_voxels", "epochs"] + (["crop_size"] if show_crop else [])
         rows = [

@@ -43,14 +43,21 @@ def as_size(name: str, value: Sequence[int]) -> Size:
     return (out[0], out[1], out[2])
 
 
-def check_divisible(name: str, size: Size, steps: Size) -> None:
-    """Raise ``ValueError`` naming the first axis of ``size`` that is not a multiple of its step."""
+def check_divisible(name: str, size: Sequence[int], steps: Sequence[int], step_name: str = "its step") -> None:
+    """Raise ``ValueError`` naming the first axis of ``size`` that is not a multiple of its step, and the nearest
+    valid sizes there (``step_name`` says what the step is, e.g. a network's total stride)."""
     for axis, (s, step) in enumerate(zip(size, steps, strict=True)):
-        if s % step:
+        if int(s) % int(step):
+            nearest = " or ".join(map(str, nearest_multiples(int(s), int(step))))
             raise ValueError(
-                f"{name} axis {axis} (= {s}) is not divisible by its step {step}; "
-                f"every patch size must be a multiple of the per-axis step {steps}"
+                f"{name} axis {axis} (= {s}) is not divisible by {step_name} {step}; nearest valid sizes: {nearest}"
             )
+
+
+def nearest_multiples(value: int, step: int) -> list[int]:
+    """The multiples of ``step`` next to ``value`` (below and above; one if ``value`` is below ``step``)."""
+    below = value // step * step
+    return [v for v in (below, below + step) if v >= step]
 
 
 def check_not_larger(small_name: str, small: Size, large_name: str, large: Size) -> None:

@@ -32,7 +32,7 @@ def count_reads(out: Path) -> None:
     produced and not trained (a loader closed at a data-curriculum phase change): its reads count as well."""
     from nnunetv2.training.dataloading import nnunet_dataset
 
-    from pgps.nnunet.sampling import PlannedDataLoader
+    from pgps.nnunet.loading.sampling import PlannedDataLoader
     from pgps.sampling import rank_rows
 
     producing = {"step": None, "own": set(), "others": 0}

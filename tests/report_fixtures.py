@@ -23,7 +23,7 @@ TELEMETRY_COLUMNS = (
     "compile_time_s", "compilations", "fg_voxel_share", "class_presence_share", "fg_fallbacks", "train_loss",
     "val_loss", "pseudo_dice", "lr", "energy_kwh", "co2_kg",
 )  # fmt: skip
-"""The columns ``pgps.nnunet.trainer`` writes (copied: importing the trainer needs torch)."""
+"""The columns ``pgps.nnunet.telemetry`` writes (copied: importing the trainer needs torch)."""
 
 EPOCHS = 12
 PLANNED = {"patch_size": (64, 64, 64), "steps": (16, 16, 16), "batch_size": 2}

@@ -1,4 +1,4 @@
-"""CDL-UNet's adaptive sliding window (pgps.nnunet.predict) on a stand-in network, window by window: the
+"""CDL-UNet's adaptive sliding window (pgps.nnunet.inference.predict) on a stand-in network, window by window: the
 windows it evaluates and skips, what uncovered voxels become, and equality with nnUNetPredictor when off."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
-from pgps.nnunet.predict import Adaptation, AdaptivePredictor, centre_first_order, remove_small_components
+from pgps.nnunet.inference.predict import Adaptation, AdaptivePredictor, centre_first_order, remove_small_components
 
 PATCH = (16, 16, 16)
 

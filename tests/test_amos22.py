@@ -140,7 +140,7 @@ def test_an_experiment_that_cannot_start_on_its_gpus_is_refused_at_dag_construct
     variant's batch can never start; without a variant the batch is unknown before planning. Both are refused when
     the grid is built, naming the experiment, the stage and the fix."""
     import pgps
-    from pgps.grid import grid_runs
+    from pgps.experiments.grid import grid_runs
 
     for mode in ("cps", "efficiency", "performance", "miccai", "miccai-plus", "rpss", "progressive-resolution"):
         schedule = pgps.make_schedule(mode, (64, 160, 160), (16, 32, 32), 4)
@@ -158,7 +158,7 @@ def test_an_experiment_that_cannot_start_on_its_gpus_is_refused_at_dag_construct
 
 
 def test_amos22_official_split_is_kept(tmp_path):
-    from pgps.nnunet.convert import convert_dataset
+    from pgps.nnunet.datasets.convert import convert_dataset
     from tests.test_convert import fake_amos22
 
     source = fake_amos22(tmp_path / "src")
@@ -241,7 +241,7 @@ def test_tables_render_from_synthetic_scores_with_gaps(tmp_path):
     pd.DataFrame(rows).to_csv(manifest, index=False)
     out = tmp_path / "rendered"
     assert main(["amos22-report", "--manifest", str(manifest), "--out", str(out)]) == 0
-    from pgps.heldout import amos22_outputs
+    from pgps.experiments.heldout import amos22_outputs
 
     assert all((out / name).is_file() for name in amos22_outputs())
     t1 = pd.read_csv(out / "compare" / "amos22_table1.csv")

@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pgps import gpu_slot
-from pgps.grid import Run, check_run, grid_runs
+from pgps.experiments import gpu_slot
+from pgps.experiments.grid import Run, check_run, grid_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTICLE = ROOT / "workflow" / "configs" / "article.yaml"
@@ -60,7 +60,7 @@ def job_resources(output: str, rule: str) -> list[dict]:
 
 
 def expected_runs(config: dict) -> set[tuple]:
-    """The distinct training runs of a config's enabled experiments, counted independently of pgps.grid:
+    """The distinct training runs of a config's enabled experiments, counted independently of pgps.experiments.grid:
     the product of each experiment's factor lists (schema defaults for absent ones), a null mirroring
     taking the dataset's own default."""
     datasets = config["article"]["datasets"]
@@ -375,7 +375,7 @@ def test_gpu_slot_runs_the_command_on_its_gpu(tmp_path):
 
 
 def test_trainer_names_decode_to_their_factors(article_config):
-    from pgps.grid import factors_of_trainer
+    from pgps.experiments.grid import factors_of_trainer
 
     for run in grid_runs(_validated(article_config)["article"]):
         factors = factors_of_trainer(run.trainer, run.plans)

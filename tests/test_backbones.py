@@ -128,6 +128,23 @@ def test_backbone_configuration_replaces_only_its_own_and_leaves_a_light_source_
     assert out["configurations"]["3d_unetr"][MEMORY_FORMAT_KEY] == "contiguous"  # not the U-Net's channels-last
 
 
+def test_arch_options_and_several_backbones_without_the_command_line():
+    """``pgps backbone-plans``'s --arch and several backbones, as library calls."""
+    from pgps.nnunet.backbone_plans import add_backbone_configurations, parse_arch_options
+
+    arch = parse_arch_options(["hidden_size=96", "unetr:norm_name=batch", "swinunetr:depths=[2,2,2,2]"],
+                              ["unetr", "swinunetr"])  # fmt: skip
+    assert arch == {"unetr": {"hidden_size": 96, "norm_name": "batch"},
+                    "swinunetr": {"hidden_size": 96, "depths": [2, 2, 2, 2]}}  # fmt: skip
+    with pytest.raises(ValueError, match="'vit' is not one of the backbones given"):
+        parse_arch_options(["vit:x=1"], ["unetr"])
+    plans, names = add_backbone_configurations(hippocampus(), ["unetr", "swinunetr"], "3d_fullres")
+    assert names == ["3d_unetr", "3d_swinunetr"]
+    assert [plans["configurations"][n][BACKBONE_KEY] for n in names] == ["unetr", "swinunetr"]
+    with pytest.raises(ValueError, match="gives 1 names for 2 backbones"):
+        add_backbone_configurations(hippocampus(), ["unetr", "swinunetr"], "3d_fullres", ["3d_a"])
+
+
 def test_cli_writes_a_plans_copy_with_both_backbones(tmp_path, capsys):
     src = tmp_path / "nnUNetPlans.json"
     src.write_text(HIPPOCAMPUS.read_text())

@@ -1,4 +1,4 @@
-"""Batched augmentation (pgps.nnunet.batched) against nnU-Net 2.8.1's own per-sample transforms.
+"""Batched augmentation (pgps.nnunet.loading.batched) against nnU-Net 2.8.1's own per-sample transforms.
 
 Three kinds of checks: the constants are the ones ``get_training_transforms`` builds; given the same
 parameters every operation gives nnU-Net's result sample by sample; and over many samples the drawn
@@ -30,7 +30,7 @@ def nnunet_transforms(patch, rotation=ROT3D, dummy_2d=False, ds=None, mask=None,
 
 
 def make_spec(patch, rotation=ROT3D, dummy_2d=False, ds=None, **kw):
-    from pgps.nnunet.batched import AugmentationSpec
+    from pgps.nnunet.loading.batched import AugmentationSpec
 
     return AugmentationSpec.from_transform_args(patch, rotation, ds, (0, 1, 2), dummy_2d, **kw)
 
@@ -55,7 +55,7 @@ def blob_labels(n, window, seed=0, labels=3):
 def test_constants_are_the_ones_nnunet_builds():
     from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
-    from pgps.nnunet.batched import NNUNET_DEFAULTS as D
+    from pgps.nnunet.loading.batched import NNUNET_DEFAULTS as D
 
     steps = nnunet_transforms((16, 16, 16), ds=DS_SCALES).transforms
     names = [type(t.transform if isinstance(t, RandomTransform) else t).__name__ for t in steps]
@@ -113,7 +113,7 @@ def nnunet_grid(angles, scale, patch, window, dim):
 def test_spatial_transform_equals_nnunets_sample_by_sample(dummy_2d, large_labels):
     from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 
-    from pgps.nnunet.batched import affine_matrices, enlarged_patch_size, spatial_transform
+    from pgps.nnunet.loading.batched import affine_matrices, enlarged_patch_size, spatial_transform
 
     patch = (4, 12, 10) if dummy_2d else (8, 12, 10)
     rotation = ROT2D if dummy_2d else ROT3D
@@ -153,7 +153,7 @@ def random_batch(b=24, c=2, patch=(10, 12, 8), seed=0):
 
 
 def params_for(b, c, patch=(10, 12, 8), seed=0, dummy_2d=False):
-    from pgps.nnunet.batched import sample_parameters
+    from pgps.nnunet.loading.batched import sample_parameters
 
     spec = make_spec(patch, ROT2D if dummy_2d else ROT3D, dummy_2d)
     p = sample_parameters(spec, b, c, np.random.default_rng(seed))
@@ -171,7 +171,7 @@ def test_intensity_transforms_equal_nnunets_sample_by_sample():
     from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransform
     from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
 
-    from pgps.nnunet import batched
+    from pgps.nnunet.loading import batched
 
     b, c, patch = 24, 2, (10, 12, 8)
     p = params_for(b, c, patch)
@@ -209,7 +209,7 @@ def test_intensity_transforms_equal_nnunets_sample_by_sample():
 
 
 def test_noise_has_the_drawn_sd_per_sample():
-    from pgps.nnunet.batched import gaussian_noise
+    from pgps.nnunet.loading.batched import gaussian_noise
 
     b, c, patch = 64, 2, (16, 16, 16)
     p = params_for(b, c, patch)
@@ -228,7 +228,7 @@ def test_mirror_mask_labels_regions_and_deep_supervision_equal_nnunets():
     from batchgeneratorsv2.transforms.utils.remove_label import RemoveLabelTransform
     from batchgeneratorsv2.transforms.utils.seg_to_regions import ConvertSegmentationToRegionsTransform
 
-    from pgps.nnunet.batched import AugmentationParameters, RawBatch, augment
+    from pgps.nnunet.loading.batched import AugmentationParameters, RawBatch, augment
 
     b, patch = 16, (8, 12, 10)
     regions = [[1, 2, 3], [2, 3], 3]
@@ -304,7 +304,7 @@ def nnunet_parameter_draws(n, patch=(16, 16, 16), rotation=ROT3D, dummy_2d=False
 
 
 def our_parameter_draws(n, patch=(16, 16, 16), rotation=ROT3D, dummy_2d=False, seed=0):
-    from pgps.nnunet.batched import sample_parameters
+    from pgps.nnunet.loading.batched import sample_parameters
 
     p = sample_parameters(make_spec(patch, rotation, dummy_2d), n, 1, np.random.default_rng(seed))
     a = p.affine
@@ -395,7 +395,7 @@ PATCH = (12, 12, 12)
 
 def test_augmented_outputs_have_nnunets_distribution():
     """The whole pipeline on one fixed crop, many times: nnU-Net per sample vs the batched path."""
-    from pgps.nnunet.batched import RawBatch, augment, centre_offset, enlarged_patch_size, sample_parameters
+    from pgps.nnunet.loading.batched import RawBatch, augment, centre_offset, enlarged_patch_size, sample_parameters
 
     spec = make_spec(PATCH)
     window = enlarged_patch_size(spec)

@@ -190,6 +190,13 @@ def test_difficulty_cli_on_raw_label_folders(tiny, tmp_path, capsys):
     for row in rows:
         assert (row["real"], row["group"]) == ("set1", "erroneous")
         assert [float(row[k]) for k in ("rs_set1", "rs_set2", "rs_set3", "ds")] == [0.75, 0.5, 0.75, 0.75]
+    # the same as a library call (what the command runs), with its summary
+    from pgps.nnunet.datasets.labelsets import score_difficulty
+
+    run = score_difficulty([labels, noisy, labels], tmp_path / "lib.csv", provided=2, progress=False)
+    assert (tmp_path / "lib.csv").read_text() == out.read_text()
+    assert run.summary()[0] == f"{tmp_path / 'lib.csv'}: {nn.NUM_CASES} cases, mean DS 0.7500; 0 easy, 0 hard, " \
+        f"{nn.NUM_CASES} erroneous (easy: DS > 0.9, erroneous: DS <= 0.8)"  # fmt: skip
     # a spacing mismatch names the case and both files; nothing is written
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -234,7 +241,7 @@ def test_predict_without_adaptation_equals_nnunet_predictor(tiny, trained, tmp_p
 import os, torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from pgps.cli import main
-from pgps.nnunet.predict import Adaptation, make_predictor, predict_folder
+from pgps.nnunet.inference.predict import Adaptation, make_predictor, predict_folder
 plain = nnUNetPredictor(tile_step_size=0.5, use_mirroring=True, perform_everything_on_device=False,
                         device=torch.device("cpu"), allow_tqdm=False)
 plain.initialize_from_trained_model_folder({str(model)!r}, (0,))
@@ -267,7 +274,7 @@ for name, extra in (("adaptive", []), ("removal", ["--no-centre-first", "--proce
     # the adaptations from the command line: 8 windows are below the threshold (fine step); without skipping,
     # the output is nnU-Net's with our small-component removal applied to it
     assert "ADAPTIVE 0" in proc.stdout and "REMOVAL 0" in proc.stdout
-    from pgps.nnunet.predict import remove_small_components
+    from pgps.nnunet.inference.predict import remove_small_components
 
     for name in ("adaptive", "removal"):
         with open(tmp_path / name / "pgps_predict_report.csv") as f:

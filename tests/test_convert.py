@@ -1,8 +1,8 @@
-"""Dataset conversion to nnU-Net's raw format (``pgps.nnunet.convert``, ``pgps convert``) and ``pgps download``.
+"""Dataset conversion to nnU-Net's raw format (``pgps.nnunet.datasets.convert``, ``pgps convert``), ``pgps download``.
 
 Each source format gets a tiny fake in the layout its publisher ships (2-3 cases of 8^3 voxels); the
 converted datasets must pass nnU-Net 2.8.1's own ``verify_dataset_integrity``. The fakes follow the
-layouts documented in ``pgps.nnunet.convert.FORMATS`` (MSD's 4D NIfTI and ``._`` resource forks,
+layouts documented in ``pgps.nnunet.datasets.convert.FORMATS`` (MSD's 4D NIfTI and ``._`` resource forks,
 BTCV's RawData zip, kits23's case folders, AMOS22's dataset.json lists, ToothFairy2's .mha files,
 TotalSegmentator's per-structure masks and ``;``-separated meta.csv).
 """
@@ -25,10 +25,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from pgps import synth
 from pgps.cli import main
-from pgps.nnunet import convert
-from pgps.nnunet.convert import (
+from pgps.data import synth
+from pgps.nnunet.datasets import convert
+from pgps.nnunet.datasets.convert import (
     BTCV_CLASSES,
     FORMATS,
     TOTALSEGMENTATOR_CLASSES,
@@ -456,7 +456,7 @@ def test_convert_cli_help_lists_formats(capsys):
 
 def test_import_pgps_stays_light():
     heavy = "{'torch', 'nnunetv2', 'nibabel', 'SimpleITK'}"
-    code = f"import sys, pgps, pgps.cli, pgps.nnunet.convert; print(sorted({heavy} & set(sys.modules)))"
+    code = f"import sys, pgps, pgps.cli, pgps.nnunet.datasets.convert; print(sorted({heavy} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
 

@@ -204,9 +204,9 @@ def telemetry_batch(mode: FakeTensorMode | None, device: str):
 def test_telemetry_runs_on_cuda_tensors_without_mixing_devices():
     """The per-iteration telemetry (shapes, foreground and class shares) with a CUDA target: the labels it
     compares with are made on the target's device, and nothing is copied to the host before the epoch ends."""
-    from pgps.nnunet.trainer import _Telemetry
+    from pgps.nnunet.telemetry import Telemetry
 
-    telemetry = _Telemetry([1, 2], has_regions=False)
+    telemetry = Telemetry([1, 2], has_regions=False)
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         data, target = telemetry_batch(mode, "cuda:0")
         telemetry.add(data, target, fallbacks=0)
@@ -219,10 +219,10 @@ def test_telemetry_runs_on_cuda_tensors_without_mixing_devices():
 
 def test_telemetry_shares_are_measured_from_the_target():
     """Foreground-voxel and class-presence shares against a count made here with plain Python."""
-    from pgps.nnunet.trainer import _Telemetry
+    from pgps.nnunet.telemetry import Telemetry
 
     generator = torch.Generator().manual_seed(0)
-    telemetry = _Telemetry([1, 2, 3], has_regions=False, ignore_label=4)
+    telemetry = Telemetry([1, 2, 3], has_regions=False, ignore_label=4)
     expected_fg, expected_presence = [], []
     for _ in range(3):
         seg = torch.randint(0, 5, (2, 1, 6, 6, 6), generator=generator)

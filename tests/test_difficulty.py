@@ -1,5 +1,5 @@
 """The torch-free core of the data-level curriculum: Dice and NSD (pgps.metrics), CDL-UNet's Eq. 1 and
-Eq. 2 (pgps.difficulty) and the data pacing functions (pgps.data_curriculum), against hand-computed values."""
+Eq. 2 (pgps.data.difficulty) and the data pacing functions (pgps.data.curriculum), against hand-computed values."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from pgps import data_curriculum as dc
-from pgps.difficulty import (
+from pgps.data import curriculum as dc
+from pgps.data.difficulty import (
     DifficultyTable,
     clean_labels,
     difficulty_csv,
@@ -22,7 +22,7 @@ from pgps.difficulty import (
     score_case,
 )
 from pgps.metrics import dice_per_class, label_dice
-from pgps.surface import normalized_surface_dice, nsd_per_class
+from pgps.metrics.surface import normalized_surface_dice, nsd_per_class
 
 # -- Dice between label maps ---------------------------------------------------------------------------
 
@@ -239,7 +239,7 @@ def test_nsd_equals_monai_surface_dice_on_random_masks():
 
 def test_core_modules_do_not_import_torch_or_scipy():
     code = (
-        "import sys, pgps, pgps.metrics, pgps.difficulty, pgps.data_curriculum\n"
+        "import sys, pgps, pgps.metrics, pgps.data.difficulty, pgps.data.curriculum\n"
         "print(sorted(m for m in ('torch', 'scipy', 'nnunetv2', 'SimpleITK') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -253,7 +253,7 @@ def test_core_modules_do_not_import_torch_or_scipy():
 def test_difficulty_ranking_recovers_the_corruption_order(seed):
     from scipy.stats import spearmanr
 
-    from pgps import synth
+    from pgps.data import synth
 
     config = synth.preset("organs", num_cases=12, seed=seed)
     noise = synth.LabelNoise()  # 3 sets, levels 0..1 over the cases, set factors 1, 0.75, 0.5
@@ -275,8 +275,8 @@ def test_synth_writes_label_sets_and_test_cases(tmp_path, capsys):
 
     import SimpleITK as sitk
 
-    from pgps import synth
     from pgps.cli import main
+    from pgps.data import synth
 
     args = ["synth", "--preset", "organs", "--cases", "3", "--shape", "32", "32", "32", "--shape-jitter", "0",
             "--radius", "4", "6", "--label-sets", "2", "--label-levels", "0", "0.5", "--test-cases", "1",

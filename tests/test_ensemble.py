@@ -1,4 +1,4 @@
-"""Ensembles (pgps.nnunet.ensemble, pgps ensemble / determine-postprocessing) on the tiny nnU-Net dataset.
+"""Ensembles (pgps.nnunet.inference.ensemble, pgps ensemble / determine-postprocessing) on the tiny nnU-Net dataset.
 
 Two members (CPS with Dice + CE and with Dice + Focal) train one iteration on fold 0 with ``--npz``; their
 fold-0 validation outputs (nnU-Net's probability export, the format nnUNetv2_predict --save_probabilities
@@ -28,7 +28,7 @@ SCRIPT = """
 import multiprocessing, os, sys
 from batchgenerators.utilities.file_and_folder_operations import save_pickle
 from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
-from pgps.nnunet import ensemble as E
+from pgps.nnunet.inference import ensemble as E
 
 class SerialPool:  # nnU-Net's spawn pools, run in this process: each worker would import torch and nnU-Net anew
     def __init__(self, *args, **kwargs): pass
@@ -134,7 +134,7 @@ def test_postprocessed_member_probabilities_follow_the_segmentation():
     from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
     from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-    from pgps.nnunet.ensemble import postprocess_probabilities
+    from pgps.nnunet.inference.ensemble import postprocess_probabilities
 
     probabilities = np.full((3, 6, 6, 6), 0.1, dtype=np.float32)
     probabilities[0] = 0.8

@@ -88,7 +88,9 @@ def test_report_stack_covers_pgps_report_imports():
     # characteristics reads nnU-Net's blosc2 files, synth writes NIfTI and gpu_slot (filelock) wraps the training
     # jobs: all run in envs/pgps.yaml
     skip = ("characteristics.py", "synth.py", "gpu_slot.py")
-    paths = [p for p in [*(ROOT / "pgps" / "report").glob("*.py"), *(ROOT / "pgps").glob("*.py")] if p.name not in skip]
+    folders = ("report", "experiments", "metrics", "data")  # the report's and its imports', besides the core
+    paths = [*(ROOT / "pgps").glob("*.py"), *(p for f in folders for p in (ROOT / "pgps" / f).glob("*.py"))]
+    paths = [p for p in paths if p.name not in skip]
     assert _third_party_imports(paths) <= stack, sorted(_third_party_imports(paths) - stack)
 
 
@@ -117,11 +119,13 @@ def test_every_imported_module_is_declared_by_the_extra_of_its_package():
         for module in _third_party_imports(folder.rglob("*.py")) - allowed:
             dists = {_name(d) for d in providers.get(module, [module])}
             assert dists & names, f"pgps/{folder.name} imports {module}, which pgps[{extra}] does not declare"
-    # top-level modules outside the core: synth writes NIfTI (pgps[synth]), gpu_slot wraps the workflow's training
-    # jobs on local GPUs (pgps[workflow]), surface computes the NSD with scipy (pgps[report])
-    own_extra = {"synth.py": "synth", "gpu_slot.py": "workflow", "surface.py": "report"}
-    core = [p for p in (ROOT / "pgps").glob("*.py") if p.name not in own_extra]
-    assert _third_party_imports(core) == {"numpy"}, "the core imports only numpy at module level"
+    # numpy-only packages but for one module each: synth writes NIfTI (pgps[synth]), gpu_slot wraps the workflow's
+    # training jobs on local GPUs (pgps[workflow]), surface computes the NSD with scipy (pgps[report])
+    own_extra = {"data/synth.py": "synth", "experiments/gpu_slot.py": "workflow", "metrics/surface.py": "report"}
+    light = [*(ROOT / "pgps").glob("*.py"), *(p for f in ("data", "experiments", "metrics")
+                                              for p in (ROOT / "pgps" / f).glob("*.py"))]  # fmt: skip
+    core = [p for p in light if p.relative_to(ROOT / "pgps").as_posix() not in own_extra]
+    assert _third_party_imports(core) == {"numpy"}, "the core, data, experiments and metrics import only numpy"
     for name, extra in own_extra.items():
         declared = {_name(r) for r in _extra(extra)}
         for module in _third_party_imports([ROOT / "pgps" / name]) - {"numpy"}:

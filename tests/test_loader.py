@@ -1,4 +1,5 @@
-"""The batched PGPS loader (pgps.nnunet.sampling) on small synthetic volumes in nnU-Net's preprocessed format."""
+"""The batched PGPS loader (pgps.nnunet.loading.sampling) on small synthetic volumes in nnU-Net's preprocessed
+format."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ DS_SCALES = [[1.0, 1.0, 1.0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from pgps.nnunet.synthdata import LOADER_PRESETS, open_preprocessed, write_preprocessed
+    from pgps.nnunet.datasets.synthdata import LOADER_PRESETS, open_preprocessed, write_preprocessed
 
     preset = LOADER_PRESETS["hippocampus"]
     small = dataclasses.replace(preset, synth=dataclasses.replace(preset.synth, num_cases=8))
@@ -29,8 +30,8 @@ def dataset(tmp_path_factory):
 def make_loader(dataset, patch=(8, 8, 8), batch_size=16, strategy="split_crop", seed=0, **kw):
     from nnunetv2.training.data_augmentation.compute_initial_patch_size import get_patch_size
 
-    from pgps.nnunet.batched import AugmentationSpec
-    from pgps.nnunet.sampling import PlannedDataLoader
+    from pgps.nnunet.loading.batched import AugmentationSpec
+    from pgps.nnunet.loading.sampling import PlannedDataLoader
 
     data, labels = dataset
     spec = AugmentationSpec.from_transform_args(patch, ROTATION, DS_SCALES, (0, 1, 2), False)
@@ -69,7 +70,7 @@ def test_a_step_is_the_same_batch_in_any_process_and_steps_differ(dataset):
 
 
 def test_deferred_augmentation_gives_the_same_batch(dataset):
-    from pgps.nnunet.sampling import finish_batch
+    from pgps.nnunet.loading.sampling import finish_batch
 
     here = make_loader(dataset, seed=7).generate_train_batch()
     deferred = make_loader(dataset, seed=7, defer_augmentation=True).generate_train_batch()
@@ -88,8 +89,8 @@ def test_patches_are_nnunets_crops(dataset, monkeypatch, read):
     from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
     from batchgeneratorsv2.transforms.utils.cropping import crop_tensor
 
-    from pgps.nnunet import sampling
-    from pgps.nnunet.batched import centre_offset
+    from pgps.nnunet.loading import sampling
+    from pgps.nnunet.loading.batched import centre_offset
 
     monkeypatch.setattr(sampling, "DENSE_READ", 0.0 if read == "patch by patch" else 1e9)
     monkeypatch.setattr(sampling, "PADDED_REGION", 2**30 if read == "padded box" else 0)

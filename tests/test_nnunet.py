@@ -153,7 +153,7 @@ def test_unknown_sampler_and_bad_plans_fail_before_training(tiny, tmp_path):
     assert "patch_size_max axis 1 (= 20) is not divisible by its step 8" in proc.stderr
     assert "Epoch 0" not in proc.stdout
     code = (
-        "from pgps.nnunet.sampling import check_strategy\n"
+        "from pgps.nnunet.loading.sampling import check_strategy\n"
         "try:\n    check_strategy('random_crop', 4, 10)\nexcept ValueError as e:\n    print(e)\n"
     )
     out = subprocess.run([nn.sys.executable, "-c", code], capture_output=True, text=True).stdout
@@ -173,7 +173,7 @@ def _loader(tiny, strategy, batch_size, seed=0, without=()):
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from pgps.nnunet.sampling import PlannedDataLoader
+    from pgps.nnunet.loading.sampling import PlannedDataLoader
 
     pre = tiny / "preprocessed" / nn.DATASET
     folder = str(pre / "nnUNetPlans_3d_fullres")

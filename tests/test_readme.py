@@ -127,7 +127,7 @@ def test_readme_study_verdicts_are_the_committed_study_outputs():
 
 
 def test_committed_study_outputs_are_what_the_study_writes():
-    from pgps.study import study_outputs
+    from pgps.experiments.study import study_outputs
 
     committed = {p.relative_to(STUDY).as_posix() for p in STUDY.rglob("*") if p.is_file()}
     assert committed == set(study_outputs())

@@ -225,7 +225,7 @@ def test_the_telemetry_holds_every_epoch_exactly_once(demo_runs):
 
 def test_with_0_workers_the_resumed_run_equals_the_uninterrupted_one(demo_runs):
     from pgps.nnunet.carbon import COLUMNS as CARBON_COLUMNS
-    from pgps.nnunet.trainer import TELEMETRY_COLUMNS
+    from pgps.nnunet.telemetry import TELEMETRY_COLUMNS
 
     reference, folder = demo_runs["reference"], demo_runs["folder"]
     a = torch.load(reference / "checkpoint_final.pth", map_location="cpu", weights_only=False)
@@ -290,7 +290,7 @@ def test_checkpoint_latest_by_wall_time(monkeypatch, tmp_path):
     last epoch (the final checkpoint follows) and not twice for one epoch."""
     from types import SimpleNamespace
 
-    from pgps.nnunet import trainer as module
+    from pgps.nnunet import checkpoints as module
 
     clock = [1000.0]
     monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
@@ -306,13 +306,13 @@ def test_checkpoint_latest_by_wall_time(monkeypatch, tmp_path):
     for epoch, minutes in enumerate([1.0, 1.5, 0.5, 2.5, 0.1, 2.0, 3.0, 1.0, 2.0, 5.0]):
         clock[0] += 60 * minutes
         stub.current_epoch = epoch + 1  # nnU-Net has moved on when the hook runs
-        module.PGPSMixin._maybe_save_latest_by_time(stub, epoch)
+        module.CheckpointMixin._maybe_save_latest_by_time(stub, epoch)
         assert stub.current_epoch == epoch + 1
     # 2.5 min after the start (epoch 1), then 3.0 (epoch 3), 2.1 (5), 3.0 (6), 3.0 (8); epoch 9 is the last
     assert saved == [("checkpoint_latest.pth", e) for e in (1, 3, 5, 6, 8)]
     stub.checkpoint_every_minutes = 0  # by epochs only
     clock[0] += 3600
-    module.PGPSMixin._maybe_save_latest_by_time(stub, 7)
+    module.CheckpointMixin._maybe_save_latest_by_time(stub, 7)
     assert len(saved) == 5
 
 

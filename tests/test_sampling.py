@@ -138,8 +138,8 @@ def test_the_nnunet_loader_crops_the_core_plan_and_ranks_split_it(tmp_path, stra
     """What the nnU-Net loader returns (untransformed crops, read back from its tensors) is the core's plan of the
     step: the planned cases and forced flags, crops at the corners the core draws; two ranks' batches of a step are
     disjoint rows whose concatenation is the single-process batch, tensor for tensor."""
-    from pgps.nnunet.sampling import PlannedDataLoader
-    from pgps.nnunet.synthdata import LOADER_PRESETS, open_preprocessed, write_preprocessed
+    from pgps.nnunet.datasets.synthdata import LOADER_PRESETS, open_preprocessed, write_preprocessed
+    from pgps.nnunet.loading.sampling import PlannedDataLoader
 
     preset = LOADER_PRESETS["hippocampus"]
     write_preprocessed(dataclasses.replace(preset, synth=dataclasses.replace(preset.synth, num_cases=6)), tmp_path)

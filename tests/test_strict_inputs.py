@@ -90,7 +90,7 @@ def test_two_demo_datasets_with_one_id_fail_the_dry_run(tmp_path):
 
 
 def test_the_repository_configs_pass_the_config_checks():
-    from pgps.grid import check_config
+    from pgps.experiments.grid import check_config
 
     for path in (ROOT / "config.yaml", ROOT / ".test" / "config.yaml", ROOT / "workflow" / "configs" / "article.yaml"):
         config = yaml.safe_load(path.read_text())
@@ -312,7 +312,7 @@ def wait_for(path: Path, seconds: float = 60.0) -> bool:
 
 
 def test_gpu_slot_forwards_sigterm_and_holds_the_gpu_until_its_command_exits(tmp_path):
-    from pgps import gpu_slot
+    from pgps.experiments import gpu_slot
 
     locks, marks = tmp_path / "locks", tmp_path / "marks"
     marks.mkdir()

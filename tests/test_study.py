@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pgps import study
+from pgps.experiments import study
 from pgps.nnunet import ext_trainer_path
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The synthetic study's statistics and verdicts (``pgps.report.study``) and its grid (``pgps.study``), on
+"""The synthetic study's statistics and verdicts (``pgps.report.study``) and its grid (``pgps.experiments.study``), on
 constructed data: rank tests with infinite gains, the Hodges-Lehmann interval as the inverted signed-rank
 test, Holm's adjustment, the decision rules, and a render of every output. No training here; the
 miniature study that trains is ``tests/test_study.py``."""
@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from pgps import study, synth
+from pgps.data import synth
+from pgps.experiments import study
 from pgps.report import stats
 from pgps.report import study as rs
 

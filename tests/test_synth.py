@@ -1,4 +1,4 @@
-"""Synthetic nnU-Net datasets (``pgps.synth``, ``pgps synth``): determinism, class balance knobs,
+"""Synthetic nnU-Net datasets (``pgps.data.synth``, ``pgps synth``): determinism, class balance knobs,
 orientation-defined classes, the raw format nnU-Net accepts, and the CLI's errors."""
 
 import dataclasses
@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pgps import synth
 from pgps.cli import main
-from pgps.synth import PRESETS, SynthConfig, class_statistics, generate_dataset, make_case
+from pgps.data import synth
+from pgps.data.synth import PRESETS, SynthConfig, class_statistics, generate_dataset, make_case
 
 SMALL = SynthConfig(num_cases=3, shape=(24, 28, 26), num_classes=2, radii=((3.0, 5.0),), objects_per_class=(1, 2))
 
@@ -285,7 +285,7 @@ def test_nnunet_integrity_check_passes(tmp_path):
 
 def test_import_stays_light():
     heavy = ("torch", "SimpleITK", "nibabel", "tqdm")
-    code = f"import sys, pgps.synth; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    code = f"import sys, pgps.data.synth; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -297,6 +297,25 @@ def run(capsys, *argv):
     code = main(list(argv))
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def test_configure_label_noise_and_describe_without_the_command_line(tmp_path):
+    """What ``pgps synth`` does with its options, as library calls: unset options keep the preset's values, another
+    class count drops the preset's class names, label sets only when asked; the summary is the written dataset's."""
+    config = synth.configure("lesions", None, num_cases=3, shape=(24, 24, 24), seed=None, num_classes=None)
+    assert config == synth.preset("lesions", num_cases=3, shape=(24, 24, 24))
+    organs = synth.configure("organs", None, num_classes=2)
+    assert organs.num_classes == 2 and len(organs.labels) == 3 and "liver" not in organs.labels
+    assert synth.label_noise() is None
+    noise = synth.label_noise(factors=[1.0, 0.5])
+    assert (noise.count, noise.levels, noise.factors) == (2, (0.0, 1.0), (1.0, 0.5))
+    assert synth.label_noise(count=4).count == 4
+    path = synth.generate_dataset(config, tmp_path, 7, "Tiny", progress=False)
+    stats = json.loads((path / "dataset.json").read_text())["pgps_synth"]["statistics"]
+    lines = synth.describe("lesions", config, stats, noise, test_cases=2)
+    assert lines[0].startswith("preset lesions: 3 cases, shape 24x24x24") and lines[-1].startswith("2 test cases")
+    assert f"foreground share {stats['foreground_share']:.3%}" in lines[1]
+    assert "2 noisy label sets per case" in lines[-2]
 
 
 def test_cli_writes_dataset_and_summary(capsys, tmp_path):

@@ -146,7 +146,7 @@ def test_a_missing_extra_stops_a_command_with_one_line(light, tmp_path, argv, ex
 
 
 @pytest.mark.parametrize(
-    ("module", "extra"), [("pgps.torch", "torch"), ("pgps.monai", "monai"), ("pgps.nnunet.sampling", "nnunet")]
+    ("module", "extra"), [("pgps.torch", "torch"), ("pgps.monai", "monai"), ("pgps.nnunet.loading.sampling", "nnunet")]
 )
 def test_a_missing_extra_stops_an_import_naming_it(light, module, extra):
     python, _, _ = light

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -214,6 +215,49 @@ def add_backbone_configuration(
     out = copy.deepcopy(plans)
     out["configurations"][name] = config
     return out
+
+
+def parse_arch_options(items: Sequence[str], backbones: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``[BACKBONE:]KEY=VALUE`` options (``pgps backbone-plans --arch``) as architecture keywords per backbone: a
+    value is JSON when it parses as JSON, else a string; without ``BACKBONE:`` the key is every backbone's."""
+    arch: dict[str, dict[str, Any]] = {b: {} for b in backbones}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--arch {item!r} is not [BACKBONE:]KEY=VALUE")
+        prefix, colon, key = key.rpartition(":")
+        if colon and prefix not in arch:
+            raise ValueError(f"--arch {item!r}: {prefix!r} is not one of the backbones given ({', '.join(arch)})")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare string such as norm_name=batch
+        for backbone in [prefix] if colon else arch:
+            arch[backbone][key] = value
+    return arch
+
+
+def add_backbone_configurations(
+    plans: dict,
+    backbones: Sequence[str],
+    source: str,
+    names: Sequence[str] | None = None,
+    *,
+    patch_size: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    arch_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[dict, list[str]]:
+    """:func:`add_backbone_configuration` for several backbones (names default to ``3d_<backbone>``): the new
+    plans and the configuration names."""
+    names = list(names or [f"3d_{b}" for b in backbones])
+    if len(names) != len(backbones):
+        raise ValueError(f"--name gives {len(names)} names for {len(backbones)} backbones")
+    for backbone, name in zip(backbones, names, strict=True):
+        plans = add_backbone_configuration(
+            plans, backbone, source, name, patch_size=patch_size, batch_size=batch_size,
+            arch_kwargs=(arch_kwargs or {}).get(backbone, {}),
+        )  # fmt: skip
+    return plans, names
 
 
 def describe(plans: dict, name: str) -> str:

@@ -57,12 +57,12 @@ def _check_input(title: str, spatial: Sequence[int], step: int) -> Size:
     return size
 
 
-class UNETRBackbone(UNETR):
-    """MONAI's UNETR for inputs of any multiple of its 16^3 token (shape ``(B, C, X, Y, Z)`` voxels).
+class _PlannedNetwork:
+    """A MONAI network built with nnU-Net's constructor arguments (``input_channels``, ``num_classes``, ``patch_size``
+    = ``P_max``, ``deep_supervision``, then the plans' ``arch_kwargs``), ``P_max`` checked against the step."""
 
-    ``patch_size`` is ``P_max`` (voxels per axis): it sets the learned positional embedding's
-    token grid ``P_max / 16``. ``arch_kwargs`` are MONAI's (``feature_size``, ``hidden_size``, ...).
-    """
+    title = ""
+    step = 1
 
     def __init__(
         self,
@@ -72,13 +72,29 @@ class UNETRBackbone(UNETR):
         deep_supervision: bool = False,
         **arch_kwargs: Any,
     ) -> None:
-        p_max = _check_construction("UNETR", patch_size, UNETR_TOKEN, deep_supervision)
-        super().__init__(
-            in_channels=input_channels, out_channels=num_classes, img_size=p_max, proj_type="conv", **arch_kwargs
+        p_max = _check_construction(self.title, patch_size, self.step, deep_supervision)
+        self._build(input_channels, num_classes, p_max, **arch_kwargs)
+        self.patch_size_max: Size = p_max
+
+    def _build(self, input_channels: int, num_classes: int, p_max: Size, **arch_kwargs: Any) -> None:
+        raise NotImplementedError
+
+
+class UNETRBackbone(_PlannedNetwork, UNETR):
+    """MONAI's UNETR for inputs of any multiple of its 16^3 token (shape ``(B, C, X, Y, Z)`` voxels).
+
+    ``patch_size`` is ``P_max`` (voxels per axis): it sets the learned positional embedding's
+    token grid ``P_max / 16``. ``arch_kwargs`` are MONAI's (``feature_size``, ``hidden_size``, ...).
+    """
+
+    title, step = "UNETR", UNETR_TOKEN
+
+    def _build(self, input_channels: int, num_classes: int, p_max: Size, **arch_kwargs: Any) -> None:
+        UNETR.__init__(
+            self, in_channels=input_channels, out_channels=num_classes, img_size=p_max, proj_type="conv", **arch_kwargs
         )
         if tuple(self.patch_size) != (UNETR_TOKEN,) * 3:
             raise RuntimeError(f"MONAI's UNETR token is {self.patch_size}, pgps expects {UNETR_TOKEN}^3")
-        self.patch_size_max: Size = p_max
         self.token_grid_max: Size = as_size("token grid", [p // UNETR_TOKEN for p in p_max])
 
     def token_grid(self, spatial: Sequence[int]) -> Size:
@@ -123,23 +139,16 @@ class UNETRBackbone(UNETR):
         return self.out(self.decoder2(dec1, enc1))
 
 
-class SwinUNETRBackbone(SwinUNETR):
+class SwinUNETRBackbone(_PlannedNetwork, SwinUNETR):
     """MONAI's SwinUNETR with nnU-Net's constructor arguments; inputs ``(B, C, X, Y, Z)``, each axis a multiple of 32.
 
     ``patch_size`` is ``P_max`` (voxels per axis; checked only, Swin has no positional embedding).
     """
 
-    def __init__(
-        self,
-        input_channels: int,
-        num_classes: int,
-        patch_size: Sequence[int],
-        deep_supervision: bool = False,
-        **arch_kwargs: Any,
-    ) -> None:
-        p_max = _check_construction("SwinUNETR", patch_size, SWIN_STEP, deep_supervision)
-        super().__init__(in_channels=input_channels, out_channels=num_classes, **arch_kwargs)
-        self.patch_size_max: Size = p_max
+    title, step = "SwinUNETR", SWIN_STEP
+
+    def _build(self, input_channels: int, num_classes: int, p_max: Size, **arch_kwargs: Any) -> None:
+        SwinUNETR.__init__(self, in_channels=input_channels, out_channels=num_classes, **arch_kwargs)
 
     def forward(self, x_in: torch.Tensor) -> torch.Tensor:
         _check_input("SwinUNETR", x_in.shape[2:], SWIN_STEP)
@@ -194,16 +203,9 @@ class BackboneMixin:
 
     backbone: str = ""
 
-    def __init__(
-        self,
-        plans: dict,
-        configuration: str,
-        fold: int,
-        dataset_json: dict,
-        device: torch.device = torch.device("cuda"),  # noqa: B008 - nnU-Net's signature
-    ) -> None:
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.enable_deep_supervision = False
+    def initialize(self) -> None:
+        self.enable_deep_supervision = False  # before the network is built (one output)
+        super().initialize()
 
     @classmethod
     def build_network_architecture(

@@ -153,3 +153,17 @@ def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
         values = [float(r[column]) for r in rows if r.get(column) is not None and math.isfinite(float(r[column]))]
         out[column] = sum(values) if values else None
     return out
+
+
+class CarbonMixin:
+    """CodeCarbon's tracker of a :class:`pgps.nnunet.trainer.PGPSMixin` trainer (one task per stage)."""
+
+    def _carbon_task(self) -> str:
+        """CodeCarbon's task name for this epoch: its stage (RPSS draws one per iteration)."""
+        return "rpss" if self.schedule.mode == "rpss" else f"stage {self.schedule.stage_index(self.current_epoch)}"
+
+    def _carbon_tracker(self) -> RunCarbon:
+        """CodeCarbon for this run, on the main process only (a disabled one elsewhere)."""
+        gpu = [self.device.index or 0] if self.device.type == "cuda" else None
+        mode = "off" if self.local_rank != 0 else None
+        return RunCarbon(self.output_folder, type(self).__name__, gpu, mode, log=self.print_to_log_file)

@@ -40,6 +40,8 @@ import os
 import torch
 from torch import nn
 
+import pgps
+
 MIN_ITERATIONS = 1000
 """Default of ``PGPS_COMPILE_MIN_ITERATIONS``: training iterations a stage needs to be compiled."""
 EXTRA_GRAPHS = 3
@@ -101,3 +103,35 @@ class CompileCounters:
 
     def __sub__(self, other: CompileCounters) -> CompileCounters:
         return CompileCounters(self.seconds - other.seconds, self.compilations - other.compilations)
+
+
+class CompileMixin:
+    """The stage-wise compilation of a :class:`pgps.nnunet.trainer.PGPSMixin` trainer (its network and schedule)."""
+
+    def _do_i_compile(self) -> bool:
+        """nnU-Net's own compilation (network and Dice loss, dynamic shapes) is replaced by the stage-wise
+        policy of :mod:`pgps.nnunet.compiling` (:meth:`_set_up_compilation`)."""
+        return False
+
+    def _set_up_compilation(self) -> None:
+        self._eager_network = self.network
+        self._compiled_network = None
+        self._compiled_stages = [False] * self.schedule.num_stages
+        if not compile_wanted(self.device):
+            return
+        floor = min_iterations()
+        self._compiled_stages = [n >= floor for n in pgps.iterations_per_stage(self.schedule)]
+        if any(self._compiled_stages):
+            graphs = self.schedule.num_stages + EXTRA_GRAPHS
+            self._compiled_network = compile_network(self.network, graphs)
+        eager = [i for i, c in enumerate(self._compiled_stages) if not c]
+        self.print_to_log_file(
+            f"PGPS: torch.compile, static shapes, one compilation per stage; stages run eager (fewer than {floor} "
+            f"iterations): {eager or 'none'}",
+            also_print_to_console=True,
+        )
+
+    def network_for_stage(self, index: int) -> torch.nn.Module:
+        """The network that trains stage ``index``: compiled, or eager where compiling cannot pay off."""
+        compiled = getattr(self, "_compiled_network", None)
+        return compiled if compiled is not None and self._compiled_stages[index] else self._eager_network

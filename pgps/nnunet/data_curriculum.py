@@ -1,4 +1,4 @@
-"""The data-level curriculum (CDL-UNet's "Easy-Then-Hard", or any pacing of :mod:`pgps.data_curriculum`) as a
+"""The data-level curriculum (CDL-UNet's "Easy-Then-Hard", or any pacing of :mod:`pgps.data.curriculum`) as a
 mixin for the PGPS nnU-Net trainers: it restricts which training cases the loader may draw in each phase,
 composed with every PGPS mode and batch strategy (the patch curriculum decides patch and batch size, the data
 curriculum the cases).
@@ -21,7 +21,7 @@ the checkpoint next to the PGPS curriculum state, so ``--c`` resumes in the same
 
 Class attributes, each with an environment override for short runs without new classes:
 
-- ``data_pacing`` (``PGPS_DATA_PACING``): a kind of :data:`pgps.data_curriculum.DEFAULTS`;
+- ``data_pacing`` (``PGPS_DATA_PACING``): a kind of :data:`pgps.data.curriculum.DEFAULTS`;
 - ``data_pacing_params`` (``PGPS_DATA_PACING_PARAMS``, JSON): its parameters;
 - ``lr_restart`` (``PGPS_LR_RESTART``, 0/1): restart nnU-Net's poly learning rate at each phase switch, as the
   CDL-UNet authors' hard course (a new training run from the easy course's weights) does;
@@ -31,8 +31,6 @@ Class attributes, each with an environment override for short runs without new c
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections import Counter
@@ -42,10 +40,10 @@ from typing import Any
 import torch
 from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
-from pgps import data_curriculum as dc
-from pgps.difficulty import DifficultyTable
-from pgps.io import atomic_write_text
-from pgps.nnunet.sampling import check_strategy
+from pgps.data import curriculum as dc
+from pgps.data.difficulty import DifficultyTable
+from pgps.io import write_csv
+from pgps.nnunet.loading.sampling import check_strategy
 
 DIFFICULTY_ENV = "PGPS_DIFFICULTY"
 PLANS_KEY = "pgps_difficulty"
@@ -239,11 +237,7 @@ class DataCurriculumMixin:
             }
         )
         if self.local_rank == 0:
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(self.data_rows)
-            atomic_write_text(os.path.join(self.output_folder, LOG_FILE), buf.getvalue())
+            write_csv(os.path.join(self.output_folder, LOG_FILE), self.data_rows, LOG_COLUMNS)
         super().on_epoch_end()
 
     # -- learning rate -----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ own and the four PGPS strategies):
   (:class:`pgps.sampling.BatchPlanner`), so every rank knows it without communication;
 - **the batch split**: each rank takes the contiguous rows nnU-Net would give it, ``b // N`` each and one
   more for the first ``b % N`` ranks (:func:`rank_rows`), and opens, crops and augments only the volumes
-  those rows need (:class:`pgps.nnunet.sampling.PlannedDataLoader`): no rank repeats another's patches and
+  those rows need (:class:`pgps.nnunet.loading.sampling.PlannedDataLoader`): no rank repeats another's patches and
   the union is the batch one process trains. Randomness inside nnU-Net's per-sample transforms stays each
   rank's own;
 - **telemetry**: each rank measures its batches; every epoch the rows are gathered and combined
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 import pgps
+from pgps.nnunet.telemetry import MIXED
 from pgps.sampling import forced_foreground, rank_rows  # the core's batch rules (nnU-Net's DDP split)
 
 
@@ -64,9 +65,6 @@ def same_on_every_rank(value: Any) -> Any:
     values = [value]
     dist.broadcast_object_list(values, src=0)
     return values[0]
-
-
-MIXED = "mixed"
 
 
 def combine_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

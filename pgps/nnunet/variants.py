@@ -1,7 +1,9 @@
 """The published PGPS trainer variants, each a few class attributes on :class:`PGPSMixin`.
 
 Names follow nnU-Net's convention so that ``nnUNetv2_train DATASET 3d_fullres FOLD -tr NAME``
-finds them once ``nnUNet_extTrainer`` points at :func:`pgps.nnunet.ext_trainer_path`.
+finds them once ``nnUNet_extTrainer`` points at :func:`pgps.nnunet.ext_trainer_path`. The names and the
+variants' factors (samplers, backbones, lengths, losses, learning-rate scalings) come from :mod:`pgps.names`:
+the sampler, transformer-backbone, length, loss and learning-rate variants are made from its tables.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
     nnUNetTrainerNoMirroring,
 )
 
-from pgps.grid import LOSS_TRAINERS
+from pgps import names
 from pgps.nnunet.backbones import BackboneMixin
 from pgps.nnunet.data_curriculum import DataCurriculumMixin
 from pgps.nnunet.memory import MemoryProbeMixin
@@ -42,16 +44,18 @@ class nnUNetTrainer_PGPS_Performance(PGPSMixin, nnUNetTrainer):
     foreground_share = 0.5
 
 
-class nnUNetTrainer_PGPS_Performance_SingleCrop(nnUNetTrainer_PGPS_Performance):
-    batch_sampling = "single_crop"
+def _sampler_variants() -> dict[str, type]:
+    """PGPS-Performance with each other batch construction of :data:`pgps.names.SAMPLERS` (``_SingleCrop`` ...)."""
+    made = {}
+    for key in names.SAMPLER_VARIANTS:
+        name = names.trainer_name("performance", sampler=key)
+        doc = f"PGPS-Performance with {names.SAMPLERS[key].label} batches."
+        made[name] = type(name, (nnUNetTrainer_PGPS_Performance,), {"batch_sampling": key, "__doc__": doc,
+                                                                   "__module__": __name__})  # fmt: skip
+    return made
 
 
-class nnUNetTrainer_PGPS_Performance_MultiCrop(nnUNetTrainer_PGPS_Performance):
-    batch_sampling = "multi_crop"
-
-
-class nnUNetTrainer_PGPS_Performance_SingleVolume(nnUNetTrainer_PGPS_Performance):
-    batch_sampling = "single_volume"
+globals().update(_sampler_variants())
 
 
 # The MICCAI 2024 conference trainers (PGPS, PGPS+, RPSS) force a foreground:background ratio of one in every
@@ -101,7 +105,7 @@ class nnUNetTrainer_PGPS_Performance_NoMirroring(nnUNetTrainer_PGPS_Performance,
     pass
 
 
-TRAINING_LENGTHS = {1: 0.01, 10: 0.10, 25: 0.25, 50: 0.50}
+TRAINING_LENGTHS = {p: f for p, f in names.TRAINING_LENGTHS.items() if p != 100}
 """Training-length variants: percent of nnU-Net's 250 iterations per epoch (1000 epochs kept)."""
 
 
@@ -136,28 +140,20 @@ globals().update(_training_length_variants())
 # Backbones (journal Sec. 3.5, Table 3): MONAI's UNETR and SwinUNETR, no deep supervision, on a configuration
 # made by `pgps backbone-plans` (P_max a multiple of the step: UNETR 16, SwinUNETR 32 per axis). ResEnc M/L/XL
 # need no trainer of their own: the trainers above read steps from any U-Net plan (-p nnUNetResEncUNet{M,L,XL}Plans).
-class nnUNetTrainer_PGPS_UNETR_CPS(BackboneMixin, nnUNetTrainer_PGPS_CPS):
-    backbone = "unetr"
+def _backbone_variants() -> dict[str, type]:
+    """The journal's three strategies on each transformer of :data:`pgps.names.TRANSFORMERS` (``_UNETR_CPS`` ...)."""
+    made = {}
+    for backbone in names.TRANSFORMERS:
+        for mode in names.JOURNAL_MODES:
+            name = names.trainer_name(mode, backbone)
+            base = globals()[names.trainer_name(mode)]
+            doc = f"{base.__name__} on {names.BACKBONES[backbone].label}."
+            made[name] = type(name, (BackboneMixin, base), {"backbone": backbone, "__doc__": doc,
+                                                             "__module__": __name__})  # fmt: skip
+    return made
 
 
-class nnUNetTrainer_PGPS_UNETR_Efficiency(BackboneMixin, nnUNetTrainer_PGPS_Efficiency):
-    backbone = "unetr"
-
-
-class nnUNetTrainer_PGPS_UNETR_Performance(BackboneMixin, nnUNetTrainer_PGPS_Performance):
-    backbone = "unetr"
-
-
-class nnUNetTrainer_PGPS_SwinUNETR_CPS(BackboneMixin, nnUNetTrainer_PGPS_CPS):
-    backbone = "swinunetr"
-
-
-class nnUNetTrainer_PGPS_SwinUNETR_Efficiency(BackboneMixin, nnUNetTrainer_PGPS_Efficiency):
-    backbone = "swinunetr"
-
-
-class nnUNetTrainer_PGPS_SwinUNETR_Performance(BackboneMixin, nnUNetTrainer_PGPS_Performance):
-    backbone = "swinunetr"
+globals().update(_backbone_variants())
 
 
 # PGPS-Performance with batch sizes from a peak-memory probe of the network on the training device
@@ -166,31 +162,27 @@ class nnUNetTrainer_PGPS_Performance_MemoryProbe(MemoryProbeMixin, nnUNetTrainer
     pass
 
 
-class nnUNetTrainer_PGPS_UNETR_Performance_MemoryProbe(MemoryProbeMixin, nnUNetTrainer_PGPS_UNETR_Performance):
-    pass
-
-
-class nnUNetTrainer_PGPS_SwinUNETR_Performance_MemoryProbe(MemoryProbeMixin, nnUNetTrainer_PGPS_SwinUNETR_Performance):
-    pass
+globals().update(
+    {
+        f"{name}_MemoryProbe": type(
+            f"{name}_MemoryProbe", (MemoryProbeMixin, globals()[name]), {"__module__": __name__}
+        )
+        for name in (names.trainer_name("performance", b) for b in names.TRANSFORMERS)
+    }
+)
 
 
 # Data-level curriculum (CDL-UNet, FLARE 2024): which cases each phase may draw, from difficulty.csv
 # (pgps.nnunet.data_curriculum), on top of every patch-size mode and batch strategy. "_DataCurriculumRestart"
 # also restarts the poly learning rate at each phase switch, as the authors' hard course does.
-DATA_CURRICULUM_BASES = (
-    nnUNetTrainer_PGPS_CPS,
-    nnUNetTrainer_PGPS_Efficiency,
-    nnUNetTrainer_PGPS_Performance,
-    nnUNetTrainer_PGPS_Performance_SingleCrop,
-    nnUNetTrainer_PGPS_Performance_MultiCrop,
-    nnUNetTrainer_PGPS_Performance_SingleVolume,
-    nnUNetTrainer_PGPS_MICCAI,
-    nnUNetTrainer_PGPS_MICCAIPlus,
-    nnUNetTrainer_PGPS_RPSS,
-    nnUNetTrainer_PGPS_ProgressiveResolution,
-    nnUNetTrainer_PGPS_CPS_NoMirroring,
-    nnUNetTrainer_PGPS_Efficiency_NoMirroring,
-    nnUNetTrainer_PGPS_Performance_NoMirroring,
+DATA_CURRICULUM_BASES = tuple(
+    globals()[name]
+    for name in (
+        *(names.trainer_name(mode) for mode in names.JOURNAL_MODES),
+        *(names.trainer_name("performance", sampler=sampler) for sampler in names.SAMPLER_VARIANTS),
+        *(names.trainer_name(mode) for mode in (*names.MICCAI_MODES, "progressive-resolution")),
+        *(names.trainer_name(mode, mirroring=False) for mode in names.JOURNAL_MODES),
+    )
 )
 DATA_CURRICULUM_RESTART_BASES = JOURNAL_STRATEGIES
 """Bases that also get a ``_DataCurriculumRestart`` variant (any other: ``PGPS_LR_RESTART=1``)."""
@@ -225,9 +217,9 @@ __all__ = list(TRAINERS)
 # Loss and learning-rate variants of every trainer above, made when nnU-Net looks them up by name (a module
 # __getattr__, PEP 562): <trainer>[_<loss>][_<lr>], e.g. nnUNetTrainer_PGPS_Performance_DiceFocal or
 # nnUNetTrainer_PGPS_CPS_DiceTopK10_LRsqrt. Listing them all would multiply the trainers by 12.
-LOSS_SUFFIXES = {suffix: loss for loss, suffix in LOSS_TRAINERS.items() if suffix}
+LOSS_SUFFIXES = {loss.trainer: key for key, loss in names.LOSSES.items() if loss.trainer}
 """Trainer-name suffix -> ``loss_variant`` (:mod:`pgps.nnunet.losses`); no suffix: nnU-Net's Dice + CE."""
-LR_SUFFIXES = {"LRlinear": "linear", "LRsqrt": "sqrt"}
+LR_SUFFIXES = {suffix: scaling for scaling, suffix in names.LR_SCALINGS.items()}
 """Trainer-name suffix -> ``lr_scaling`` (:func:`pgps.lr.scaled_learning_rate`); no suffix: nnU-Net's rate."""
 
 

@@ -5,7 +5,7 @@ large-batch-patch-amos22.txt``): nnU-Net on AMOS22 with larger patches (Table 1)
 four losses (Table 3), and two five-fold models and their ensemble (Table 4), scored by Dice (DSC) and
 Normalized Surface Dice (NSD) on the official validation cases. Tables 1-3 are on Task 2, one fold each.
 
-Input: the held-out manifest (:data:`pgps.heldout.EVALUATION_COLUMNS`; ``pgps amos22-report --manifest``)
+Input: the held-out manifest (:data:`pgps.experiments.heldout.EVALUATION_COLUMNS`; ``pgps amos22-report --manifest``)
 whose ``scores`` files are ``pgps surface`` tables (``case``, ``class``, ``dice``, ``nsd``). A score is the mean
 over cases of each case's mean over its foreground classes (classes absent from both prediction and
 reference are left out), as the AMOS22 challenge averages organs and cases. A missing score file is a gap.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pgps.heldout import EVALUATION_COLUMNS
+from pgps.experiments.heldout import EVALUATION_COLUMNS
 from pgps.report.published import PUBLISHED_DIR, load_published
 from pgps.report.render import _write_table
 from pgps.report.table import Column, Rank, Table, cell

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pgps.io import read_json
 from pgps.plans import resolve_configuration
 from pgps.sizes import numel
 
@@ -108,7 +109,6 @@ def task_characteristics(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """One row of :data:`COLUMNS` for the nnU-Net preprocessed dataset folder ``preprocessed_dir``."""
-    from pgps.report.results import read_json
 
     folder = Path(preprocessed_dir)
     if not (folder / "dataset.json").is_file():

@@ -95,7 +95,7 @@ def report(args: argparse.Namespace) -> int:
 
 def study_report(args: argparse.Namespace) -> int:
     """Render the synthetic study and print the claims' verdicts."""
-    from pgps.study import study_outputs
+    from pgps.experiments.study import study_outputs
 
     if args.list_outputs:
         print("\n".join(study_outputs()))

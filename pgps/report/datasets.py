@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from pgps import names
+
 ARTICLE_DATASETS: dict[str, str] = {
     "MSD_Brain": "MSD Brain",
     "MSD_Heart": "MSD Heart",
@@ -33,15 +35,8 @@ MSD_DATASETS: tuple[str, ...] = tuple(k for k in ARTICLE_DATASETS if k.startswit
 UNMIRRORED_DATASETS: frozenset[str] = frozenset({"ToothFairy2", "TotalSegmentatorV2"})
 """Datasets the article's main grid trains without mirroring (Section 3.2)."""
 
-BACKBONES: dict[str, str] = {
-    "unet": "UNet (nnU-Net)",
-    "resenc_m": "ResEncM",
-    "resenc_l": "ResEncL",
-    "resenc_xl": "ResEncXL",
-    "unetr": "UNETR",
-    "swinunetr": "SwinUNETR",
-}
-"""Backbone key -> name as printed in Tables 3 and D.7."""
+BACKBONES: dict[str, str] = {key: backbone.label for key, backbone in names.BACKBONES.items()}
+"""Backbone key -> name as printed in Tables 3 and D.7 (:data:`pgps.names.BACKBONES`)."""
 
 
 def label(dataset: str) -> str:

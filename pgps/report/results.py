@@ -39,9 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pgps.io import atomic_write_text
+from pgps.io import atomic_write_text, read_json
 from pgps.report import datasets as ds
 from pgps.report import stats
+from pgps.report.characteristics import MEASURES
 from pgps.report.surface import surface_metrics
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
@@ -85,14 +86,6 @@ CASE_COLUMNS: tuple[str, ...] = ("run", *("dataset", "mode", "fold"), "case", "l
 
 
 # -- reading files, with errors that name them ------------------------------------------------------
-def read_json(path: str | Path) -> Any:
-    """A JSON file; a file that is not JSON (e.g. cut short by a kill) raises ``ValueError`` naming it."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); was it cut short?") from None
-
-
 def read_csv(path: str | Path, required: Sequence[str] = (), what: str = "table", **kwargs: Any) -> pd.DataFrame:
     """A CSV table with the ``required`` columns; anything else raises ``ValueError`` naming the file
     (and the missing columns)."""
@@ -365,7 +358,6 @@ RESULTS_REQUIRED: tuple[str, ...] = ("dataset", "mode", "fold", "dice")
 
 def read_characteristics(path: str | Path) -> pd.DataFrame:
     """A task characteristics table (``pgps characteristics``): one row per dataset with the four measures."""
-    from pgps.report.characteristics import MEASURES
 
     df = read_csv(path, ["dataset", *MEASURES], "task characteristics table (pgps characteristics)")
     repeated = sorted(set(df["dataset"][df["dataset"].duplicated()].astype(str)))

@@ -66,11 +66,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 from scipy.stats import rankdata
 
+from pgps.experiments.study import RESULTS_MD, RUNS_CSV, STUDY_MODES, level_label
 from pgps.io import atomic_write_text
 from pgps.report import stats, style
 from pgps.report.results import compare_to_cps, load_results
 from pgps.report.table import Column, Table, cell, to_csv, to_latex, to_markdown
-from pgps.study import RESULTS_MD, RUNS_CSV, STUDY_MODES, level_label
 
 PGPS_MODES: tuple[str, ...] = ("efficiency", "performance")
 SHORT = {"cps": "CPS", "efficiency": "PGPS-Eff", "performance": "PGPS-Perf"}
@@ -666,11 +666,11 @@ def results_markdown(analysis: Analysis, found: list[Verdict]) -> str:
 def render_study(
     results_dir: str | Path, study_file: str | Path, out_dir: str | Path, log: Callable[[str], None] | None = None
 ) -> list[Path]:
-    """Write :func:`pgps.study.study_outputs` into ``out_dir`` from a collected results folder and the study's
-    configuration (``study.json``)."""
+    """Write :func:`pgps.experiments.study.study_outputs` into ``out_dir`` from a collected results folder and the
+    study's configuration (``study.json``)."""
     say = log or (lambda _: None)
     study = json.loads(Path(study_file).read_text())
-    from pgps.study import decision_parameters
+    from pgps.experiments.study import decision_parameters
 
     data = load_results(results_dir)
     runs = runs_table(data["results"], data["characteristics"])

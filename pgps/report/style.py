@@ -18,6 +18,8 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from pgps import names
+
 
 @dataclasses.dataclass(frozen=True)
 class Strategy:
@@ -40,31 +42,27 @@ class Strategy:
         }
 
 
-STRATEGIES: dict[str, Strategy] = {
-    # CPS wide and underneath, so the PGPS lines that coincide with it stay visible on top.
-    "cps": Strategy("CPS", "#6E6E6E", "-", 3.2, 1.0),
-    "efficiency": Strategy("PGPS-Efficiency", "#009E73", "--", 2.0, 3.0),
-    "performance": Strategy("PGPS-Performance", "#E69F00", "-", 2.0, 2.0),
-    "miccai": Strategy("PGPS (MICCAI 2024)", "#56B4E9", "-."),
-    "miccai-plus": Strategy("PGPS+ (MICCAI 2024)", "#D55E00", ":"),
-    "rpss": Strategy("RPSS", "#CC79A7", "-"),
-    "progressive-resolution": Strategy("Progressive Resolution", "#0072B2", (0, (5, 1, 1, 1))),
+_LINES = {  # CPS wide and underneath, so the PGPS lines that coincide with it stay visible on top
+    "cps": ("#6E6E6E", "-", 3.2, 1.0),
+    "efficiency": ("#009E73", "--", 2.0, 3.0),
+    "performance": ("#E69F00", "-", 2.0, 2.0),
+    "miccai": ("#56B4E9", "-."),
+    "miccai-plus": ("#D55E00", ":"),
+    "rpss": ("#CC79A7", "-"),
+    "progressive-resolution": ("#0072B2", (0, (5, 1, 1, 1))),
 }
-"""Strategy (``pgps.MODES`` key) -> how every figure draws it."""
+STRATEGIES: dict[str, Strategy] = {key: Strategy(names.MODES[key].label, *line) for key, line in _LINES.items()}
+"""Strategy (a :data:`pgps.names.MODES` key) -> how every figure draws it (labels from the table of names)."""
 
 ORDER: tuple[str, ...] = tuple(STRATEGIES)
 """Order of strategies in legends and tables: baseline first."""
 
 
 SAMPLERS: dict[str, Strategy] = {
-    name: dataclasses.replace(STRATEGIES["performance"], label=f"PGPS-Performance, {label}", linestyle=line)
-    for name, label, line in (
-        ("split_crop", "Split-Crop", "-"),
-        ("single_crop", "Single-Crop", "--"),
-        ("multi_crop", "Multi-Crop", ":"),
-        ("single_volume", "Single-Volume", "-."),
-    )
-}
+    name: dataclasses.replace(STRATEGIES["performance"], label=f"PGPS-Performance, {names.SAMPLERS[name].label}",
+                              linestyle=line)
+    for name, line in (("split_crop", "-"), ("single_crop", "--"), ("multi_crop", ":"), ("single_volume", "-."))
+}  # fmt: skip
 """PGPS-Performance's batch constructions (Figure A.6): the strategy's colour, one line style each."""
 
 HATCHES: dict[str, str] = {"split_crop": "", "single_crop": "//", "multi_crop": "..", "single_volume": "xx"}

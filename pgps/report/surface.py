@@ -1,6 +1,6 @@
 """Normalized Surface Dice in the results folder: read each run's ``validation/pgps_surface.csv``.
 
-``pgps surface`` (:mod:`pgps.nnunet.surface`) writes that table next to nnU-Net's validation, one row
+``pgps surface`` (:mod:`pgps.nnunet.inference.surface`) writes that table next to nnU-Net's validation, one row
 per case and class (Dice, NSD at a tolerance in mm). ``pgps collect`` reads it for every run: the
 run's mean NSD and NSD per class go into ``results.csv`` (:data:`SURFACE_METRICS`) and every row,
 keyed by run and factors, into ``surface.csv``. A run without the table gets missing values.

@@ -14,23 +14,16 @@ from collections.abc import Callable, Iterable, Sequence
 
 import pandas as pd
 
+from pgps import names
 from pgps.report import datasets as ds
 from pgps.report import stats
 from pgps.report.characteristics import MEASURES
 from pgps.report.results import MODE_SAMPLERS, aggregate, select, with_defaults
 from pgps.report.table import Column, Rank, Table, cell
 
-JOURNAL_MODES: tuple[str, ...] = ("cps", "efficiency", "performance")
-SHORT: dict[str, str] = {
-    "cps": "CPS",
-    "efficiency": "PGPS-Eff",
-    "performance": "PGPS-Perf",
-    "miccai": "PGPS",
-    "miccai-plus": "PGPS+",
-    "rpss": "RPSS",
-    "progressive-resolution": "Prog. Res.",
-}
-"""Strategy labels as the article's table headers print them."""
+JOURNAL_MODES: tuple[str, ...] = names.JOURNAL_MODES
+SHORT: dict[str, str] = {key: mode.short for key, mode in names.MODES.items()}
+"""Strategy labels as the article's table headers print them (:data:`pgps.names.MODES`)."""
 
 MAIN_GRID_NOTE = (
     "Runs: U-Net backbone, each strategy's own batch construction, the dataset's full training length, "
@@ -175,13 +168,7 @@ def table3(results: pd.DataFrame) -> Table:
 
 # -- Table A.4 ----------------------------------------------------------------------------------------
 TABLEA4_DATASETS = ("MSD_Lung", "KiTS23", "AMOS22")
-SAMPLER_LABELS = {
-    "default": "nnU-Net default",
-    "split_crop": "Split-Crop",
-    "single_crop": "Single-Crop",
-    "multi_crop": "Multi-Crop",
-    "single_volume": "Single-Volume",
-}
+SAMPLER_LABELS = {"default": "nnU-Net default", **{key: s.label for key, s in names.SAMPLERS.items()}}
 
 
 def effective_sampler(mode: str, sampler: str) -> str:

@@ -22,11 +22,7 @@ def cdl_synth_knobs():
 
 def cdl_env(results_dir):
     """nnU-Net's paths (one results folder per arm) and the pgps trainers for a shell command."""
-    return (
-        f"export nnUNet_raw={CDL_NNUNET}/raw nnUNet_preprocessed={CDL_NNUNET}/preprocessed"
-        f" nnUNet_results={CDL_NNUNET}/{results_dir} nnUNet_def_n_proc={CDL['processes']}"
-        f' nnUNet_extTrainer="$(python -m pgps trainers --ext-path)";'
-    )
+    return nnunet_env(CDL_NNUNET, results_dir, CDL["processes"])
 
 
 def cdl_train_env(arm):

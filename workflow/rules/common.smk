@@ -51,13 +51,21 @@ def demo_fold_dir(dataset, trainer, fold):
     return f"{NNUNET}/results/{demo_name(dataset)}/{trainer}__nnUNetPlans__{DEMO['configuration']}/fold_{fold}"
 
 
+def nnunet_env(nnunet_dir, results=None, processes=None):
+    """``export`` of nnU-Net's paths under ``nnunet_dir`` (raw, preprocessed, ``results`` when given), its process
+    count and the pgps trainers (``nnUNet_extTrainer``), for the start of a shell command: every rule's one way."""
+    parts = [f"nnUNet_raw={nnunet_dir}/raw", f"nnUNet_preprocessed={nnunet_dir}/preprocessed"]
+    if results is not None:
+        parts.append(f"nnUNet_results={nnunet_dir}/{results}")
+    if processes is not None:
+        parts.append(f"nnUNet_def_n_proc={processes}")
+    parts.append('nnUNet_extTrainer="$(python -m pgps trainers --ext-path)"')
+    return f"export {' '.join(parts)};"
+
+
 def demo_env():
     """nnU-Net's paths and pgps's short-run settings for a shell command."""
-    return (
-        f"export nnUNet_raw={NNUNET}/raw nnUNet_preprocessed={NNUNET}/preprocessed"
-        f" nnUNet_results={NNUNET}/results nnUNet_def_n_proc={DEMO['processes']}"
-        f' nnUNet_extTrainer="$(python -m pgps trainers --ext-path)";'
-    )
+    return nnunet_env(NNUNET, "results", DEMO["processes"])
 
 
 def demo_runs():
@@ -79,13 +87,13 @@ def demo_manifest():
 def demo_targets():
     if not DEMO["enabled"] or not DEMO["datasets"]:
         return []
-    return study_outputs("demo")
+    return collection_outputs("demo")
 
 
 # -- the article's experiment grid (workflow/rules/{datasets,preprocess,train,report}.smk) --
 
 sys.path.insert(0, workflow.basedir)  # this checkout's pgps, also when it is not installed
-from pgps.grid import (  # noqa: E402
+from pgps.experiments.grid import (  # noqa: E402
     BACKBONES,
     TRANSFORMER_PLANS,
     TRANSFORMERS,
@@ -130,11 +138,7 @@ def article_source(wildcards):
 
 def article_nnunet_env(results_dir="results"):
     """nnU-Net's paths and the pgps trainers for a shell command."""
-    return (
-        f"export nnUNet_raw={ARTICLE_NNUNET}/raw nnUNet_preprocessed={ARTICLE_NNUNET}/preprocessed"
-        f" nnUNet_results={ARTICLE_NNUNET}/{results_dir}"
-        f' nnUNet_extTrainer="$(python -m pgps trainers --ext-path)";'
-    )
+    return nnunet_env(ARTICLE_NNUNET, results_dir)
 
 
 def article_train_minutes(wildcards):
@@ -146,7 +150,7 @@ def article_train_minutes(wildcards):
 
 
 def article_targets():
-    return study_outputs("all") if ARTICLE["enabled"] else []
+    return collection_outputs("all") if ARTICLE["enabled"] else []
 
 
 def article_missing_data(folder):
@@ -221,54 +225,54 @@ def checkpoint_env(section):
     )
 
 
-# -- collection and rendering (workflow/rules/report.smk): one "study" per run manifest --
+# -- collection and rendering (workflow/rules/report.smk): one "collection" per run manifest (demo, all, finished) --
 # demo: the embedded default's runs; all: every run of the article's grid; finished: the grid's
 # runs finished so far (target article_partial).
 
-STUDY_FIGURES = {"demo": f"{PAPER_FIGURES}/demo", "all": PAPER_FIGURES, "finished": f"{RESULTS}/partial_figures"}
+COLLECTION_FIGURES = {"demo": f"{PAPER_FIGURES}/demo", "all": PAPER_FIGURES, "finished": f"{RESULTS}/partial_figures"}
 
 
-def studies():
+def collections():
     enabled = ["demo"] if DEMO["enabled"] and DEMO["datasets"] else []
     return enabled + (["all", "finished"] if ARTICLE["enabled"] else [])
 
 
-def study_manifest(study):
-    return demo_manifest() if study == "demo" else article_manifest(study)
+def collection_manifest(collection):
+    return demo_manifest() if collection == "demo" else article_manifest(collection)
 
 
-def study_finished(study):
+def collection_finished(collection):
     """The validation summaries a collection waits for."""
-    if study == "demo":
+    if collection == "demo":
         return [os.path.join(folder, "validation", "summary.json") for *_, folder in demo_runs()]
-    return article_finished(study)
+    return article_finished(collection)
 
 
-def study_preprocessed(study):
+def collection_preprocessed(collection):
     """Dataset key -> nnU-Net preprocessed folder, for the task characteristics (none for partial results)."""
-    if study == "demo":
+    if collection == "demo":
         return {d: f"{NNUNET}/preprocessed/{demo_name(d)}" for d in DEMO["datasets"]}
-    if study == "all":
+    if collection == "all":
         return {k: f"{ARTICLE_NNUNET}/preprocessed/{dataset_folder(d)}" for k, d in article_grid_datasets().items()}
     return {}
 
 
-def study_outputs(study):
-    """Every file pgps report writes for a study."""
-    return [f"{STUDY_FIGURES[study]}/{name}" for name in REPORT_OUTPUTS]
+def collection_outputs(collection):
+    """Every file pgps report writes for a collection."""
+    return [f"{COLLECTION_FIGURES[collection]}/{name}" for name in REPORT_OUTPUTS]
 
 
-def report_item(study, name):
+def report_item(collection, name):
     """A rendered file, flagged for `snakemake --report` when it is a figure, a table's CSV or a comparison's
     Markdown. Snakemake turns category and file names into reStructuredText link targets: names without a colon
     (one would end the target's name) and no file name twice (tables/x.csv, compare/x.md)."""
-    path = f"{STUDY_FIGURES[study]}/{name}"
+    path = f"{COLLECTION_FIGURES[collection]}/{name}"
     if name.startswith("figures/") and name.endswith(".png"):
-        return report(path, category=f"{study} figures", caption="../report/figure.rst")
+        return report(path, category=f"{collection} figures", caption="../report/figure.rst")
     if name.startswith("tables/") and name.endswith(".csv"):
-        return report(path, category=f"{study} tables", caption="../report/table.rst")
+        return report(path, category=f"{collection} tables", caption="../report/table.rst")
     if name.startswith("compare/") and name.endswith(".md"):
-        return report(path, category=f"{study} vs published", caption="../report/table.rst")
+        return report(path, category=f"{collection} vs published", caption="../report/table.rst")
     return path
 
 
@@ -276,8 +280,8 @@ def report_item(study, name):
 # GPUs per run (an experiment's `gpus`), CPU cores per GPU for nnU-Net's augmentation workers (PGPS_CPUS_PER_GPU,
 # the same variable the slurm profile turns into --cpus-per-gpu), plans variants, held-out predictions/ensembles.
 
-from pgps import heldout as HELDOUT  # noqa: E402
-from pgps.grid import VARIANT_PLANS, grid_gpus, grid_variants  # noqa: E402
+from pgps.experiments import heldout as HELDOUT  # noqa: E402
+from pgps.experiments.grid import VARIANT_PLANS, grid_gpus, grid_variants  # noqa: E402
 
 CPUS_PER_GPU = int(os.environ.get("PGPS_CPUS_PER_GPU", 12))
 ARTICLE_GPUS = grid_gpus(ARTICLE) if ARTICLE["enabled"] else {}

@@ -1,5 +1,5 @@
 # The embedded default's training run: synthesize -> plan/preprocess (+ light CPU configuration)
-# -> train every trainer x fold with nnU-Net; workflow/rules/report.smk collects and renders (study "demo").
+# -> train every trainer x fold with nnU-Net; workflow/rules/report.smk collects and renders (collection "demo").
 # All nnU-Net work goes through its own CLI; the curriculum is nnUNet_extTrainer's pgps trainers.
 
 wildcard_constraints:

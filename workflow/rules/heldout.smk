@@ -1,4 +1,4 @@
-# Held-out predictions, ensembles and their scores (pgps.heldout): a dataset's imagesTs/labelsTs (AMOS22's
+# Held-out predictions, ensembles and their scores (pgps.experiments.heldout): a dataset's imagesTs/labelsTs (AMOS22's
 # official validation cases with --format amos22_task1|amos22_task2) predicted by trained models, ensembled
 # with post-processing before or after (pgps ensemble), scored by Dice and NSD per case and class (pgps
 # surface), and rendered as the AMOS22 large-batch study's Tables 1-4 (pgps amos22-report).
@@ -127,7 +127,7 @@ rule heldout_scores:
 
 
 rule heldout_manifest:
-    """One row per scored held-out prediction (pgps.heldout.EVALUATION_COLUMNS)."""
+    """One row per scored held-out prediction (pgps.experiments.heldout.EVALUATION_COLUMNS)."""
     output:
         f"{RESULTS}/heldout.csv",
     params:

@@ -55,7 +55,7 @@ rule transformer_plans:
         f"{RESULTS}/logs/preprocess/{{folder}}_{TRANSFORMER_PLANS}.log",
     params:
         backbones=TRANSFORMERS,
-        configurations=[BACKBONES[b][1] for b in TRANSFORMERS],
+        configurations=[BACKBONES[b].configuration for b in TRANSFORMERS],
         plans_name=TRANSFORMER_PLANS,
     conda:
         "../../envs/pgps.yaml"

@@ -1,20 +1,20 @@
-# Runs -> one tidy results table (collected once per study) -> every table and figure of the article.
+# Runs -> one tidy results table (collected once per collection: demo, all, finished) -> every table and figure of the article.
 # Render rules read only the collected folder and pgps's published-value files, never checkpoints,
 # so everything re-renders in seconds. Studies (workflow/rules/common.smk): "demo" (the embedded
 # default), "all" (the article's grid; waits for every run) and "finished" (target article_partial:
 # whatever has finished so far, so a reviewer with partial results gets partial tables).
 
 wildcard_constraints:
-    study="demo|all|finished",
+    collection="demo|all|finished",
 
 
 rule manifest:
     output:
-        f"{RESULTS}/collected_{{study}}/runs.csv",
+        f"{RESULTS}/collected_{{collection}}/runs.csv",
     log:
-        f"{RESULTS}/logs/manifest_{{study}}.log",
+        f"{RESULTS}/logs/manifest_{{collection}}.log",
     params:
-        runs=lambda wildcards: study_manifest(wildcards.study),
+        runs=lambda wildcards: collection_manifest(wildcards.collection),
     conda:
         "../../envs/report.yaml"
     script:
@@ -23,13 +23,13 @@ rule manifest:
 
 rule characteristics:
     input:
-        lambda wildcards: [f"{folder}/nnUNetPlans.json" for folder in study_preprocessed(wildcards.study).values()],
+        lambda wildcards: [f"{folder}/nnUNetPlans.json" for folder in collection_preprocessed(wildcards.collection).values()],
     output:
-        f"{RESULTS}/characteristics_{{study}}.csv",
+        f"{RESULTS}/characteristics_{{collection}}.csv",
     log:
-        f"{RESULTS}/logs/characteristics_{{study}}.log",
+        f"{RESULTS}/logs/characteristics_{{collection}}.log",
     params:
-        datasets=lambda wildcards: " ".join(f"{k}={v}" for k, v in study_preprocessed(wildcards.study).items()),
+        datasets=lambda wildcards: " ".join(f"{k}={v}" for k, v in collection_preprocessed(wildcards.collection).items()),
     conda:
         "../../envs/pgps.yaml"
     shell:
@@ -39,17 +39,17 @@ rule characteristics:
 
 rule collect:
     input:
-        runs=f"{RESULTS}/collected_{{study}}/runs.csv",
-        finished=lambda wildcards: study_finished(wildcards.study),
+        runs=f"{RESULTS}/collected_{{collection}}/runs.csv",
+        finished=lambda wildcards: collection_finished(wildcards.collection),
         characteristics=lambda wildcards: (
-            f"{RESULTS}/characteristics_{wildcards.study}.csv" if study_preprocessed(wildcards.study) else []
+            f"{RESULTS}/characteristics_{wildcards.collection}.csv" if collection_preprocessed(wildcards.collection) else []
         ),
     output:
-        results=f"{RESULTS}/collected_{{study}}/results.csv",
-        epochs=f"{RESULTS}/collected_{{study}}/epochs.csv",
-        schedules=f"{RESULTS}/collected_{{study}}/schedules.json",
+        results=f"{RESULTS}/collected_{{collection}}/results.csv",
+        epochs=f"{RESULTS}/collected_{{collection}}/epochs.csv",
+        schedules=f"{RESULTS}/collected_{{collection}}/schedules.json",
     log:
-        f"{RESULTS}/logs/collect_{{study}}.log",
+        f"{RESULTS}/logs/collect_{{collection}}.log",
     params:
         characteristics=lambda wildcards, input: (
             f"--characteristics {input.characteristics}" if input.characteristics else ""
@@ -61,21 +61,21 @@ rule collect:
         "python -m pgps collect --runs {input.runs:q} {params.characteristics} --out {params.out:q} 2> {log:q}"
 
 
-for _study in studies():
+for _collection in collections():
 
     rule:
         name:
-            f"render_{_study}"
+            f"render_{_collection}"
         localrule: True
         input:
-            results=f"{RESULTS}/collected_{_study}/results.csv",
-            epochs=f"{RESULTS}/collected_{_study}/epochs.csv",
-            schedules=f"{RESULTS}/collected_{_study}/schedules.json",
+            results=f"{RESULTS}/collected_{_collection}/results.csv",
+            epochs=f"{RESULTS}/collected_{_collection}/epochs.csv",
+            schedules=f"{RESULTS}/collected_{_collection}/schedules.json",
             code=REPORT_CODE,
         output:
-            [report_item(_study, name) for name in REPORT_OUTPUTS],
+            [report_item(_collection, name) for name in REPORT_OUTPUTS],
         log:
-            f"{RESULTS}/logs/render_{_study}.log",
+            f"{RESULTS}/logs/render_{_collection}.log",
         params:
             results=lambda wildcards, input: os.path.dirname(input.results),
             out=lambda wildcards, output: os.path.dirname(output[-1]),  # report.md

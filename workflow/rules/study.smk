@@ -140,7 +140,7 @@ rule study_characteristics:
         " --configuration {params.configuration} --out {output:q} > {log:q} 2>&1"
 
 
-rule study_collect:
+use rule collect as study_collect with:
     input:
         runs=f"{STUDY_RESULTS}/collected/runs.csv",
         finished=study_all_summaries(),
@@ -148,15 +148,9 @@ rule study_collect:
     output:
         results=f"{STUDY_RESULTS}/collected/results.csv",
         epochs=f"{STUDY_RESULTS}/collected/epochs.csv",
+        schedules=f"{STUDY_RESULTS}/collected/schedules.json",
     log:
         f"{RESULTS}/logs/study/collect.log",
-    params:
-        out=lambda wildcards, output: os.path.dirname(output.results),
-    conda:
-        "../../envs/report.yaml"
-    shell:
-        "python -m pgps collect --runs {input.runs:q} --characteristics {input.characteristics:q}"
-        " --out {params.out:q} 2> {log:q}"
 
 
 rule study_render:

@@ -1,6 +1,6 @@
 # Paths and helpers of the synthetic study (workflow/rules/study.smk); no rules here.
 
-from pgps import study as _study
+from pgps.experiments import study as _study
 
 STUDY = config["study"]
 STUDY_NNUNET = os.path.abspath(STUDY["nnunet_dir"])
@@ -15,10 +15,7 @@ def study_level(wildcards):
 
 def study_env():
     """nnU-Net's paths (the study's own folder) and the pgps trainers for a shell command."""
-    return (
-        f"export nnUNet_raw={STUDY_NNUNET}/raw nnUNet_preprocessed={STUDY_NNUNET}/preprocessed"
-        f' nnUNet_def_n_proc=1 nnUNet_extTrainer="$(python -m pgps trainers --ext-path)";'
-    )
+    return nnunet_env(STUDY_NNUNET, processes=1)
 
 
 def study_level_preprocessed(level):

@@ -2,7 +2,7 @@
 
 import os
 
-from pgps.study import write_holdout_split
+from pgps.experiments.study import write_holdout_split
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
 path = write_holdout_split(os.path.dirname(snakemake.input[0]), snakemake.params.train_cases)

@@ -1,16 +1,9 @@
 """Write the held-out manifest that `pgps amos22-report --manifest` reads (rule heldout_manifest)."""
 
-import csv
-import io
-
-from pgps.heldout import EVALUATION_COLUMNS
-from pgps.io import atomic_write_text
+from pgps.experiments.heldout import EVALUATION_COLUMNS
+from pgps.io import write_csv
 
 snakemake = globals()["snakemake"]  # injected by Snakemake's script directive
-buffer = io.StringIO()
-writer = csv.DictWriter(buffer, fieldnames=EVALUATION_COLUMNS, lineterminator="\n")
-writer.writeheader()
-writer.writerows(snakemake.params.rows)
-atomic_write_text(snakemake.output[0], buffer.getvalue())
+write_csv(snakemake.output[0], snakemake.params.rows, EVALUATION_COLUMNS)
 with open(snakemake.log[0], "w") as log:
     print(f"{len(snakemake.params.rows)} held-out predictions -> {snakemake.output[0]}", file=log)

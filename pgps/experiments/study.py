@@ -3,8 +3,8 @@
 The workflow's ``study`` section (``config.yaml``, documented in ``workflow/schemas/config.schema.yaml``;
 target ``snakemake --cores 2 study``) describes a grid of training runs:
 
-- *levels*: datasets of the ``imbalance`` preset of :mod:`pgps.synth` that differ only in their
-  measured foreground share (the lesions are scaled, :func:`pgps.synth.with_foreground_share`);
+- *levels*: datasets of the ``imbalance`` preset of :mod:`pgps.data.synth` that differ only in their
+  measured foreground share (the lesions are scaled, :func:`pgps.data.synth.with_foreground_share`);
   every other knob (volume, cases, number of lesions, shapes, contrast, noise, seed) is fixed;
 - *modes*: CPS, PGPS-Efficiency and PGPS-Performance, trained by nnU-Net with the pgps trainers on
   a light CPU configuration (:mod:`pgps.nnunet.light`);
@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pgps.grid import MODE_TRAINERS
+from pgps import names
 from pgps.pacing import iterations_per_epoch
 
 STUDY_MODES = ("cps", "efficiency", "performance")
@@ -77,7 +77,7 @@ def trainer(mode: str) -> str:
     """The pgps trainer of a study mode (``nnUNetTrainer_PGPS_CPS`` ...)."""
     if mode not in STUDY_MODES:
         raise ValueError(f"study mode must be one of {', '.join(STUDY_MODES)}, got {mode!r}")
-    return f"nnUNetTrainer_PGPS_{MODE_TRAINERS[mode]}"
+    return names.trainer_name(mode)
 
 
 def iterations(study: dict, length: int) -> int:
@@ -130,8 +130,8 @@ def holdout_split(identifiers: list[str], train_cases: int) -> list[dict[str, li
 def write_holdout_split(preprocessed: str | os.PathLike[str], train_cases: int) -> Path:
     """Write ``splits_final.json`` into an nnU-Net preprocessed dataset folder from its ``dataset.json``
     case count (the synthetic datasets name their cases ``case_000``...); returns the file."""
+    from pgps.data.synth import case_identifiers
     from pgps.io import atomic_write_text
-    from pgps.synth import case_identifiers
 
     folder = Path(preprocessed)
     count = json.loads((folder / "dataset.json").read_text())["numTraining"]

@@ -15,8 +15,6 @@ next to the training and ``pgps collect`` only reads it (``validation/pgps_surfa
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import os
@@ -27,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from pgps.io import atomic_write_text
+from pgps.io import atomic_write_text, csv_text
 from pgps.metrics import dice_per_class
-from pgps.surface import nsd_per_class
+from pgps.metrics.surface import nsd_per_class
 
 SURFACE_FILE = "pgps_surface.csv"
 COLUMNS = ("case", "class", "dice", "nsd", "tolerance_mm", "reference_voxels", "prediction_voxels")
@@ -126,12 +124,7 @@ def folder_pairs(predictions: str | os.PathLike, references: str | os.PathLike, 
 
 
 def surface_csv(rows: Sequence[dict[str, Any]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) and not math.isnan(v) else v) for k, v in row.items()})
-    return buf.getvalue()
+    return csv_text(rows, COLUMNS, ".6f")
 
 
 def write_fold_surface(fold_dir: str | os.PathLike, tolerance_mm: float, progress: bool | None = None) -> Path:

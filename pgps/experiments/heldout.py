@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from pgps.grid import Run, check_run, dataset_folder, experiment_runs, grid_runs
+from pgps.experiments.grid import Run, check_run, dataset_folder, experiment_runs, grid_runs
 
 AMOS22_TABLES = ("amos22_table1", "amos22_table2", "amos22_table3", "amos22_table4")
 """The AMOS22 study's tables (:mod:`pgps.report.amos22` renders them)."""
@@ -41,7 +41,8 @@ score table (``pgps surface``: Dice and NSD per case and class) is."""
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """A trained configuration of the grid (a :class:`~pgps.grid.Run`, any of its folds) predicting with ``folds``."""
+    """A trained configuration of the grid (a :class:`~pgps.experiments.grid.Run`, any of its folds) predicting with
+    ``folds``."""
 
     run: Run
     folds: tuple[int, ...]

@@ -2,7 +2,7 @@
 
 Planning and preprocessing a large dataset with nnU-Net takes minutes to hours on a CPU; a data
 loader only ever sees the preprocessed folder. :func:`write_preprocessed` therefore draws cases with
-:func:`pgps.synth.make_case` and saves them exactly as nnU-Net 2.8.1's ``DefaultPreprocessor`` does:
+:func:`pgps.data.synth.make_case` and saves them exactly as nnU-Net 2.8.1's ``DefaultPreprocessor`` does:
 ``nnUNetDatasetBlosc2.save_case`` with the blosc2 chunks and blocks that ``comp_blosc2_params``
 derives from the planned patch size, float32 images and int16 labels, and a properties pickle
 holding ``class_locations`` sampled by nnU-Net's own ``_sample_foreground_locations``.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pgps.synth import SynthConfig, case_identifiers, make_case
+from pgps.data.synth import SynthConfig, case_identifiers, make_case
 
 DATA_FOLDER = "nnUNetPlans_3d_fullres"
 """Folder of the preprocessed cases inside a dataset written here (nnU-Net's name for it)."""

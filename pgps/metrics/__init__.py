@@ -1,5 +1,5 @@
 """Overlap between label maps: Dice per class (pure numpy, in the core). The Normalized Surface Dice (NSD)
-needs ``scipy.ndimage`` and lives in :mod:`pgps.surface` (``pgps[report]``). One implementation for every
+needs ``scipy.ndimage`` and lives in :mod:`pgps.metrics.surface` (``pgps[report]``). One implementation for every
 caller: ``pgps difficulty`` (label agreement), ``pgps predict``'s benchmark, ``pgps collect`` (NSD columns)
 and the AMOS experiments.
 

@@ -46,7 +46,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian
 from nnunetv2.utilities.helpers import empty_cache
 
-from pgps.io import atomic_write_text
+from pgps.io import write_csv
 
 REPORT_FILE = "pgps_predict_report.csv"
 REPORT_COLUMNS = (
@@ -305,8 +305,6 @@ def predict_folder(
     overhead on a laptop CPU); more: ``predict_from_files`` with that many preprocessing and export
     workers. Returns the per-case report (also written atomically to ``out/pgps_predict_report.csv``).
     """
-    import csv
-    import io
 
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
     from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
@@ -345,9 +343,5 @@ def predict_folder(
                 tmp = out / f".{row['case']}.partial{ending}"
                 rw.write_seg(cleaned, str(tmp), properties)
                 os.replace(tmp, path)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=[*REPORT_COLUMNS, "folds"], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(predictor.report)
-    atomic_write_text(out / REPORT_FILE, buf.getvalue())
+    write_csv(out / REPORT_FILE, predictor.report, [*REPORT_COLUMNS, "folds"])
     return predictor.report

@@ -7,7 +7,7 @@ shared by several tables (e.g. CPS on BTCV, fold 0, 100%, which Tables 1, 3, B.5
 is trained once. :class:`Run` knows nnU-Net's names for it: trainer class, plans identifier,
 configuration, and the fold folder nnU-Net writes.
 
-Optional factors: ``losses`` (:data:`LOSS_TRAINERS`) and ``variants`` (another patch and batch size on
+Optional factors: ``losses`` (:data:`pgps.names.LOSSES`) and ``variants`` (another patch and batch size on
 the planned network, ``pgps plans-variant``), for the AMOS22 large-batch study
 (``workflow/configs/amos22.yaml``). An experiment's ``gpus`` (default 1) is the number of GPUs each
 of its runs trains on (nnU-Net's ``-num_gpus``, DDP): a resource, not a factor; a run shared by
@@ -23,52 +23,15 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pgps import names
 from pgps.plans import variant_name
 
 FACTORS = ("dataset", "backbone", "mode", "sampler", "mirroring", "length", "fold", "seed")
 """A run's factors, in the order of the run manifest's columns."""
 
-BACKBONES: dict[str, tuple[str, str, str]] = {
-    # backbone: (plans identifier, configuration, trainer infix)
-    "unet": ("nnUNetPlans", "3d_fullres", ""),
-    "resenc_m": ("nnUNetResEncUNetMPlans", "3d_fullres", ""),
-    "resenc_l": ("nnUNetResEncUNetLPlans", "3d_fullres", ""),
-    "resenc_xl": ("nnUNetResEncUNetXLPlans", "3d_fullres", ""),
-    "unetr": ("nnUNetTransformerPlans", "3d_unetr", "UNETR_"),
-    "swinunetr": ("nnUNetTransformerPlans", "3d_swinunetr", "SwinUNETR_"),
-}
-"""nnU-Net names per backbone. ResEnc presets are plans (``nnUNetv2_plan_experiment -pl
-nnUNetPlannerResEnc{M,L,XL}``) trained by the U-Net trainers. The transformers are trainers of
-their own on configurations that ``pgps backbone-plans`` adds to a copy of nnUNetPlans
-(``TRANSFORMER_PLANS``); all of them read the same preprocessed 3d_fullres data."""
-
-TRANSFORMER_PLANS = "nnUNetTransformerPlans"
-
-RESENC_PLANNERS = {
-    "resenc_m": "nnUNetPlannerResEncM",
-    "resenc_l": "nnUNetPlannerResEncL",
-    "resenc_xl": "nnUNetPlannerResEncXL",
-}
-TRANSFORMERS = ("unetr", "swinunetr")
-
-MODE_TRAINERS = {
-    "cps": "CPS",
-    "efficiency": "Efficiency",
-    "performance": "Performance",
-    "miccai": "MICCAI",
-    "miccai-plus": "MICCAIPlus",
-    "rpss": "RPSS",
-    "progressive-resolution": "ProgressiveResolution",
-}
-JOURNAL_MODES = ("cps", "efficiency", "performance")
-MICCAI_MODES = ("miccai", "miccai-plus", "rpss")
-"""The MICCAI 2024 strategies; like the journal's they have training-length variants (its Supplemental Table 2)."""
-SAMPLER_TRAINERS = {"single_crop": "SingleCrop", "multi_crop": "MultiCrop", "single_volume": "SingleVolume"}
-"""PGPS-Performance batch samplers other than its default Split-Crop."""
-LENGTHS = (1, 10, 25, 50, 100)
-"""Training lengths: percent of nnU-Net's 250 iterations per epoch."""
-LOSS_TRAINERS = {"dice_ce": "", "dice_focal": "DiceFocal", "dice_topk10": "DiceTopK10", "dice_perimeter": "DicePerim"}
-"""Loss variant -> trainer-name suffix (pgps.nnunet.losses; no suffix: nnU-Net's Dice + CE)."""
+BACKBONES = names.BACKBONES  # the one table of names (pgps.names): modes, samplers, backbones, losses, lengths
+TRANSFORMER_PLANS, TRANSFORMERS = names.TRANSFORMER_PLANS, names.TRANSFORMERS
+JOURNAL_MODES, MICCAI_MODES = names.JOURNAL_MODES, names.MICCAI_MODES
 VARIANT_PLANS = "nnUNetVariantPlans"
 """Plans identifier of the plans variants of a dataset: nnUNetPlans plus one configuration per (patch, batch)
 the grid trains (``pgps plans-variant``), all on the preprocessed 3d_fullres data."""
@@ -96,26 +59,17 @@ class Run:
 
     @property
     def plans(self) -> str:
-        return VARIANT_PLANS if self.is_variant else BACKBONES[self.backbone][0]
+        return VARIANT_PLANS if self.is_variant else BACKBONES[self.backbone].plans
 
     @property
     def configuration(self) -> str:
-        base = BACKBONES[self.backbone][1]
+        base = BACKBONES[self.backbone].configuration
         return variant_name(base, self.patch_size, self.batch_size) if self.is_variant else base
 
     @property
     def trainer(self) -> str:
-        """The pgps trainer class nnU-Net trains this run with (``-tr``)."""
-        parts = [f"nnUNetTrainer_PGPS_{BACKBONES[self.backbone][2]}{MODE_TRAINERS[self.mode]}"]
-        if self.sampler != "default":
-            parts.append(SAMPLER_TRAINERS[self.sampler])
-        if not self.mirroring:
-            parts.append("NoMirroring")
-        if self.length != 100:
-            parts.append(f"{self.length}pct")
-        if LOSS_TRAINERS.get(self.loss):
-            parts.append(LOSS_TRAINERS[self.loss])
-        return "_".join(parts)
+        """The pgps trainer class nnU-Net trains this run with (``-tr``, :func:`pgps.names.trainer_name`)."""
+        return names.trainer_name(self.mode, self.backbone, self.sampler, self.mirroring, self.length, self.loss)
 
     def results_dir(self) -> str:
         """nnU-Net results root of this run, relative to the nnU-Net folder: one per seed, since
@@ -141,16 +95,16 @@ def check_run(run: Run) -> Run:
 
     if run.backbone not in BACKBONES:
         fail(f"backbone must be one of {', '.join(BACKBONES)}")
-    if run.mode not in MODE_TRAINERS:
-        fail(f"mode must be one of {', '.join(MODE_TRAINERS)}")
-    if run.length not in LENGTHS:
-        fail(f"length must be one of {LENGTHS} (% of 250 iterations per epoch)")
+    if run.mode not in names.MODES:
+        fail(f"mode must be one of {', '.join(names.MODES)}")
+    if run.length not in names.TRAINING_LENGTHS:
+        fail(f"length must be one of {tuple(names.TRAINING_LENGTHS)} (% of 250 iterations per epoch)")
     if not 0 <= run.fold <= 4 or run.seed < 0:
         fail("folds are 0-4 and seeds non-negative")
     if run.sampler == "split_crop":
         fail("Split-Crop is PGPS-Performance's default batch construction: use sampler 'default'")
-    if run.sampler != "default" and run.sampler not in SAMPLER_TRAINERS:
-        fail(f"sampler must be 'default' or one of {', '.join(SAMPLER_TRAINERS)}")
+    if run.sampler != "default" and run.sampler not in names.SAMPLER_VARIANTS:
+        fail(f"sampler must be 'default' or one of {', '.join(names.SAMPLER_VARIANTS)}")
     variant = run.sampler != "default" or not run.mirroring or run.length != 100
     if run.mode not in JOURNAL_MODES and (run.sampler != "default" or not run.mirroring):
         fail("the MICCAI 2024, RPSS and Progressive Resolution trainers have no sampler or mirroring variants")
@@ -160,8 +114,8 @@ def check_run(run: Run) -> Run:
         fail("sampler variants exist for PGPS-Performance with mirroring at 100% length only")
     if run.backbone in TRANSFORMERS and (variant or run.mode not in JOURNAL_MODES):
         fail("UNETR/SwinUNETR trainers exist for CPS, Efficiency and Performance at their defaults only")
-    if run.loss not in LOSS_TRAINERS:
-        fail(f"loss must be one of {', '.join(LOSS_TRAINERS)}")
+    if run.loss not in names.LOSSES:
+        fail(f"loss must be one of {', '.join(names.LOSSES)}")
     if run.is_variant:
         if run.backbone != "unet":
             fail("plans variants (patch_size/batch_size) are made from nnUNetPlans' 3d_fullres: backbone unet")
@@ -274,36 +228,13 @@ def dataset_folder(dataset: dict) -> str:
 
 
 def factors_of_trainer(trainer: str, plans: str = "nnUNetPlans") -> dict[str, Any]:
-    """The backbone, mode, sampler, mirroring and length a pgps trainer name (and, for the ResEnc
-    presets, the plans identifier) encode: the inverse of :attr:`Run.trainer` and :attr:`Run.plans`,
-    e.g. ``nnUNetTrainer_PGPS_Performance_NoMirroring_10pct``."""
-    prefix = "nnUNetTrainer_PGPS_"
-    if not trainer.startswith(prefix):
-        raise ValueError(f"{trainer!r} is not a pgps trainer (they start with {prefix})")
-    parts = trainer[len(prefix) :].split("_")
-    backbone = next((b for b in RESENC_PLANNERS if BACKBONES[b][0] == plans), "unet")
-    for name, (_, _, infix) in BACKBONES.items():
-        if infix and parts[0] == infix.rstrip("_"):
-            backbone, parts = name, parts[1:]
-    modes = {v: k for k, v in MODE_TRAINERS.items()}
-    samplers = {v: k for k, v in SAMPLER_TRAINERS.items()}
-    if not parts or parts[0] not in modes:
-        raise ValueError(f"{trainer!r}: no curriculum mode in its name (one of {', '.join(modes)})")
-    found = {"backbone": backbone, "mode": modes[parts[0]], "sampler": "default", "mirroring": True, "length": 100,
-             "loss": "dice_ce"}  # fmt: skip
-    losses = {v: k for k, v in LOSS_TRAINERS.items() if v}
-    for part in parts[1:]:
-        if part in losses:
-            found["loss"] = losses[part]
-        elif part in samplers:
-            found["sampler"] = samplers[part]
-        elif part == "NoMirroring":
-            found["mirroring"] = False
-        elif part.endswith("pct") and part[:-3].isdigit():
-            found["length"] = int(part[:-3])
-        else:
-            raise ValueError(f"{trainer!r}: unknown part {part!r}")
-    return found
+    """The backbone, mode, sampler, mirroring, length and loss a pgps trainer name (and, for the ResEnc presets, the
+    plans identifier) encode: the inverse of :attr:`Run.trainer` and :attr:`Run.plans`, e.g.
+    ``nnUNetTrainer_PGPS_Performance_NoMirroring_10pct`` (:func:`pgps.names.parse_trainer_name`)."""
+    factors = names.parse_trainer_name(trainer, plans)
+    if factors.pop("lr_scaling"):
+        raise ValueError(f"{trainer!r}: the grid trains nnU-Net's learning rate (no LR suffix)")
+    return factors
 
 
 def check_config(config: dict[str, Any]) -> None:

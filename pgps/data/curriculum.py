@@ -1,6 +1,6 @@
 """Data-level curriculum: which training cases each epoch may draw, easiest first.
 
-The cases are ranked once from ``difficulty.csv`` (:class:`pgps.difficulty.DifficultyTable`):
+The cases are ranked once from ``difficulty.csv`` (:class:`pgps.data.difficulty.DifficultyTable`):
 easy before hard, each group by Difficulty Score descending; erroneous cases are left out. A
 *pacing function* gives the number of ranked cases ``n(e)`` that epoch ``e`` (0-based) may draw;
 the cases are the first ``n(e)`` of the ranking. Like :class:`pgps.Schedule`, the whole data
@@ -35,7 +35,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pgps.difficulty import DifficultyTable
+from pgps.data.difficulty import DifficultyTable
 
 DEFAULTS: dict[str, dict[str, Any]] = {
     "easy_then_hard": {"easy_fraction": 0.4},

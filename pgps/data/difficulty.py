@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from pgps.io import csv_text
 from pgps.metrics import label_dice
 
 EASY_THRESHOLD = 0.90
@@ -169,12 +169,7 @@ def difficulty_csv(rows: Sequence[CaseDifficulty], names: Sequence[str]) -> str:
     if not rows:
         raise ValueError("no cases to write")
     records = [r.row(names) for r in rows]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(records[0]), lineterminator="\n")
-    writer.writeheader()
-    for record in records:
-        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in record.items()})
-    return buf.getvalue()
+    return csv_text(records, list(records[0]), ".6f")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,17 +10,20 @@ counted. SimpleITK and tqdm are imported when a function runs; ``import pgps`` s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import sys
+import tempfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pgps.difficulty import (
+from pgps.data.difficulty import (
     EASY_THRESHOLD,
     ERRONEOUS_THRESHOLD,
     CaseDifficulty,
@@ -229,7 +232,7 @@ def write_enhanced_dataset(
     """
     import SimpleITK as sitk
 
-    from pgps.synth import dataset_folder_name
+    from pgps.data.synth import dataset_folder_name
 
     folder_name = dataset_folder_name(dataset_id, name)
     raw_dir = Path(raw_dir)
@@ -273,3 +276,107 @@ def write_enhanced_dataset(
         }
         (partial / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return target
+
+
+@dataclasses.dataclass
+class DifficultyRun:
+    """What :func:`score_difficulty` wrote: the scores per case, the label sets' names (a prediction last when one
+    was made), voxels cleaned per case (values outside dataset.json's labels) and the enhanced dataset, if any."""
+
+    out: Path
+    scores: list
+    names: list[str]
+    cleaned: dict
+    dataset: Path | None
+    easy: float
+    erroneous: float
+
+    def summary(self) -> list[str]:
+        """The lines ``pgps difficulty`` prints."""
+        groups = Counter(s.group for s in self.scores)
+        reals = Counter(self.names[s.real] for s in self.scores)
+        mean = sum(s.ds for s in self.scores) / len(self.scores)
+        lines = [
+            f"{self.out}: {len(self.scores)} cases, mean DS {mean:.4f}; "
+            + ", ".join(f"{groups.get(g, 0)} {g}" for g in ("easy", "hard", "erroneous"))
+            + f" (easy: DS > {self.easy:g}, erroneous: DS <= {self.erroneous:g})",
+            "L_real: " + ", ".join(f"{n} {reals.get(n, 0)}" for n in self.names),
+        ]
+        if self.cleaned and sum(self.cleaned.values()):
+            lines.append(f"cleaned {sum(self.cleaned.values())} voxels with values outside dataset.json's labels")
+        if self.dataset is not None:
+            lines.append(f"enhanced labels: {self.dataset}")
+        return lines
+
+
+def score_difficulty(
+    labels: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    images: str | os.PathLike | None = None,
+    dataset_json: str | os.PathLike | None = None,
+    provided: int = 2,
+    easy: float = EASY_THRESHOLD,
+    erroneous: float = ERRONEOUS_THRESHOLD,
+    dice_classes: Sequence[int] | None = None,
+    absent: str = "skip",
+    predict_with: str | None = None,
+    folds: Sequence[int] | None = None,
+    checkpoint: str = "checkpoint_final.pth",
+    device: str = "cpu",
+    enhanced_raw: str | os.PathLike | None = None,
+    dataset_id: int | None = None,
+    name: str | None = None,
+    drop_erroneous: bool = False,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> DifficultyRun:
+    """Score the label sets ``labels`` (folders of one segmentation per case; the first ``provided`` are the
+    dataset's own), optionally with a trained model's prediction as one more set (``predict_with``, on ``images``),
+    write ``difficulty.csv`` to ``out`` and, with ``enhanced_raw``/``dataset_id``/``name``, a raw dataset whose labels
+    are each case's most reliable set (``pgps difficulty``)."""
+    folders = [Path(d) for d in labels]
+    names = set_names(folders)
+    enhanced = [enhanced_raw, dataset_id, name]
+    if any(v is not None for v in enhanced) and not all(v is not None for v in enhanced):
+        raise ValueError("--enhanced-raw, --dataset-id and --name go together")
+    if (predict_with or enhanced_raw) and not images:
+        raise ValueError("--predict-with and --enhanced-raw need --images (the cases' image folder)")
+    if not 1 <= provided <= len(folders):
+        raise ValueError(f"--provided must be 1..{len(folders)} (the number of --labels), got {provided}")
+    if dataset_json and not Path(dataset_json).is_file():
+        raise ValueError(f"{dataset_json} does not exist")
+    dataset_json = dataset_json or find_dataset_json(folders, images)
+    if enhanced_raw and dataset_json is None:
+        raise ValueError("the enhanced dataset needs the source's dataset.json (give --dataset-json)")
+    valid = valid_labels(dataset_json)
+    source_json = json.loads(Path(dataset_json).read_text()) if dataset_json else {}
+    ending = source_json.get("file_ending")
+    out = Path(out)
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".pgps-difficulty-", dir=out.resolve().parent) as tmp:
+        if predict_with:
+            from pgps.nnunet.inference.predict import Adaptation, make_predictor, predict_folder
+
+            matched_cases(folders, ending)  # fail on mismatched folders before predicting
+            predictor = make_predictor(
+                predict_with, tuple(folds) if folds else None, checkpoint, Adaptation.off(), device=device,
+                progress=bool(progress),
+            )  # fmt: skip
+            ending = ending or predictor.dataset_json["file_ending"]
+            predict_folder(predictor, images, tmp)
+            folders.append(Path(tmp))
+            names.append("prediction")
+        scores, cleaned, real = score_folders(
+            folders, provided=range(provided), easy=easy, erroneous=erroneous, labels=valid,
+            dice_classes=dice_classes, absent=absent, file_ending=ending, progress=progress,
+            keep=enhanced_raw is not None,
+        )  # fmt: skip
+        dataset = None
+        if enhanced_raw:
+            dataset = write_enhanced_dataset(
+                images, folders[0], scores, real, enhanced_raw, dataset_id, name, source_json, names,
+                drop_erroneous=drop_erroneous, overwrite=overwrite, file_ending=ending,
+            )  # fmt: skip
+        write_difficulty_csv(out, scores, names, cleaned)
+    return DifficultyRun(out, scores, names, cleaned, dataset, easy, erroneous)

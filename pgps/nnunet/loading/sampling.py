@@ -26,15 +26,15 @@ Two ways to augment a batch:
 - ``transforms`` (nnU-Net's per-sample pipeline): every patch is cropped at nnU-Net's enlarged
   ``initial_patch_size`` and transformed on its own, as ``nnUNetDataLoader`` does (random draws from
   the process's own generators, as in nnU-Net).
-- ``augmentation`` (an :class:`~pgps.nnunet.batched.AugmentationSpec`): the batched path. The
+- ``augmentation`` (an :class:`~pgps.nnunet.loading.batched.AugmentationSpec`): the batched path. The
   parameters of the whole global batch are drawn from the step's own generator and each rank takes
   its rows'. Each volume is read once, as the bounding box of its patches when they cover it densely
   (else patch by patch); small patches are gathered with one index operation; only the samples the
-  spatial transform rotates or scales get the enlarged crop; and :func:`~pgps.nnunet.batched.augment`
+  spatial transform rotates or scales get the enlarged crop; and :func:`~pgps.nnunet.loading.batched.augment`
   transforms the whole batch at once. Small volumes (at most 1/8 of ``cache_bytes``, 256 MiB per
   loader process by default) stay cached decompressed, which makes Single-Crop's many volumes per
   batch cheap. With ``defer_augmentation`` the loader returns the cropped
-  :class:`~pgps.nnunet.batched.RawBatch` (``batch["pgps_raw"]``) and :func:`finish_batch` augments it
+  :class:`~pgps.nnunet.loading.batched.RawBatch` (``batch["pgps_raw"]``) and :func:`finish_batch` augments it
   where training runs (the GPU).
 """
 
@@ -58,7 +58,7 @@ from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
-from pgps.nnunet.batched import AugmentationSpec, RawBatch, augment, centre_offset, sample_parameters
+from pgps.nnunet.loading.batched import AugmentationSpec, RawBatch, augment, centre_offset, sample_parameters
 from pgps.sampling import BatchPlanner, StepPlan, VolumeRequest, check_strategy, rank_rows
 from pgps.schedule import Schedule, Stage
 

@@ -1,0 +1,156 @@
+"""Report commands: collect runs, task characteristics, and render the article's, the synthetic study's, CDL's and
+the AMOS22 study's tables and figures."""
+
+from __future__ import annotations
+
+import argparse
+
+from pgps.cli.common import (
+    report_command,
+)
+
+
+def _cdl_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cdl-report",
+        help="the data-curriculum experiment's table in the style of CDL-UNet Table 5, beside the published one",
+        description="Render table5.csv/.md (DSC and NSD per class and arm, the published CDL-UNet Table 5, and the "
+        "average gain of easy-then-hard over easy-only ours vs published) and difficulty.md (groups, L_real, "
+        "Spearman of DS with the known corruption level) from pgps surface tables (pgps.report.cdl).",
+    )
+    p.add_argument("--surface", nargs="+", required=True, metavar="ARM=CSV", help="pgps surface table per arm")
+    p.add_argument("--dataset-json", required=True, metavar="FILE", help="the dataset's dataset.json (class names)")
+    p.add_argument("--difficulty", required=True, metavar="CSV", help="difficulty.csv of the training cases")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
+    p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped)")
+    p.add_argument("--notes", default="", help="a line about the run (size, epochs) under the table's title")
+    p.set_defaults(func=_run_cdl_report)
+
+
+def _run_cdl_report(args: argparse.Namespace) -> int:
+    from pgps.report.cdl import render_cdl
+
+    surfaces: dict[str, list[str]] = {}
+    for item in args.surface:
+        arm, sep, path = item.partition("=")
+        if not sep or not arm or not path:
+            raise ValueError(f"--surface takes ARM=CSV, got {item!r}")
+        surfaces.setdefault(arm, []).append(path)  # several tables of an arm (folds) are pooled
+    for path in render_cdl(surfaces, args.dataset_json, args.difficulty, args.out, args.published, args.notes):
+        print(path)
+    return 0
+
+
+def _collect_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "collect",
+        help="collect the runs of a manifest into one results folder (tables and figures render from it)",
+        description="Read each run's fold folder (nnU-Net's validation/summary.json, pgps_summary.json, "
+        "pgps_telemetry.csv) listed in a run manifest and write OUT/results.csv (one row per run), OUT/epochs.csv "
+        "(per-epoch telemetry), OUT/schedules.json and, if given, OUT/characteristics.csv. A run that has not "
+        "written a file yet gets missing values, never invented ones.",
+    )
+    p.add_argument(
+        "--runs", required=True, metavar="CSV",
+        help="run manifest: dataset, backbone, mode, sampler, mirroring, length, fold, seed, trainer, plans, "
+        "configuration, fold_dir",
+    )  # fmt: skip
+    p.add_argument("--characteristics", metavar="CSV", help="task characteristics (pgps characteristics) to copy")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder to write")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=report_command("collect"))
+
+
+def _characteristics_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "characteristics",
+        help="task characteristics of nnU-Net preprocessed datasets (classes, size, coverage, imbalance)",
+        description="Compute per dataset the article's four task characteristics (Section 3.3) from its nnU-Net "
+        "preprocessed folder: number of foreground classes, training set size, patch-to-volume coverage "
+        "(numel(P_max) / numel(median shape)) and the voxel share of the least frequent foreground class "
+        "(see pgps.report.characteristics).",
+    )
+    p.add_argument(
+        "--dataset", nargs="+", required=True, metavar="NAME=DIR",
+        help="dataset name and its nnU-Net preprocessed folder (with dataset.json and the plans)",
+    )  # fmt: skip
+    p.add_argument("--plans", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
+    p.add_argument("--configuration", default="3d_fullres", help="configuration (default: %(default)s)")
+    p.add_argument("--out", required=True, metavar="CSV", help="CSV to write")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=report_command("characteristics"))
+
+
+def _report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="render every table and figure of the article from a results folder, beside the published values",
+        description="Render Tables 1, 2, 3, A.4, B.5, D.7, D.8, D.9, the statistics, and Figures 2, 3, 4, 5, A.6 "
+        "(CSV/Markdown/LaTeX, PNG/PDF) from a `pgps collect` folder, with ours-vs-published views in OUT/compare. "
+        "Every output file is always written; missing runs show as gaps. --list-outputs prints the fixed list.",
+    )
+    p.add_argument("--results", metavar="DIR", help="results folder written by pgps collect")
+    p.add_argument("--out", metavar="DIR", help="folder to render into")
+    p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped with pgps)")
+    p.add_argument("--list-outputs", action="store_true", help="print the output paths (relative to --out) and exit")
+    p.set_defaults(func=report_command("report"))
+
+
+def _amos22_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "amos22-report",
+        help="render the AMOS22 large-batch study's Tables 1-4 from held-out scores, beside the published values",
+        description="Read a held-out manifest (written by the workflow: one row per scored prediction, its pgps "
+        "surface table under 'scores') and write OUT/tables/amos22_table{1..4}.csv|md|tex and "
+        "OUT/compare/amos22_table{1..4}.csv|md (ours vs the paper's DSC and NSD). Missing score files are gaps. "
+        "See pgps.report.amos22.",
+    )
+    p.add_argument(
+        "--manifest", required=True, metavar="CSV", help="held-out manifest (pgps.experiments.heldout columns)"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to render into")
+    p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped with pgps)")
+    p.add_argument("--task", nargs="*", default=[], metavar="DATASET=TASK",
+                   help="which dataset key is task1/task2 (default: the key's own 'task1'/'task2')")  # fmt: skip
+    p.set_defaults(func=_run_amos22_report)
+
+
+def _run_amos22_report(args: argparse.Namespace) -> int:
+    from pgps.report.amos22 import render_amos22
+
+    tasks = dict(item.split("=", 1) for item in args.task if "=" in item)
+    if len(tasks) != len(args.task):
+        raise ValueError(f"--task takes DATASET=task1|task2, got {args.task}")
+    written = render_amos22(args.manifest, args.out, args.published, tasks, log=lambda line: print(line))
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def _study_report_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study-report",
+        help="render the synthetic study (figures, tables, statistics, claim verdicts) from its collected runs",
+        description="Render the synthetic study of the workflow's `study` section from a `pgps collect` folder: "
+        "Dice over training length per imbalance level (Figure 3 style), relative FLOPs and runtime, paired Wilcoxon "
+        "tests over (level, seed) pairs, Spearman correlations of the gain with the class imbalance, and "
+        "results.md, a paragraph per claim with its verdict (holds / fails / undecided) by the rules of "
+        "pgps.report.study.",
+    )
+    p.add_argument("--results", required=True, metavar="DIR", help="results folder written by pgps collect")
+    p.add_argument(
+        "--study", required=True, metavar="JSON",
+        help="the study's configuration (the workflow's study section as JSON; holds the decision thresholds)",
+    )  # fmt: skip
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to render into (e.g. paper_figures/study)")
+    p.add_argument("--list-outputs", action="store_true", help="print the output paths (relative to --out) and exit")
+    p.set_defaults(func=report_command("study_report"))
+
+
+def register(sub) -> None:
+    """Add this group's commands to ``sub`` (:class:`~pgps.cli.common.CommandGroups`)."""
+    _collect_parser(sub)
+    _characteristics_parser(sub)
+    _report_parser(sub)
+    _study_report_parser(sub)
+    _cdl_report_parser(sub)
+    _amos22_report_parser(sub)
