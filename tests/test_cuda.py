@@ -257,3 +257,25 @@ def test_the_emulation_refuses_what_cuda_refuses():
         loss = w(x).square().mean()
         loss.backward()
         assert emu.device_of(w.weight.grad).type == "cuda"
+
+
+def test_the_harness_convolves_in_bfloat16_as_exactly_as_torch_own_kernels():
+    """The harness's bfloat16 steps: the weight gradient of a 3x3x3 convolution over a 2x2x2 input (the tiny
+    U-Net's deepest decoder stage at the first Performance stage) against float64, within bfloat16's rounding.
+    With oneDNN's kernel (torch 2.14.1, AVX512-BF16 CPUs) it was off by ~100% or more, at random."""
+    from tests.cuda_harness import cuda_services_replaced
+
+    gen = torch.Generator().manual_seed(0)
+    x, out_grad = torch.randn(16, 32, 2, 2, 2, generator=gen), torch.randn(16, 16, 2, 2, 2, generator=gen)
+    weight = 0.1 * torch.randn(16, 32, 3, 3, 3, generator=gen)
+
+    def weight_grad(dtype: torch.dtype) -> torch.Tensor:
+        w = weight.to(dtype).requires_grad_()
+        torch.nn.functional.conv3d(x.to(dtype), w, padding=1).backward(out_grad.to(dtype))
+        return w.grad.double()
+
+    reference = weight_grad(torch.float64)
+    with cuda_services_replaced():
+        for _ in range(3):
+            error = (weight_grad(torch.bfloat16) - reference).abs().max() / reference.abs().max()
+            assert error < 0.05, error  # bfloat16 keeps 8 significant bits; 32 x 8 products per sum
