@@ -4,14 +4,14 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# what make installs: every extra (pgps[all]) and the test tools; the stamp names them, so that a
-# .venv installed with other extras is brought up to date
-EXTRAS := all,test
+# what make installs: every extra (pgps[all]), the test tools and the documentation tools; the stamp names them,
+# so that a .venv installed with other extras is brought up to date
+EXTRAS := all,test,docs
 comma := ,
 STAMP := $(VENV)/.pgps-installed-$(subst $(comma),-,$(EXTRAS))
 CORES ?= 2
 
-.PHONY: demo test test-all lint venv clean gpu-check study
+.PHONY: demo test test-all lint venv clean gpu-check study docs
 
 venv: $(STAMP)
 
@@ -35,13 +35,19 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PYTEST)
 
-# The synthetic study of the article's four claims (README: What the synthetic study shows; 27 min wall measured on 2 cores).
+# The synthetic study of the article's four claims (docs/pages/explanation/study.md; its time: docs/pages/timings.md).
 study: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml study
 
-# On a CUDA machine: every PGPS trainer through every stage of a realistic plan (README: GPU acceptance run).
+# On a CUDA machine: every PGPS trainer through every stage of a realistic plan (docs/pages/how-to/nnunet.md: GPU acceptance run).
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py
+
+# The documentation site into results/site (docs/mkdocs.yml; strict: a broken link fails); the generated pages
+# (CLI, configuration, timings) are rewritten first.
+docs: $(STAMP)
+	$(BIN)/python docs/gen_pages.py
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -f docs/mkdocs.yml
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

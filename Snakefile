@@ -68,7 +68,7 @@ rule all:
 
 
 rule study:
-    """The synthetic study of the article's four claims (README: What the synthetic study shows)."""
+    """The synthetic study of the article's four claims (docs/pages/explanation/study.md)."""
     input:
         study_targets(),
 

@@ -21,7 +21,7 @@ compiles CPS at ``P_max`` and prints the compile time and the compiled iteration
 that the policy's threshold rests on.
 
 On a machine without nnunetv2 (a bare GPU machine): bring the wheels of ``benchmarks/gpu_wheels.txt``
-(README: "GPU acceptance run") and run from the source tree with ``PYTHONPATH``. Packages that the
+(docs/pages/how-to/nnunet.md: "GPU acceptance run") and run from the source tree with ``PYTHONPATH``. Packages that the
 training path imports but never calls here are supplied as stand-ins from ``benchmarks/standins``
 when missing (SimpleITK: nnU-Net reads this dataset with nibabel); the output says so.
 """

@@ -1,4 +1,4 @@
-"""Installed size of ``pip install pgps`` and of each extra, as the README's install table gives them.
+"""Installed size of ``pip install pgps`` and of each extra, as docs/pages/install.md's table gives them.
 
 For the core and each extra, walks the dependency closure of pgps's requirements through the
 distributions installed in this environment (``make venv`` installs ``.[all,test]``, so every one is

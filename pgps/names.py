@@ -4,7 +4,7 @@ scalings, each with its part of an nnU-Net trainer name and its printed label, a
 Everything that names one of them reads it here: the nnU-Net trainer variants (:mod:`pgps.nnunet.variants`), the
 experiment grid (:mod:`pgps.experiments.grid`), the command line's choices, the report's labels and the workflow
 config schema's enums (a test holds the schema to this table). Adding a sampler or a backbone is one entry here plus
-its implementation (README: "Adding a sampler, a backbone, a report table or a command").
+its implementation (docs/pages/contributing.md: "Adding a sampler, a backbone, a report table or a command").
 
 A trainer name is ``nnUNetTrainer_PGPS_[<backbone>_]<mode>[_<sampler>][_NoMirroring][_<length>pct][_<loss>][_<lr>]``,
 e.g. ``nnUNetTrainer_PGPS_Performance_SingleCrop``, ``nnUNetTrainer_PGPS_UNETR_Efficiency``,

@@ -55,7 +55,8 @@ def test_missing_codecarbon_says_so_once_and_leaves_gaps(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "codecarbon", None)  # import codecarbon raises ImportError
     assert carbon.offline_tracker_class() is None
     logged = []
-    run = carbon.RunCarbon(tmp_path, "test", mode="auto", log=logged.append)
+    with pytest.warns(UserWarning, match="CodeCarbon is not installed"):
+        run = carbon.RunCarbon(tmp_path, "test", mode="auto", log=logged.append)
     assert not run.enabled and logged == [f"PGPS: {carbon.MISSING}"]
     assert "pip install 'pgps[carbon]'" in logged[0]
     run.start_epoch("stage 0")

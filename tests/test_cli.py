@@ -121,3 +121,42 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--version"])
     assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"pgps {pgps.__version__}"
+
+
+def test_every_command_takes_the_output_options():
+    """-v/-q and --progress/--no-progress on every command, once (no command keeps its own)."""
+    from pgps.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    assert len(commands) >= 20
+    for name, parser in commands.items():
+        flags = [flag for action in parser._actions for flag in action.option_strings]
+        shared = ["-v", "--verbose", "-q", "--quiet", "--progress", "--no-progress"]
+        assert [f for f in flags if f in shared] == shared, name
+
+
+def test_logging_and_warnings_go_to_stderr_with_the_command_name(capsys, monkeypatch):
+    """A library note (INFO on a ``pgps`` logger) and a warning reach stderr as ``pgps COMMAND: ...``; -q keeps the
+    warning and drops the note; after ``main`` the loggers and ``warnings`` are as before."""
+    import logging
+    import warnings
+
+    from pgps.cli import curriculum
+
+    def run(args):
+        logging.getLogger("pgps.cli.test").info("a note")
+        logging.getLogger("pgps.cli.test").debug("a detail")
+        warnings.warn("a thing to see once", stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(curriculum, "_run_schedule", run)  # main builds its parser, which binds the function
+    shown = warnings.showwarning
+    argv = ["schedule", "--patch-size", "64", "64", "64", "--steps", "16", "16", "16", "--batch-size", "2"]
+    for extra, expected in (([], ["a note", "warning: a thing to see once"]),
+                            (["-v"], ["a note", "a detail", "warning: a thing to see once"]),
+                            (["-q"], ["warning: a thing to see once"])):  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            assert main([*argv, *extra]) == 0
+        assert capsys.readouterr().err.splitlines() == [f"pgps schedule: {line}" for line in expected], extra
+    assert warnings.showwarning is shown and not logging.getLogger("pgps").handlers

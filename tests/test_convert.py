@@ -441,10 +441,18 @@ def test_failing_nnunet_converter_reports_its_error(tmp_path):
         convert_dataset("amos22", amos, tmp_path / "raw", 219, "AMOS", progress=False)
 
 
-def test_progress_lines_when_not_a_terminal(tmp_path, capsys):
-    convert_dataset("btcv", fake_btcv_zip(tmp_path), tmp_path / "raw", 17, "BTCV", progress=None)
-    err = capsys.readouterr().err
-    assert "extract RawData.zip" in err and "BTCV -> Dataset017_BTCV: 2/2 case" in err
+def test_progress_lines_when_not_a_terminal_and_none_with_q(tmp_path, capsys):
+    """stderr is not a terminal under pytest: the command logs progress lines, prefixed with its name; ``-q`` keeps
+    them off; stdout holds only the result (the dataset folder)."""
+    source = fake_btcv_zip(tmp_path)
+    argv = ["convert", "--format", "btcv", "--source", str(source), "--dataset-id", "17", "--name", "BTCV"]
+    assert main([*argv, "--raw", str(tmp_path / "raw")]) == 0
+    out, err = capsys.readouterr()
+    assert "pgps convert: extract RawData.zip" in err and "pgps convert: BTCV -> Dataset017_BTCV: 2/2 case" in err
+    assert out.strip() == str(tmp_path / "raw" / "Dataset017_BTCV")
+    assert main([*argv, "--raw", str(tmp_path / "quiet"), "-q"]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.strip() == str(tmp_path / "quiet" / "Dataset017_BTCV")
 
 
 def test_convert_cli_help_lists_formats(capsys):

@@ -240,7 +240,7 @@ def test_nnunet_train_runs_the_light_configuration_in_channels_last(tmp_path):
     folder = tmp_path / "results" / nn.DATASET / f"{trainer}__nnUNetPlans__3d_light" / "fold_0"
     log = next(folder.glob("training_log_*.txt")).read_text()
     assert "PGPS: network in channels_last_3d memory format" in log
-    assert "PGPS stage 0/3: patch 8x8x8, batch 16" in log
+    assert "PGPS stage 0 (1 of 4): patch 8x8x8, batch 16" in log
     assert not (tmp_path / "preprocessed" / nn.DATASET / "nnUNetPlans_3d_light").exists()  # no re-preprocessing
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["init_args"]["configuration"] == "3d_light"

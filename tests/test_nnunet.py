@@ -70,7 +70,8 @@ def test_performance_trains_every_stage_from_the_cli(tiny):
     assert plans["configurations"]["3d_fullres"]["patch_size"] == nn.PATCH
     assert json.loads((folder / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"] >= 0
     log = next(folder.glob("training_log_*.txt")).read_text()
-    assert "PGPS stage 0/3: patch 8x8x8, batch 16" in log and "PGPS stage 3/3: patch 16x16x16, batch 2" in log
+    assert "PGPS stage 0 (1 of 4): patch 8x8x8, batch 16" in log
+    assert "PGPS stage 3 (4 of 4): patch 16x16x16, batch 2" in log
 
 
 @pytest.mark.parametrize(

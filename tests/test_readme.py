@@ -1,5 +1,6 @@
-"""The README as a new user reads it: its snakemake commands, run as written, and its demo numbers, which must be
-the ones in the committed demo outputs (paper_figures/demo/, written by `make demo`)."""
+"""The README and the documentation pages (docs/pages/) as a new user reads them: their snakemake commands, run as
+written, and the demo numbers and study verdicts they quote, which must be the ones in the committed outputs
+(paper_figures/demo/, written by `make demo`; paper_figures/study/, by `make study`)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,16 @@ import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs" / "pages").rglob("*.md"))]
+README = "\n".join(p.read_text() for p in PAGES)  # the README and every documentation page
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 DEMO = ROOT / "paper_figures" / "demo"
 STUDY = ROOT / "paper_figures" / "study"
 
 
 def readme_commands(program: str) -> list[list[str]]:
-    """Every command line of the README's fenced code blocks that runs ``program`` (environment assignments,
-    a ``$`` prompt and a trailing comment removed), as its arguments."""
+    """Every command line of the fenced code blocks of the README and the documentation that runs ``program``
+    (environment assignments, a ``$`` prompt and a trailing comment removed), as its arguments."""
     commands = []
     for block in re.findall(r"```(?:bash|console)\n(.*?)```", README, re.DOTALL):
         for line in block.splitlines():
@@ -97,7 +99,7 @@ def demo_numbers_block() -> str:
 
 def readme_block(name: str) -> str:
     found = re.search(rf"<!-- {name}:begin[^>]*-->\n(.*?)\n<!-- {name}:end -->", README, re.DOTALL)
-    assert found, f"README lacks the <!-- {name}:begin --> ... <!-- {name}:end --> block"
+    assert found, f"neither the README nor docs/pages has the <!-- {name}:begin --> ... <!-- {name}:end --> block"
     return found[1]
 
 

@@ -1,4 +1,4 @@
-"""The README's two examples of "Use the curriculum in your own PyTorch or MONAI loop" run as printed."""
+"""The tutorial's two examples of "Use the curriculum in your own PyTorch or MONAI loop" run as printed."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## Use the curriculum in your own PyTorch or MONAI loop"
+README = Path(__file__).resolve().parents[1] / "docs" / "pages" / "tutorials" / "pytorch-monai.md"
+SECTION = "# Use the curriculum in your own PyTorch or MONAI loop"
 
 
 def examples() -> list[str]:
     text = README.read_text()
-    section = text[text.index(SECTION) :]
-    section = section[: section.index("\n## ", len(SECTION))]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert text.startswith(SECTION)
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
 def run_example(code: str, tmp_path, monkeypatch, capsys) -> tuple[dict, list[str]]:

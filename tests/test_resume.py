@@ -338,3 +338,24 @@ def test_the_cuda_generator_is_checkpointed_on_a_gpu_only(monkeypatch):
     assert "cuda" not in PGPSMixin._rng_state(cpu)
     PGPSMixin._restore_rng(cpu, {**state, "cuda": None})
     assert len(restored) == 1
+
+
+def test_a_checkpoint_of_an_earlier_pgps_resumes_at_its_epoch_and_says_so_once(tmp_path):
+    """Checkpoints written before the one batch plan hold the schedule and the next epoch, not the curriculum's
+    position: the run resumes at that epoch's first step, with a line in the training log and a warning."""
+    from types import SimpleNamespace
+
+    import pgps
+    from pgps.nnunet.checkpoints import CheckpointMixin
+
+    schedule = pgps.make_schedule("performance", (64, 32, 32), (32, 32, 32), 2, epochs=6)
+    logged = []
+    stub = SimpleNamespace(schedule=schedule, print_to_log_file=logged.append)
+    rows = [{"epoch": e} for e in range(5)]
+    with pytest.warns(UserWarning, match="a checkpoint of an earlier pgps"):
+        CheckpointMixin.load_curriculum_state_dict(
+            stub, {"schedule": schedule.to_dict(), "epoch": 3, "telemetry": rows}
+        )
+    assert (stub.curriculum.epoch, stub.curriculum.iteration) == (3, 0)
+    assert stub.telemetry_rows == rows[:3] and stub._saved_planner is None
+    assert logged[0].startswith("PGPS: a checkpoint of an earlier pgps") and logged[-1].startswith("PGPS: resuming")

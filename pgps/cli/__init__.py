@@ -2,7 +2,9 @@
 :mod:`.nnunet`, :mod:`.report`; shared pieces in :mod:`.common`). ``pgps --help`` lists them by group.
 
 Every error is one line on stderr, ``pgps COMMAND: error: ...``, with exit status 2 (argparse's own errors
-included).
+included). Every command takes ``-v``/``-q`` (the level of the ``pgps`` loggers, INFO by default, on stderr as
+``pgps COMMAND: ...``) and ``--progress``/``--no-progress`` (see :mod:`pgps.progress`); what a command prints on
+stdout is its output.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 from pgps import __version__
 from pgps.cli import curriculum, data, nnunet, report
-from pgps.cli.common import CommandGroups, Parser
+from pgps.cli.common import CommandGroups, Parser, setup_logging
 from pgps.extras import MissingExtra
 
 GROUPS = (
@@ -48,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # reported by the command's parser, in the one error format
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    undo_logging = setup_logging(args.command, args.verbose, args.quiet)
+    if args.quiet and args.progress is None:
+        args.progress = False
     try:
         return args.func(args)
     except BrokenPipeError:  # e.g. `pgps schedule ... | head`
@@ -60,3 +65,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"pgps {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        undo_logging()

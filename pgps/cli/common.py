@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from pgps.io import atomic_write_text
@@ -91,15 +94,43 @@ def output_plans_name(args: argparse.Namespace, out: str) -> str | None:
     return args.plans_name or (Path(out).name.removesuffix(".json") if args.out else None)
 
 
-def report_command(name: str):
-    """The ``pgps.report.commands`` function ``name``, imported only when it runs (pandas, matplotlib)."""
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """The options every command has: how much it logs, and its progress bars."""
+    output = parser.add_argument_group("output options (every command)")
+    level = output.add_mutually_exclusive_group()
+    level.add_argument("-v", "--verbose", action="store_true", help="log details too (DEBUG)")
+    level.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors (no progress lines)")
+    output.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction,
+        help="progress bars of long steps on stderr (default: on a terminal; otherwise a log line every tenth)",
+    )  # fmt: skip
 
-    def run(args: argparse.Namespace) -> int:
-        from pgps.report import commands
 
-        return getattr(commands, name)(args)
+def setup_logging(command: str, verbose: bool = False, quiet: bool = False) -> Callable[[], None]:
+    """Log the ``pgps`` loggers to stderr as ``pgps COMMAND: message`` (INFO; DEBUG with ``verbose``, WARNING
+    with ``quiet``), Python's warnings as ``pgps COMMAND: warning: message`` (each once per place, Python's
+    default). Returns the function that undoes it (``main`` runs many times in one process in the tests)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"pgps {command}: %(message)s"))
+    logger = logging.getLogger("pgps")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+    shown = warnings.showwarning
 
-    return run
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        name = "" if category is UserWarning else f"{category.__name__}: "
+        logger.warning("warning: %s%s", name, message)
+
+    warnings.showwarning = show
+
+    def undo() -> None:
+        warnings.showwarning = shown
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+        logger.propagate = True
+
+    return undo
 
 
 class CommandGroups:
@@ -120,7 +151,9 @@ class CommandGroups:
         help_text = kwargs.pop("help", "")
         self.groups[self._title].append((name, help_text))
         kwargs.setdefault("description", help_text)
-        return self.sub.add_parser(name, **kwargs)
+        parser = self.sub.add_parser(name, **kwargs)
+        add_output_options(parser)
+        return parser
 
     def listing(self) -> str:
         width = max(len(name) for commands in self.groups.values() for name, _ in commands) + 2

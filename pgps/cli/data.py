@@ -67,9 +67,6 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
         f"(a fraction, e.g. 0.001), to {synth.SHARE_TOLERANCE * 100:g}%% of F",
     )  # fmt: skip
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")
-    p.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, help="progress bar on stderr (default: on a terminal)"
-    )
     p.add_argument("--json", action="store_true", help="print JSON (path, config, statistics)")
     p.set_defaults(func=_run_synth)
 
@@ -117,9 +114,6 @@ def _convert_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="dataset name (folder DatasetXXX_NAME)")
     p.add_argument("--workers", type=POSITIVE, default=1, help="processes converting cases in parallel (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty dataset folder")
-    p.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal; else lines)"
-    )
     p.set_defaults(func=_run_convert)
 
 
@@ -151,9 +145,6 @@ def _download_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("url", help="http(s):// or file:// URL")
     p.add_argument("out", help="output file (or folder)")
     p.add_argument("--md5", metavar="HEX", help="expected MD5 (32 hex digits)")
-    p.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal; else lines)"
-    )
     p.set_defaults(func=_run_download)
 
 
@@ -217,9 +208,6 @@ def _difficulty_parser(sub: argparse._SubParsersAction) -> None:
     enhanced.add_argument("--name", help="its dataset name")
     enhanced.add_argument("--drop-erroneous", action="store_true", help="leave the erroneous cases out")
     enhanced.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
-    p.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, help="progress bar on stderr (default: on a terminal)"
-    )
     p.set_defaults(func=_run_difficulty)
 
 
@@ -256,7 +244,6 @@ def _surface_parser(sub: argparse._SubParsersAction) -> None:
         "--tolerance", type=float, default=None, metavar="MM",
         help="NSD tolerance in mm (default: 2, the CDL-UNet authors' FLARE evaluation)",
     )  # fmt: skip
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar (default: on a terminal)")
     p.set_defaults(func=_run_surface)
 
 

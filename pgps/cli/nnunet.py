@@ -278,7 +278,6 @@ def _run_train_evaluate(args: argparse.Namespace) -> int:
         args.dataset, args.configuration, args.fold, args.trainers, plans=args.plans, device=args.device,
         threads=args.threads,
         mirroring=args.mirroring, pairs=args.pairs, overwrite=args.overwrite, evaluate_only=args.evaluate_only,
-        log=lambda message: print(f"pgps train-evaluate: {message}", flush=True),
     )  # fmt: skip
     return 0
 
@@ -407,12 +406,12 @@ def _predict_parser(sub: argparse._SubParsersAction) -> None:
         "--processes", type=int, default=0,
         help="preprocessing/export worker processes; 0: none, nnU-Net's sequential path (default: %(default)s)",
     )  # fmt: skip
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bars (default: off)")
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from pgps.nnunet.inference.predict import Adaptation, make_predictor, predict_folder
+    from pgps.progress import bar_wanted
 
     if args.no_adaptive:
         adaptation = Adaptation.off()
@@ -428,7 +427,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         )
     predictor = make_predictor(
         args.model, tuple(args.folds) if args.folds else None, args.checkpoint, adaptation, args.step_size,
-        not args.no_mirroring, args.device, bool(args.progress),
+        not args.no_mirroring, args.device, bar_wanted(args.progress),
     )  # fmt: skip
     report = predict_folder(predictor, args.images, args.out, processes=args.processes)
     for row in report:

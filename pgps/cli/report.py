@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from pgps.cli.common import (
-    report_command,
-)
-
 
 def _cdl_report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -57,8 +53,19 @@ def _collect_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--characteristics", metavar="CSV", help="task characteristics (pgps characteristics) to copy")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder to write")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=report_command("collect"))
+    p.set_defaults(func=_run_collect)
+
+
+def _run_collect(args: argparse.Namespace) -> int:
+    from pgps.report.results import collect_folder
+
+    results, epochs, paths = collect_folder(args.runs, args.out, args.characteristics, args.progress)
+    status = results["status"].value_counts().to_dict()
+    print(
+        f"{len(results)} runs ({', '.join(f'{n} {s}' for s, n in sorted(status.items())) or 'none'}), "
+        f"{len(epochs)} epoch rows -> {', '.join(str(p) for p in paths)}"
+    )
+    return 0
 
 
 def _characteristics_parser(sub: argparse._SubParsersAction) -> None:
@@ -77,8 +84,23 @@ def _characteristics_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plans", default="nnUNetPlans", help="plans identifier (default: %(default)s)")
     p.add_argument("--configuration", default="3d_fullres", help="configuration (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="CSV", help="CSV to write")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.set_defaults(func=report_command("characteristics"))
+    p.set_defaults(func=_run_characteristics)
+
+
+def _run_characteristics(args: argparse.Namespace) -> int:
+    from pgps.report.results import write_characteristics
+
+    datasets: dict[str, str] = {}
+    for value in args.dataset:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"--dataset takes NAME=PREPROCESSED_DIR, got {value!r}")
+        if name in datasets:
+            raise ValueError(f"--dataset {name} is given twice ({datasets[name]} and {folder}); give each dataset once")
+        datasets[name] = folder
+    table = write_characteristics(list(datasets.items()), args.out, args.plans, args.configuration, args.progress)
+    print(table.to_string(index=False))
+    return 0
 
 
 def _report_parser(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +115,24 @@ def _report_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="folder to render into")
     p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped with pgps)")
     p.add_argument("--list-outputs", action="store_true", help="print the output paths (relative to --out) and exit")
-    p.set_defaults(func=report_command("report"))
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from pgps.report.outputs import OUTPUTS
+
+    if args.list_outputs:
+        print("\n".join(OUTPUTS))
+        return 0
+    if not args.results or not args.out:
+        raise ValueError("give --results DIR and --out DIR (or --list-outputs)")
+    from pgps.report.published import check_published_dir
+    from pgps.report.render import render_report
+
+    if args.published:
+        check_published_dir(args.published)
+    render_report(args.results, args.out, args.published, log=print)
+    return 0
 
 
 def _amos22_report_parser(sub: argparse._SubParsersAction) -> None:
@@ -143,7 +182,20 @@ def _study_report_parser(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--out", required=True, metavar="DIR", help="folder to render into (e.g. paper_figures/study)")
     p.add_argument("--list-outputs", action="store_true", help="print the output paths (relative to --out) and exit")
-    p.set_defaults(func=report_command("study_report"))
+    p.set_defaults(func=_run_study_report)
+
+
+def _run_study_report(args: argparse.Namespace) -> int:
+    from pgps.experiments.study import study_outputs
+
+    if args.list_outputs:
+        print("\n".join(study_outputs()))
+        return 0
+    from pgps.report.study import render_study
+
+    written = render_study(args.results, args.study, args.out, log=print)
+    print(f"{len(written)} files -> {args.out}")
+    return 0
 
 
 def register(sub) -> None:

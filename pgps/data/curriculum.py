@@ -63,7 +63,7 @@ DEFAULT_SOURCES: dict[str, str] = {
     "fixed_discrete": "DeepSpeed's fixed_discrete: give difficulty (cases) and max_epoch lists",
     "none": "no pacing",
 }
-"""Where each default comes from (printed by the trainers and the README)."""
+"""Where each default comes from (printed by the trainers and docs/pages/how-to/cdl.md)."""
 
 DISCRETE = ("easy_then_hard", "fixed_discrete", "none")
 """Kinds with a few long phases: the only ones where restarting the learning rate at a phase switch makes sense."""

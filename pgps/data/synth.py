@@ -25,7 +25,6 @@ import json
 import math
 import os
 import re
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from pgps.io import atomic_directory
+from pgps.progress import progress as progress_of
 from pgps.sizes import AXES, Size, as_size
 
 SHAPES = ("ellipsoid", "blob", "mixed")
@@ -799,9 +799,6 @@ def generate_dataset(
         raise ValueError(f"{target} exists and is not empty (pass overwrite=True / --overwrite to replace it)")
 
     import SimpleITK as sitk
-    from tqdm import tqdm
-
-    not_progress = None if progress is None else not progress  # tqdm: None = only on a terminal
 
     with atomic_directory(target) as partial:
         (partial / "imagesTr").mkdir()
@@ -810,8 +807,7 @@ def generate_dataset(
         identifiers = case_identifiers(config.num_cases + test_cases)
         levels = label_noise.case_levels(config.num_cases, config.seed) if label_noise else []
         total = config.num_cases + test_cases
-        bar = tqdm(range(total), desc=folder_name, unit="case", file=sys.stderr, disable=not_progress)
-        for index in bar:
+        for index in progress_of(range(total), folder_name, enabled=progress, unit="case"):
             image, label = make_case(config, index)
             split = "Tr" if index < config.num_cases else "Ts"
             if split == "Ts" and index == config.num_cases:

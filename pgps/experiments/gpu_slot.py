@@ -12,16 +12,18 @@ killed with SIGKILL the kernel drops its lock (the command is then orphaned). If
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from filelock import FileLock, Timeout
+
+log = logging.getLogger(__name__)
 
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """Signals the wrapper passes on to its command instead of dying."""
@@ -81,7 +83,7 @@ def run_on_free_gpu(command: Sequence[str], slots: int, lock_dir: Path | None = 
         signal.signal(sig, forward)
     try:
         device = visible_device(slot, os.environ.get("CUDA_VISIBLE_DEVICES"))
-        print(f"pgps gpu-slot: running on GPU {device} (slot {slot} of {slots})", file=sys.stderr, flush=True)
+        log.info("running on GPU %s (slot %d of %d)", device, slot, slots)
         if received:  # a signal arrived before the command started: do not start it
             return 128 + received[0]
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -86,8 +87,9 @@ class RunCarbon:
         gpu_ids: list[int] | None = None,
         mode: str | None = None,
         country: str | None = None,
-        log: Callable[[str], Any] = print,
+        log: Callable[[str], Any] | None = None,
     ) -> None:
+        log = log or logging.getLogger(__name__).info
         self.mode = setting(mode)
         self.country = (country or os.environ.get(COUNTRY_ENV) or DEFAULT_COUNTRY).upper()
         self.tracker = None
@@ -99,6 +101,7 @@ class RunCarbon:
             if self.mode == "on":
                 raise RuntimeError(f"{CARBON_ENV}=on: {MISSING}")
             log(f"PGPS: {MISSING}")
+            warnings.warn(MISSING, stacklevel=2)  # on stderr too, once per process
             return
         os.makedirs(output_dir, exist_ok=True)
         logging.getLogger("codecarbon").setLevel(logging.ERROR)  # its start-up notes would fill the training log

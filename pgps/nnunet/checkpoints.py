@@ -11,6 +11,7 @@ import os
 import pickle
 import random
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -151,7 +152,9 @@ class CheckpointMixin:
         position = state.get("curriculum")
         if position is None:  # a checkpoint of pgps before the one batch plan: its schedule and next epoch
             position = {"schedule": state["schedule"], "epoch": state["epoch"], "iteration": 0}
-            self.print_to_log_file("PGPS: a checkpoint of an earlier pgps; the batches from here are the planner's")
+            note = "a checkpoint of an earlier pgps: the epochs from here on draw the batch plan's batches"
+            self.print_to_log_file(f"PGPS: {note}")
+            warnings.warn(note, stacklevel=2)
         self.curriculum = pgps.Curriculum(self.schedule)
         try:
             self.curriculum.load_state_dict(position)

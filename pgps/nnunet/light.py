@@ -314,7 +314,7 @@ def light_report(plans: dict, name: str, dataset_json: str | None = None, preset
             f"head biases nnU-Net v1 omits; printed {preset.published_params / 1e6:.2f} M",
             f"  forward: {r['flops'] / 1e9:.2f} GFLOPs = {r['macs'] / 1e9:.2f} G multiply-accumulates; printed "
             f"{preset.published_flops / 1e9:.2f} G (ratio to our multiply-accumulates "
-            f"{preset.published_flops / r['macs']:.3f}; see the README on the difference)",
+            f"{preset.published_flops / r['macs']:.3f}; see docs/pages/how-to/cdl.md on the difference)",
         ]
     return "\n".join(lines)
 

@@ -25,8 +25,7 @@ voxels as 64-bit integers at once.
 from __future__ import annotations
 
 import math
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ import numpy as np
 
 from pgps.io import read_json
 from pgps.plans import resolve_configuration
+from pgps.progress import progress as progress_of
 from pgps.sizes import numel
 
 COLUMNS: tuple[str, ...] = (
@@ -88,16 +88,15 @@ def _slabs(path: Path) -> Iterator[np.ndarray]:
         yield np.asarray(array[:, start : start + step])
 
 
-def label_counts(segmentations: list[Path], progress: Callable[[int, int], None] | None = None) -> dict[int, int]:
-    """Voxels per label value over all cases (-1, nnU-Net's outside-the-mask marker, as -1)."""
+def label_counts(segmentations: list[Path], progress: bool | None = False, desc: str = "cases") -> dict[int, int]:
+    """Voxels per label value over all cases (-1, nnU-Net's outside-the-mask marker, as -1); ``progress``: see
+    :mod:`pgps.progress`."""
     total: dict[int, int] = {}
-    for i, path in enumerate(segmentations):
+    for path in progress_of(segmentations, desc, enabled=progress, unit="case"):
         for slab in _slabs(path):
             values, counts = np.unique(slab, return_counts=True)
             for v, c in zip(values.tolist(), counts.tolist(), strict=True):
                 total[int(v)] = total.get(int(v), 0) + int(c)
-        if progress is not None:
-            progress(i + 1, len(segmentations))
     return total
 
 
@@ -106,7 +105,7 @@ def task_characteristics(
     plans: str = "nnUNetPlans",
     configuration: str = "3d_fullres",
     dataset: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: bool | None = False,
 ) -> dict[str, Any]:
     """One row of :data:`COLUMNS` for the nnU-Net preprocessed dataset folder ``preprocessed_dir``."""
 
@@ -136,7 +135,7 @@ def task_characteristics(
             f"{data_folder}: no preprocessed segmentations (*_seg.b2nd, *_seg.npy or *.npz); run nnU-Net's "
             f"preprocessing of configuration {configuration!r} first"
         )
-    counts = label_counts(segmentations, progress)
+    counts = label_counts(segmentations, progress, f"characteristics {dataset or Path(preprocessed_dir).name}")
     voxels = sum(counts.values())
     shares = {name: sum(counts.get(v, 0) for v in values) / voxels for name, values in classes.items()}
     smallest_name = min(shares, key=shares.get) if shares else ""
@@ -157,13 +156,3 @@ def task_characteristics(
         "plans": plans,
         "configuration": configuration,
     }
-
-
-def progress_printer(name: str, stream=sys.stderr) -> Callable[[int, int], None]:
-    """A progress callback that prints ``name: i/n cases`` about every 10% to ``stream``."""
-
-    def report(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            print(f"characteristics {name}: {done}/{total} cases counted", file=stream, flush=True)
-
-    return report

@@ -10,7 +10,10 @@ into the results folder that every table and figure is rendered from:
 - ``schedules.json``: each run's curriculum schedule (``pgps schedule --json`` shape), by ``run``;
 - ``cases.csv``: the Dice of every validation case and foreground class of every finished run, from
   nnU-Net's ``metric_per_case`` (:data:`CASE_COLUMNS`; the MICCAI 2024 paper's per-sample t-tests);
-- ``characteristics.csv``: the task characteristics, when given.
+- ``characteristics.csv``: the task characteristics, when given;
+- ``surface.csv``: every run's per-case, per-class Dice and NSD, when any run has ``pgps surface``'s table.
+
+:func:`collect_folder` and :func:`write_characteristics` are what ``pgps collect`` and ``pgps characteristics`` do.
 
 Whatever a run has not written yet stays missing (NaN), never invented. Relative measures
 (:func:`compare_to_cps`, :func:`aggregate`):
@@ -30,8 +33,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,11 @@ import numpy as np
 import pandas as pd
 
 from pgps.io import atomic_write_text, read_json
+from pgps.progress import progress as progress_of
 from pgps.report import datasets as ds
 from pgps.report import stats
-from pgps.report.characteristics import MEASURES
-from pgps.report.surface import surface_metrics
+from pgps.report.characteristics import COLUMNS, MEASURES, task_characteristics
+from pgps.report.surface import RESULTS_SURFACE_FILE, collect_surface, surface_metrics
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "dataset", "backbone", "mode", "sampler", "mirroring", "length", "fold", "seed", "trainer", "plans",
@@ -237,22 +239,15 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def _progress(done: int, total: int, started: float, stream) -> None:
-    if stream is None:
-        return
-    if done == total or done % max(1, total // 20) == 0:
-        print(f"collect: {done}/{total} runs ({time.perf_counter() - started:.1f} s)", file=stream, flush=True)
-
-
 def collect(
     manifest: pd.DataFrame,
     characteristics: pd.DataFrame | None = None,
-    progress=sys.stderr,
+    progress: bool | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any], pd.DataFrame]:
     """``(results, epochs, schedules, cases)`` for every manifest row (see the module docstring)."""
     rows, epochs, schedules, cases = [], [], {}, []
-    started = time.perf_counter()
-    for i, run in enumerate(manifest.to_dict("records")):
+    records = manifest.to_dict("records")
+    for i, run in enumerate(progress_of(records, "collect", enabled=progress, unit="run")):
         metrics, telemetry, schedule = collect_run(run["fold_dir"])
         rows.append({"run": i, **run, **metrics})
         if telemetry is not None and len(telemetry):
@@ -263,7 +258,6 @@ def collect(
         if metrics["status"] == "complete":
             factors = {"run": i, **{k: run[k] for k in ("dataset", "mode", "fold")}}
             cases += [{**factors, **c} for c in read_cases(run["fold_dir"])]
-        _progress(i + 1, len(manifest), started, progress)
     results = pd.DataFrame(rows, columns=["run", *MANIFEST_COLUMNS, *METRIC_COLUMNS])
     epoch_table = pd.concat(epochs, ignore_index=True) if epochs else pd.DataFrame(columns=["run", *FACTORS, "epoch"])
     return results, epoch_table, schedules, pd.DataFrame(cases, columns=list(CASE_COLUMNS))
@@ -294,6 +288,31 @@ def write_results(
     for name, text in files.items():
         atomic_write_text(out / name, text)
     return [out / name for name in files]
+
+
+def collect_folder(
+    runs: str | Path, out_dir: str | Path, characteristics: str | Path | None = None, progress: bool | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
+    """What ``pgps collect`` does: read the run manifest ``runs`` and every fold folder it lists into the results
+    folder ``out_dir`` (with ``surface.csv`` when any run has one and a copy of the ``characteristics`` table);
+    returns ``(results, epochs, paths written)``."""
+    manifest = read_manifest(runs)
+    table = read_characteristics(characteristics) if characteristics else None
+    results, epochs, schedules, cases = collect(manifest, progress=progress)
+    paths = write_results(out_dir, results, epochs, schedules, table, cases)
+    return results, epochs, paths + write_surface(out_dir, manifest)
+
+
+def write_surface(out_dir: str | Path, manifest: pd.DataFrame) -> list[Path]:
+    """``surface.csv``: every run's per-case, per-class Dice/NSD (when any run has ``pgps surface``'s table; an
+    older collection's is removed otherwise); returns the paths written."""
+    table = collect_surface(manifest, FACTORS)
+    path = Path(out_dir) / RESULTS_SURFACE_FILE
+    if not len(table):
+        path.unlink(missing_ok=True)
+        return []
+    atomic_write_text(path, _csv(table, "%.6g"))
+    return [path]
 
 
 def _csv(df: pd.DataFrame, float_format: str = "%.10g") -> str:
@@ -364,6 +383,26 @@ def read_characteristics(path: str | Path) -> pd.DataFrame:
     if repeated:
         raise ValueError(f"{path}: dataset(s) {', '.join(repeated)} appear more than once")
     return df
+
+
+def write_characteristics(
+    datasets: Sequence[tuple[str, str | Path]],
+    out: str | Path,
+    plans: str = "nnUNetPlans",
+    configuration: str = "3d_fullres",
+    progress: bool | None = None,
+) -> pd.DataFrame:
+    """What ``pgps characteristics`` does: the task characteristics of each ``(name, preprocessed folder)`` into the
+    CSV ``out`` (:data:`~pgps.report.characteristics.COLUMNS`); returns the table. Names must be unique."""
+    names = [name for name, _ in datasets]
+    if len(set(names)) < len(names):
+        raise ValueError(f"dataset names must be unique, got {names}")
+    rows = [task_characteristics(folder, plans, configuration, dataset=name, progress=progress)
+            for name, folder in datasets]  # fmt: skip
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, _csv(table))
+    return table
 
 
 def _nonempty(path: Path) -> bool:

@@ -114,7 +114,7 @@ ARTICLE_FOLDERS = {dataset_folder(d): key for key, d in ARTICLE_DATASETS.items()
 if _missing := sorted({r.dataset for r in ARTICLE_RUNS if not (ARTICLE_DATASETS[r.dataset]["raw_path"] or ARTICLE_DATASETS[r.dataset]["url"])}):
     logger.warning(
         f"pgps: no data source yet for {', '.join(_missing)}: their conversion jobs will stop with instructions "
-        "until article.datasets.<name>.raw_path is set (see the README, section Datasets)"
+        "until article.datasets.<name>.raw_path is set (see docs/pages/how-to/slurm.md, section Datasets)"
     )
 
 

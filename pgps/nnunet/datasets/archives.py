@@ -8,7 +8,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pgps.nnunet.datasets.base import ConversionError, Format, Progress, subfolders
+from pgps.nnunet.datasets.base import ConversionError, Format, subfolders
+from pgps.progress import Progress
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".zip")
 

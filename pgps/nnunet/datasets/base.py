@@ -7,7 +7,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,45 +42,6 @@ class Context:
     workers: int
     progress: bool | None
     source_is_extracted: bool
-
-
-class Progress:
-    """A tqdm bar on stderr (``progress`` True, or None on a terminal), lines per ~10% (None otherwise), or nothing."""
-
-    def __init__(self, desc: str, total: int | None, progress: bool | None, unit: str, initial: int = 0) -> None:
-        self.desc, self.total, self.unit, self.n = desc, total, unit, initial
-        self.bar = None
-        self.lines = False
-        self.next_line = 0.0
-        tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-        if progress or (progress is None and tty):
-            from tqdm import tqdm
-
-            scale = unit == "B"
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=scale, file=sys.stderr)
-        elif progress is None:
-            self.lines = True
-            smallest = 1 << 24 if unit == "B" else 1
-            self.step = max(smallest, total // 10) if total else 1000 * smallest
-            self.next_line = initial + self.step
-
-    def advance(self, n: int = 1) -> None:
-        self.update(self.n + n)
-
-    def update(self, n: int) -> None:
-        if n == self.n:
-            return
-        if self.bar is not None:
-            self.bar.update(n - self.n)
-        self.n = n
-        if self.lines and n >= self.next_line:
-            self.next_line = n + self.step
-            of = f"/{self.total}" if self.total else ""
-            print(f"{self.desc}: {n}{of} {self.unit}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def subfolders(folder: Path) -> list[Path]:

@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from pgps.nnunet.datasets.base import ConversionError, Progress, files_in
+from pgps.nnunet.datasets.base import ConversionError, files_in
+from pgps.progress import Progress
 
 NNUNET_KEYS = ("channel_names", "labels", "numTraining", "file_ending")
 

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pgps.nnunet.datasets.base import Context, ConversionError, Progress, count_files
+from pgps.nnunet.datasets.base import Context, ConversionError, count_files
+from pgps.progress import Progress
 
 
 def run_nnunet(call: dict[str, Any], out: Path, dataset_id: int, expected_files: int, ctx: Context) -> None:

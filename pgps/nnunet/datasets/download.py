@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pgps.nnunet.datasets.base import ConversionError, Progress
+from pgps.nnunet.datasets.base import ConversionError
+from pgps.progress import Progress
 
 
 def download(

@@ -17,7 +17,6 @@ from pgps.nnunet.datasets.base import (
     Context,
     ConversionError,
     Format,
-    Progress,
     files_in,
     make_raw_dirs,
     place,
@@ -27,6 +26,7 @@ from pgps.nnunet.datasets.base import (
 )
 from pgps.nnunet.datasets.checks import NNUNET_KEYS, check_raw_dataset, run_jobs
 from pgps.nnunet.datasets.child import run_nnunet
+from pgps.progress import Progress
 
 BTCV_CLASSES: tuple[str, ...] = (
     "spleen",

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -33,6 +32,7 @@ from pgps.data.difficulty import (
     score_case,
 )
 from pgps.io import atomic_directory, atomic_write_text
+from pgps.progress import progress as progress_of
 
 FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd", ".tif", ".tiff", ".png", ".bmp")
 SPACING_TOLERANCE = 1e-4
@@ -166,7 +166,6 @@ def score_folders(
     stderr (``None``: only on a terminal).
     """
     import SimpleITK as sitk
-    from tqdm import tqdm
 
     check_thresholds(easy, erroneous)
     if len(folders) < 2:
@@ -178,9 +177,7 @@ def score_folders(
     scores, cleaned, real = [], {}, {}
     dice_kwargs = {"classes": None if dice_classes is None else list(dice_classes), "absent": absent}
     cases = sorted(found[0])
-    disable = None if progress is None else not progress
-    bar = tqdm(cases, desc="difficulty", unit="case", file=sys.stderr, disable=disable)
-    for case in bar:
+    for case in progress_of(cases, "difficulty", enabled=progress, unit="case"):
         paths = [files[case] for files in found]
         read = [_read(sitk, p) for p in paths]
         arrays, geometries = [a for a, _ in read], [g for _, g in read]

@@ -28,11 +28,12 @@ logits agree to float rounding). It applies on the CPU only and is removed after
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,7 @@ def train_and_evaluate(
     overwrite: bool = False,
     evaluate_only: bool = False,
     threads: int | None = None,
-    log=print,
+    log: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Train each of ``trainers`` on ``fold`` of ``dataset`` one after the other in this process, each
     followed by :func:`evaluate_fold`; returns their fold folders.
@@ -189,7 +190,8 @@ def train_and_evaluate(
     does not depend on the runs before it in the process. A fold folder with a finished run is kept
     (unless ``overwrite``); an unfinished one is emptied first, so every run trains from scratch.
     ``evaluate_only`` scores finished runs again from their ``checkpoint_final.pth`` (nnU-Net's ``--val``).
-    ``threads``: torch's CPU threads for the whole process (default: torch's).
+    ``threads``: torch's CPU threads for the whole process (default: torch's). ``log`` gets a line per run
+    (default: INFO on this module's logger).
     """
     import shutil
 
@@ -199,6 +201,7 @@ def train_and_evaluate(
     from nnunetv2.run.run_training import get_trainer_from_args
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
+    log = log or logging.getLogger(__name__).info
     folders = []
     for name in trainers:
         fold_dir = get_output_folder(dataset, name, plans, configuration, fold)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 from pgps.io import atomic_write_text, csv_text
 from pgps.metrics import dice_per_class
 from pgps.metrics.surface import nsd_per_class
+from pgps.progress import progress as progress_of
 
 SURFACE_FILE = "pgps_surface.csv"
 COLUMNS = ("case", "class", "dice", "nsd", "tolerance_mm", "reference_voxels", "prediction_voxels")
@@ -74,8 +74,6 @@ def surface_rows(
     pairs: Iterable[tuple[str, str, str]], dataset_json: dict, tolerance_mm: float, progress: bool | None = None
 ) -> list[dict[str, Any]]:
     """Rows of :data:`COLUMNS` for ``(case, prediction file, reference file)`` pairs."""
-    from tqdm import tqdm
-
     if not (math.isfinite(tolerance_mm) and tolerance_mm >= 0):
         raise ValueError(f"the NSD tolerance must be a number of mm >= 0, got {tolerance_mm}")
     pairs = list(pairs)
@@ -84,8 +82,7 @@ def surface_rows(
     classes = foreground_labels(dataset_json)
     reader = _reader(dataset_json, pairs[0][1])
     rows = []
-    disable = None if progress is None else not progress
-    for case, prediction, reference in tqdm(pairs, desc="surface", unit="case", file=sys.stderr, disable=disable):
+    for case, prediction, reference in progress_of(pairs, "surface", enabled=progress, unit="case"):
         rows += case_rows(case, prediction, reference, reader, classes, tolerance_mm)
     return rows
 

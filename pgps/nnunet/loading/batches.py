@@ -70,7 +70,8 @@ class CurriculumBatches:
         if index not in self.loaders:
             if t.schedule.mode != "rpss":
                 self.close()
-                t.print_to_log_file(f"PGPS stage {index}/{t.schedule.num_stages - 1}: {t.describe_stage(index)}")
+                position = f"{index} ({index + 1} of {t.schedule.num_stages})"
+                t.print_to_log_file(f"PGPS stage {position}: {t.describe_stage(index)}")
             self.loaders[index] = t.make_train_loader(index)
         batch = finish_batch(self.loaders[index].take(step), t.device)  # batched augmentation deferred to the GPU
         self.last_index = index
