@@ -327,6 +327,37 @@ def test_memory_probe_defaults_and_errors():
         probe_memory(net, [(16, 16, 16)], 1, "cpu", batch_sizes=(2, 2))
 
 
+def test_memory_probe_warms_up_every_shape_on_cuda_before_measuring_it():
+    """nnUNetv2_train turns on cudnn.benchmark before the probe runs, and cuDNN autotunes a shape on its first step
+    (trial workspaces): on the (emulated) CUDA device, the step right before each measured one has its shape and is
+    not measured."""
+    from pgps.nnunet import memory
+    from tests.cuda_emulation import EmulatedCuda
+    from tests.cuda_harness import cuda_services_replaced
+
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.LeakyReLU(), torch.nn.Conv3d(4, 2, 1))
+    steps: list[tuple[tuple[int, ...], bool]] = []  # (input shape, measured) of every step the probe ran
+    measuring = [False]
+    net.register_forward_pre_hook(lambda module, args: steps.append((tuple(args[0].shape), measuring[0])))
+    stages, batches = [(8, 8, 8), (16, 8, 8), (16, 16, 16)], (1, 3)
+    with EmulatedCuda(), cuda_services_replaced():
+        emulated_peak = memory.PEAKS["cuda"]
+
+        def measured(network, shape, device):
+            measuring[0] = True
+            try:
+                return emulated_peak(network, shape, device)
+            finally:
+                measuring[0] = False
+
+        memory.PEAKS["cuda"] = measured  # restored with the other replacements on exit
+        probe = probe_memory(net.cuda(), stages, 1, "cuda", batches, method="cuda")
+    measured_at = [i for i, (_, m) in enumerate(steps) if m]
+    shapes = [(b, 1, *p) for p in stages for b in batches]
+    assert [steps[i][0] for i in measured_at] == shapes and probe.method == "cuda"
+    assert all(steps[i - 1] == (steps[i][0], False) for i in measured_at)  # the same shape, unmeasured, just before
+
+
 def test_memory_probe_resume_keeps_the_batches_the_run_started_with():
     from pgps.nnunet.memory import MemoryProbeMixin
 

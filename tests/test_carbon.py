@@ -78,3 +78,36 @@ def test_bad_setting_is_refused(monkeypatch):
     monkeypatch.setenv(carbon.CARBON_ENV, "sometimes")
     with pytest.raises(ValueError, match="PGPS_CARBON must be auto, on or off"):
         carbon.setting()
+
+
+@pytest.mark.parametrize(
+    ("visible", "ddp", "world", "index", "expected"),
+    [
+        (None, False, 1, 0, [0]),
+        ("3,5", False, 1, 0, [3]),  # pgps gpu-slot / SLURM: cuda:0 is NVML's GPU 3
+        ("3,5", False, 1, 1, [5]),
+        ("3,5", True, 2, 0, [3, 5]),  # DDP: rank 0 measures every rank's GPU
+        (None, True, 4, 0, [0, 1, 2, 3]),
+        ("GPU-8f1c,MIG-4d2e", True, 2, 0, ["GPU-8f1c", "MIG-4d2e"]),  # UUIDs, which CodeCarbon matches by prefix
+    ],
+)
+def test_codecarbon_measures_the_gpus_the_run_uses(monkeypatch, visible, ddp, world, index, expected):
+    import torch
+
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    passed = []
+    monkeypatch.setattr(carbon, "RunCarbon", lambda folder, project, gpu_ids, mode, log: passed.append(gpu_ids))
+    trainer = type("Trainer", (carbon.CarbonMixin,), {})()
+    trainer.device, trainer.is_ddp, trainer.world_size = torch.device("cuda", index), ddp, world
+    trainer.local_rank, trainer.output_folder, trainer.print_to_log_file = 0, "unused", print
+    trainer._carbon_tracker()
+    assert passed == [expected]
+
+
+def test_a_device_outside_cuda_visible_devices_is_named():
+    with pytest.raises(ValueError, match=r"CUDA device 2 is not among CUDA_VISIBLE_DEVICES='3,5'"):
+        carbon.nvml_gpu_ids([2], visible="3,5")
+    assert carbon.nvml_gpu_ids([1], visible="") == [1]

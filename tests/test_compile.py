@@ -1,6 +1,8 @@
 """torch.compile with a curriculum (pgps.nnunet.compiling): one compilation per stage, none where a stage is too
-short to repay it, and never a silent fallback to eager execution. Counted on the CPU with dynamo's eager backend
-(dynamo traces and guards as on a GPU; only the code generation differs)."""
+short to repay it, a graph budget that holds through nnU-Net's final validation, and never a silent fallback to
+eager execution. Counted on the CPU with dynamo's eager backend (dynamo traces and guards as on a GPU; only the
+code generation differs), the trainings run by ``nnUNetv2_train`` through the final validation with no spare graph:
+the graphs compiled are counted in dynamo's own recompile log."""
 
 from __future__ import annotations
 
@@ -16,6 +18,10 @@ from tests import nnunet_env as nn
 
 pytestmark = pytest.mark.nnunet
 COMPILE = {"PGPS_COMPILE_BACKEND": "eager", "PGPS_COMPILE_MIN_ITERATIONS": "0"}
+COUNTED = {**COMPILE, "PGPS_COMPILE_SPARE_GRAPHS": "0", "TORCH_LOGS": "recompiles"}
+VALIDATION_GRAPHS = 1 + 2
+"""nnU-Net's validation step (no gradients) and its final validation (inputs without autograd keys, then inference
+tensors): the guard failures dynamo's recompile log names in the runs below."""
 
 
 def telemetry(results, trainer: str) -> list[dict]:
@@ -27,10 +33,20 @@ def check(proc) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+def graphs_compiled(proc) -> int:
+    """The network's graphs, from dynamo's recompile log: the first compilation, then one per recompilation."""
+    assert "Training done" in proc.stdout and (proc.stdout.count("predicting case_") == 2)  # the final validation ran
+    return 1 + proc.stderr.count("[__recompiles] Recompiling function forward")
+
+
+def budget_line(graphs: int, budget: int) -> str:
+    return f"PGPS: torch.compile compiled {graphs} graphs in this process (budget {budget})"
+
+
 def test_paced_stages_compile_once_each_and_compile_time_is_kept_apart(tiny_nnunet):
     trainer = "nnUNetTrainer_PGPS_Performance"
     results = tiny_nnunet / "results_compile"
-    proc = nn.train_only(tiny_nnunet, trainer, results=results, PGPS_EPOCHS="8", **COMPILE)
+    proc = nn.train(tiny_nnunet, trainer, results=results, PGPS_EPOCHS="8", **COUNTED)
     check(proc)
     rows = telemetry(results, trainer)
     schedule = pgps.make_schedule("performance", nn.PATCH, (8, 8, 8), 2, epochs=8, iterations_per_epoch=2)
@@ -41,18 +57,26 @@ def test_paced_stages_compile_once_each_and_compile_time_is_kept_apart(tiny_nnun
     assert [int(r["compilations"]) for r in rows] == [1, 0] * schedule.num_stages
     assert all(float(r["compile_time_s"]) > 0 for r in rows[::2]) and all(float(r["epoch_time_s"]) > 0 for r in rows)
     assert "torch.compile, static shapes, one compilation per stage" in proc.stdout
+    # no spare graph, and the final validation compiled within the budget: the budget is the run's need, exactly
+    graphs = graphs_compiled(proc)
+    assert graphs == schedule.num_stages + VALIDATION_GRAPHS
+    assert f"graph budget {graphs} ({graphs} planned, 0 spare)" in proc.stdout
+    assert budget_line(graphs, graphs) in proc.stdout and "validating eager" not in proc.stdout
 
 
 def test_rpss_compiles_each_drawn_stage_once(tiny_nnunet):
     trainer = "nnUNetTrainer_PGPS_RPSS"
     results = tiny_nnunet / "results_compile_rpss"
-    check(nn.train_only(tiny_nnunet, trainer, results=results, PGPS_EPOCHS="2", PGPS_ITERATIONS_PER_EPOCH="6",
-                        **COMPILE))  # fmt: skip
+    proc = nn.train(tiny_nnunet, trainer, results=results, PGPS_EPOCHS="2", PGPS_ITERATIONS_PER_EPOCH="6", **COUNTED)
+    check(proc)
     rows = telemetry(results, trainer)
     schedule = pgps.make_schedule("rpss", nn.PATCH, (8, 8, 8), 2, epochs=2, iterations_per_epoch=6)
     drawn = {int(i) for epoch in range(2) for i in schedule.rpss_draws(epoch)}
     assert len(drawn) > 1
     assert sum(int(r["compilations"]) for r in rows) == len(drawn)
+    budget = schedule.num_stages + VALIDATION_GRAPHS
+    assert graphs_compiled(proc) == len(drawn) + VALIDATION_GRAPHS
+    assert budget_line(len(drawn) + VALIDATION_GRAPHS, budget) in proc.stdout
 
 
 def test_stages_too_short_to_repay_compilation_run_eager(tiny_nnunet):
@@ -79,3 +103,53 @@ def test_exceeding_the_compile_limit_is_an_error_not_a_silent_fallback():
     proc = subprocess.run([sys.executable, "-c", LIMIT], env=env, capture_output=True, text=True)
     assert proc.returncode != 0
     assert "recompile_limit" in proc.stderr and "FailOnRecompileLimitHit" in proc.stderr
+
+
+INJECT = """
+import os
+
+import torch
+
+if os.environ.get("INJECT") == "cap":  # dynamo's limit at the training stages and the validation step only
+    import pgps.nnunet.compiling as compiling
+
+    compile_network = compiling.compile_network
+
+    def capped(network, graphs):
+        compiled = compile_network(network, graphs)
+        torch._dynamo.config.recompile_limit = int(os.environ["CAP"])
+        return compiled
+
+    compiling.compile_network = capped
+elif os.environ.get("INJECT") == "fail":  # the final validation fails outright
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("injected failure in the final validation")
+
+    nnUNetPredictor.predict_sliding_window_return_logits = fail
+"""
+
+
+@pytest.mark.parametrize("inject", ["cap", "fail"])
+def test_a_failing_final_validation_never_loses_the_trained_weights(tiny_nnunet, tmp_path, inject):
+    """``checkpoint_final.pth`` is written before the final validation; past the graph budget the validation runs
+    again eager (and finishes), and any other failure there leaves the final checkpoint of the last epoch."""
+    import torch
+
+    (tmp_path / "sitecustomize.py").write_text(INJECT)
+    trainer, results = "nnUNetTrainer_PGPS_Performance", tmp_path / "results"
+    schedule = pgps.make_schedule("performance", nn.PATCH, (8, 8, 8), 2, epochs=4, iterations_per_epoch=2)
+    proc = nn.train(tiny_nnunet, trainer, results=results, PYTHONPATH=str(tmp_path), INJECT=inject,
+                    CAP=str(schedule.num_stages + 1), **COUNTED)  # fmt: skip
+    fold = nn.fold_folder(results, trainer)
+    final = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == schedule.epochs and not (fold / "checkpoint_latest.pth").exists()
+    if inject == "cap":
+        check(proc)
+        assert "FailOnRecompileLimitHit" not in proc.stderr
+        assert f"exceeded the torch.compile graph budget ({schedule.num_stages + VALIDATION_GRAPHS})" in proc.stdout
+        assert "validating eager instead" in proc.stdout and (fold / "validation" / "summary.json").is_file()
+    else:
+        assert proc.returncode != 0 and "injected failure in the final validation" in proc.stderr
+        assert not (fold / "validation" / "summary.json").exists()

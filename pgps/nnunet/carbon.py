@@ -77,14 +77,14 @@ class RunCarbon:
     epoch, :meth:`close` at the end. Without CodeCarbon (or with ``off``) every value is NaN.
 
     ``output_dir`` receives CodeCarbon's :data:`EMISSIONS_FILE`; ``gpu_ids`` limits GPU energy to the
-    training device; ``log`` prints one line (the trainer's log).
+    training devices (NVML's ids, :func:`nvml_gpu_ids`); ``log`` prints one line (the trainer's log).
     """
 
     def __init__(
         self,
         output_dir: str | os.PathLike[str],
         project: str,
-        gpu_ids: list[int] | None = None,
+        gpu_ids: list[int | str] | None = None,
         mode: str | None = None,
         country: str | None = None,
         log: Callable[[str], Any] | None = None,
@@ -148,6 +148,26 @@ class RunCarbon:
             self.tracker = None
 
 
+def nvml_gpu_ids(indices: Iterable[int], visible: str | None = None) -> list[int | str]:
+    """The GPUs NVML (and so CodeCarbon) knows as the CUDA devices ``indices`` of this process.
+
+    ``CUDA_VISIBLE_DEVICES`` (``visible``; default: this process's environment) renumbers the GPUs a process
+    sees: with ``3,5``, ``cuda:0`` is NVML's GPU 3 (``pgps gpu-slot`` and SLURM set it). Its entries are indices
+    or UUIDs (``GPU-...``, ``MIG-...``), which CodeCarbon also accepts. Without it, the indices are NVML's.
+    """
+    text = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    indices = [int(i) for i in indices]
+    if text is None or not text.strip():
+        return indices
+    entries = [e.strip() for e in text.split(",")]
+    out: list[int | str] = []
+    for i in indices:
+        if not 0 <= i < len(entries) or not entries[i]:
+            raise ValueError(f"CUDA device {i} is not among CUDA_VISIBLE_DEVICES={text!r}")
+        out.append(int(entries[i]) if entries[i].isdigit() else entries[i])
+    return out
+
+
 def totals(rows: Iterable[Mapping[str, Any]]) -> dict[str, float | None]:
     """The run's ``energy_kwh`` and ``co2_kg``: sums over the telemetry rows that measured them (None if none did)."""
     out: dict[str, float | None] = {}
@@ -166,7 +186,10 @@ class CarbonMixin:
         return "rpss" if self.schedule.mode == "rpss" else f"stage {self.schedule.stage_index(self.current_epoch)}"
 
     def _carbon_tracker(self) -> RunCarbon:
-        """CodeCarbon for this run, on the main process only (a disabled one elsewhere)."""
-        gpu = [self.device.index or 0] if self.device.type == "cuda" else None
+        """CodeCarbon for this run, on the main process only (a disabled one elsewhere), measuring the GPU of
+        every rank (nnU-Net's DDP gives rank ``r`` the device ``cuda:r`` of one node) by NVML's id."""
+        gpu = None
+        if self.device.type == "cuda":
+            gpu = nvml_gpu_ids(range(self.world_size) if self.is_ddp else [self.device.index or 0])
         mode = "off" if self.local_rank != 0 else None
         return RunCarbon(self.output_folder, type(self).__name__, gpu, mode, log=self.print_to_log_file)

@@ -11,10 +11,15 @@ this policy:
 - **Static shapes, one compilation per stage.** A stage is one input shape, so each compiles once
   (``dynamic=False``) with kernels specialised to it; the next stage compiles its own shape. RPSS
   draws from the same shapes, so it compiles each stage once, whenever it is first drawn.
-- **A limit from the schedule, and no silent fallback.** dynamo's recompile limit is raised to the
-  graphs the schedule needs (every stage, plus validation and inference at ``P_max``), and
-  ``fail_on_recompile_limit_hit`` turns exceeding it into an error instead of a silent switch to
-  eager execution.
+- **A budget from the run, and no silent fallback.** dynamo's recompile limit is raised to the graphs
+  the run compiles (:func:`graphs_needed`: one per compiled stage; when the last stage is compiled,
+  whose network validates and infers at ``P_max``, one for nnU-Net's validation step and two for its
+  final sliding-window validation) plus :data:`SPARE_GRAPHS` (``PGPS_COMPILE_SPARE_GRAPHS``) for guards
+  a GPU may add, and ``fail_on_recompile_limit_hit`` turns exceeding it into an error instead of a
+  silent switch to eager execution. The final validation runs after ``checkpoint_final.pth`` is
+  written (nnU-Net's order); should it still exceed the budget, it is run again eager, saying so in
+  the log, rather than failing a finished training. The log ends with the graphs compiled against
+  the budget.
 - **Only where it can pay off.** A stage with fewer than :data:`MIN_ITERATIONS` training iterations
   (``PGPS_COMPILE_MIN_ITERATIONS``) runs eager: compiling a 3D U-Net's forward and backward graphs
   takes tens of seconds to minutes, which a few hundred iterations cannot repay (an assumption,
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -44,9 +50,16 @@ import pgps
 
 MIN_ITERATIONS = 1000
 """Default of ``PGPS_COMPILE_MIN_ITERATIONS``: training iterations a stage needs to be compiled."""
-EXTRA_GRAPHS = 3
-"""Graphs besides the training stages: validation at ``P_max`` (eval mode, no gradients), inference with
-deep supervision off (nnU-Net's final validation), and one spare."""
+VALIDATION_GRAPHS = 1
+"""nnU-Net's validation step during training: the last stage's network at ``(b_base, P_max)`` without gradients
+(dynamo's guard on the grad mode fails, so it compiles anew)."""
+FINAL_VALIDATION_GRAPHS = 2
+"""nnU-Net's final sliding-window validation (``perform_actual_validation``): two more guard failures, inputs
+without autograd keys and then inference tensors (its predictor runs under ``torch.inference_mode``), counted
+with dynamo's recompile log (``TORCH_LOGS=recompiles``, torch 2.14.1; ``tests/test_compile.py``)."""
+SPARE_GRAPHS = 2
+"""Default of ``PGPS_COMPILE_SPARE_GRAPHS``: graphs beyond the counted ones, for guards that only a GPU run may
+add (a dtype, the autocast state, cuDNN flags); the CPU tests run with none spare."""
 _COMPILE_TIMERS = ("_compile.compile_inner", "backward._backward_impl")
 """dynamo's timers for a frame's compilation and for the lazy compilation of its backward graph."""
 
@@ -62,15 +75,33 @@ def compile_wanted(device: torch.device) -> bool:
     return device.type == "cuda" or bool(os.environ.get("PGPS_COMPILE_BACKEND"))
 
 
-def min_iterations() -> int:
-    value = os.environ.get("PGPS_COMPILE_MIN_ITERATIONS", str(MIN_ITERATIONS))
+def _non_negative(name: str, default: int) -> int:
+    value = os.environ.get(name, str(default))
     try:
         number = int(value)
     except ValueError:
         number = -1
     if number < 0:
-        raise ValueError(f"PGPS_COMPILE_MIN_ITERATIONS must be a non-negative integer, got {value!r}")
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     return number
+
+
+def min_iterations() -> int:
+    return _non_negative("PGPS_COMPILE_MIN_ITERATIONS", MIN_ITERATIONS)
+
+
+def spare_graphs() -> int:
+    return _non_negative("PGPS_COMPILE_SPARE_GRAPHS", SPARE_GRAPHS)
+
+
+def graphs_needed(compiled_stages: Sequence[bool]) -> int:
+    """Graphs the network's forward compiles in a run whose stages ``compiled_stages`` run compiled: one per
+    compiled stage and, if the last stage is compiled (validation and inference use its network), the
+    validation step's and the final validation's (:data:`VALIDATION_GRAPHS`, :data:`FINAL_VALIDATION_GRAPHS`)."""
+    stages = sum(bool(c) for c in compiled_stages)
+    if compiled_stages and compiled_stages[-1]:
+        return stages + VALIDATION_GRAPHS + FINAL_VALIDATION_GRAPHS
+    return stages
 
 
 def compile_network(network: nn.Module, graphs: int) -> nn.Module:
@@ -121,15 +152,41 @@ class CompileMixin:
             return
         floor = min_iterations()
         self._compiled_stages = [n >= floor for n in pgps.iterations_per_stage(self.schedule)]
+        needed = graphs_needed(self._compiled_stages)
+        self._graph_budget = needed + spare_graphs()
         if any(self._compiled_stages):
-            graphs = self.schedule.num_stages + EXTRA_GRAPHS
-            self._compiled_network = compile_network(self.network, graphs)
+            self._compiled_network = compile_network(self.network, self._graph_budget)
+            self._compile_start = CompileCounters.now()
         eager = [i for i, c in enumerate(self._compiled_stages) if not c]
         self.print_to_log_file(
             f"PGPS: torch.compile, static shapes, one compilation per stage; stages run eager (fewer than {floor} "
-            f"iterations): {eager or 'none'}",
+            f"iterations): {eager or 'none'}; graph budget {self._graph_budget} ({needed} planned, "
+            f"{self._graph_budget - needed} spare)",
             also_print_to_console=True,
         )
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        """nnU-Net's final validation (``checkpoint_final.pth`` is written before it); run again eager if it
+        exceeds the graph budget, and the graphs compiled reported against the budget."""
+        try:
+            super().perform_actual_validation(save_probabilities)
+        except torch._dynamo.exc.FailOnRecompileLimitHit as exc:
+            eager = getattr(self, "_eager_network", None)
+            if eager is None or self.network is eager:
+                raise
+            self.print_to_log_file(
+                f"PGPS: the final validation exceeded the torch.compile graph budget ({self._graph_budget}): "
+                f"{str(exc).splitlines()[0]}; validating eager instead (checkpoint_final.pth is already saved)",
+                also_print_to_console=True,
+            )
+            self.network = eager
+            super().perform_actual_validation(save_probabilities)
+        if getattr(self, "_compiled_network", None) is not None:
+            compiled = (CompileCounters.now() - self._compile_start).compilations
+            self.print_to_log_file(
+                f"PGPS: torch.compile compiled {compiled} graphs in this process (budget {self._graph_budget})",
+                also_print_to_console=True,
+            )
 
     def network_for_stage(self, index: int) -> torch.nn.Module:
         """The network that trains stage ``index``: compiled, or eager where compiling cannot pay off."""

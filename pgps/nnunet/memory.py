@@ -5,7 +5,8 @@ training memory is proportional to its voxels. It is not for every network: atte
 with the square of the tokens (UNETR), windows pad small maps (SwinUNETR), and fixed-size
 bottleneck layers do not shrink with the patch. The probe measures instead. For each stage size
 ``P`` it runs one training step of the real network on the training device (one batch of random
-input, forward, a stand-in loss, backward; by default ``b_base`` samples) and records the peak
+input, forward, a stand-in loss, backward; by default ``b_base`` samples), after one unmeasured step of
+the same shape (cuDNN autotunes a new shape on its first step), and records the peak
 memory above what was held before the step (weights and their gradient buffers, which exist
 before every training step). The memory of one sample ``m(P)`` is that peak over the batch size
 (:func:`pgps.batch.per_sample_memory`; with several probe batch sizes, the slope). Stage ``i``
@@ -232,9 +233,13 @@ def probe_memory(
 ) -> MemoryProbe:
     """Peak memory of one training step of ``network`` (on ``device``) per stage size and batch size.
 
-    One unmeasured warm-up step at the smallest size comes first (gradient buffers, lazy
-    initialisation). ``"auto"`` on the CPU falls back to ``"saved_tensors"`` if the profiler records
-    no allocations. The network's gradients are ``None`` afterwards and its weights unchanged.
+    One unmeasured step at batch 1 and the smallest size comes first (gradient buffers, lazy initialisation),
+    and one unmeasured step of each measured shape right before it is measured: ``nnUNetv2_train`` turns on
+    ``torch.backends.cudnn.benchmark`` before the probe runs, and cuDNN's autotuner tries its candidate
+    algorithms, with their workspaces, on the first step of every new shape; measured there, those trial
+    workspaces would count as the samples' memory. ``"auto"`` on the CPU falls back to ``"saved_tensors"`` if
+    the profiler records no allocations. The network's gradients are ``None`` afterwards and its weights
+    unchanged.
     """
     device = torch.device(device)
     chosen = resolve_method(method, device)
@@ -246,7 +251,15 @@ def probe_memory(
         raise ValueError(f"batch_sizes must be distinct positive integers, got {list(batch_sizes)}")
 
     def measure(how: str) -> tuple[tuple[int, ...], ...]:
-        return tuple(tuple(PEAKS[how](network, (b, input_channels, *p), device) for b in batches) for p in sizes)
+        peaks = []
+        for p in sizes:
+            row = []
+            for b in batches:
+                shape = (b, input_channels, *p)
+                _step(network, shape, device)  # warm-up: cuDNN's autotuner tries its algorithms on a new shape
+                row.append(PEAKS[how](network, shape, device))
+            peaks.append(tuple(row))
+        return tuple(peaks)
 
     with _training_mode(network):
         try:
