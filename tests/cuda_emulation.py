@@ -25,6 +25,20 @@ the CPU and tracks, per storage, whether a tensor "is on the GPU":
 - the marks live on storages, not tensor objects, because autograd unpacks saved tensors as new
   tensor objects that share the storage.
 
+Host synchronisations are counted (``emu.syncs``, a :class:`collections.Counter` by kind; ``emu.counting()``
+gives the counts of a block): every operation on an emulated CUDA tensor that makes the host wait for the
+device on a real GPU, by the rule torch's CUDA kernels follow. Kinds (:data:`SYNC_KINDS`): ``item``,
+``int``, ``float``, ``bool``, ``index``, ``format`` (a scalar read: ``aten._local_scalar_dense``, named by the
+Python call that asked for it), ``tolist``, ``nonzero`` (``nonzero``, ``argwhere``, one-argument ``where``),
+``mask_index`` (``x[mask]`` with a bool/uint8 tensor, ``masked_select``), ``mask_assign`` (``x[mask] = v``,
+except where torch turns it into ``masked_fill_``: one mask on ``x``'s device and a one-element CPU ``v``,
+e.g. a Python number), ``unique``, ``bincount``, ``repeat_interleave`` (tensor repeats without
+``output_size``), ``equal``, ``d2h`` (``.cpu()``, ``.to("cpu")``, ``.numpy()``, a copy into a CPU tensor)
+and ``h2d``: a host-to-device copy that blocks (``.to("cuda")``/``.cuda()``/``copy_`` of a CPU tensor
+unless it is ``non_blocking`` from pinned memory, ``torch.tensor(data, device="cuda")``, CPU index tensors
+of a CUDA tensor). ``emu.transfers`` counts every copy between host and device (``h2d``, ``d2h``), also the
+non-blocking pinned ones that do not sync.
+
 What it does not emulate: CUDA's numerics and kernels (everything computes on the CPU), streams,
 pinned memory (``pin_memory()`` returns a copy), and autocast to float16 on CUDA (the harness uses
 CPU autocast instead; ``FakeTensorMode`` covers CUDA autocast for the forward pass).
@@ -62,6 +76,22 @@ _MOVES_DATA = {
 }  # fmt: skip
 _INDEX_ON_SELF = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default}
 
+SYNC_KINDS = (
+    "item", "int", "float", "bool", "index", "format", "tolist", "nonzero", "mask_index", "mask_assign", "unique",
+    "bincount", "repeat_interleave", "equal", "d2h", "h2d",
+)  # fmt: skip
+"""Kinds of host synchronisation :class:`EmulatedCuda` counts (see the module docstring)."""
+# aten operators whose CUDA kernels wait for the device (the size of their result depends on the values)
+_SYNC_OPS = {
+    aten.nonzero.default: "nonzero", aten.masked_select.default: "mask_index", aten._unique.default: "unique",
+    aten._unique2.default: "unique", aten.unique_dim.default: "unique", aten.unique_consecutive.default: "unique",
+    aten.unique_dim_consecutive.default: "unique", aten.bincount.default: "bincount", aten.equal.default: "equal",
+}  # fmt: skip
+# Python calls that read a scalar (aten._local_scalar_dense) and the kind they are counted as
+_SCALAR_READS = {
+    "__int__": "int", "__float__": "float", "__bool__": "bool", "__index__": "index", "__format__": "format",
+}  # fmt: skip
+
 
 def _is_cuda_device(device: Any) -> bool:
     if device is None:
@@ -78,6 +108,29 @@ class _State:
         self.ambient: list[torch.device] = []  # device of the Python-level call being run (innermost last)
         # PGPS_CUDA_EMULATION_TRACE=N: the last N operators go into mismatch messages (debugging)
         self.trace: collections.deque = collections.deque(maxlen=int(os.environ.get("PGPS_CUDA_EMULATION_TRACE", 0)))
+        self.pinned: WeakIdKeyDictionary = WeakIdKeyDictionary()  # storages made by pin_memory()
+        self.syncs: collections.Counter = collections.Counter()
+        self.transfers: collections.Counter = collections.Counter()
+        self.calls: list[str] = []  # names of the Python-level calls being run (innermost last)
+        self.counted = 0  # > 0 inside a Python-level call already counted (its aten operators are not)
+
+    def is_cuda(self, t: Any) -> bool:
+        return isinstance(t, torch.Tensor) and self.device_of(t).type == "cuda"
+
+    def count_sync(self, kind: str) -> None:
+        if not self.counted:
+            self.syncs[kind] += 1
+            if kind in ("h2d", "d2h"):
+                self.transfers[kind] += 1
+
+    def count_h2d(self, source: torch.Tensor, non_blocking: bool) -> None:
+        """A copy of the CPU tensor ``source`` to the device: a sync unless non-blocking from pinned memory."""
+        if self.counted:
+            return
+        if non_blocking and source.untyped_storage() in self.pinned:
+            self.transfers["h2d"] += 1
+        else:
+            self.count_sync("h2d")
 
     def device_of(self, t: torch.Tensor) -> torch.device:
         if t.device.type == "meta" or t.is_sparse:
@@ -129,11 +182,46 @@ class _Dispatch(TorchDispatchMode):
                 scalar_only = False
         return common
 
+    def _count(self, func, args, kwargs, tensors: list[torch.Tensor]) -> None:
+        """Count the host synchronisation (or host-device copy) ``func`` makes on a GPU, if any."""
+        state = self.state
+        if func is aten._local_scalar_dense.default:
+            if state.is_cuda(tensors[0]):
+                state.count_sync(next((_SCALAR_READS[c] for c in state.calls[-1:] if c in _SCALAR_READS), "item"))
+        elif func in _SYNC_OPS:
+            if state.is_cuda(tensors[0]):
+                state.count_sync(_SYNC_OPS[func])
+        elif func is aten.repeat_interleave.Tensor:
+            if state.is_cuda(tensors[0]) and kwargs.get("output_size", args[1] if len(args) > 1 else None) is None:
+                state.count_sync("repeat_interleave")
+        elif func is aten.copy_.default:
+            dest, source = args[0], args[1]
+            if state.is_cuda(dest) and not state.is_cuda(source):
+                state.count_h2d(source, bool(args[2] if len(args) > 2 else kwargs.get("non_blocking", False)))
+            elif state.is_cuda(source) and not state.is_cuda(dest):
+                state.count_sync("d2h")
+        elif func in _INDEX_ON_SELF and state.is_cuda(args[0]):
+            indices = [i for i in args[1] if i is not None]
+            masks = [i for i in indices if i.dtype in (torch.bool, torch.uint8)]
+            for index in indices:
+                if not state.is_cuda(index) and index.dim() > 0:  # torch copies CPU indices to the device
+                    state.count_h2d(index, False)
+            if masks and func is aten.index.Tensor:
+                state.count_sync("mask_index")
+            elif masks:
+                value = args[2] if len(args) > 2 else kwargs["values"]
+                # torch's canDispatchToMaskedFill: one mask on self's device, a one-element CPU value
+                fills = len(masks) == len(indices) == 1 and state.is_cuda(masks[0]) and value.numel() == 1
+                if not (fills and not state.is_cuda(value)):
+                    state.count_sync("mask_assign")
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         tensors = [a for a in pytree.arg_tree_leaves(*args, **kwargs) if isinstance(a, torch.Tensor)]
         if self.state.trace.maxlen:
             self.state.trace.append(f"{func} {[(tuple(t.shape), str(self.state.device_of(t))) for t in tensors]}")
+        if tensors and not self.state.counted:
+            self._count(func, args, kwargs, tensors)
         if func in _MOVES_DATA:  # the result stays on its first argument's device (the destination of a copy);
             # a change of device asked for from Python (.to, .cuda, device=) is applied by _Functions around the call
             out = func(*args, **kwargs)
@@ -179,15 +267,26 @@ class _Functions(TorchFunctionMode):
                 "Use Tensor.cpu() to copy the tensor to host memory first."
             )
         if func is torch.Tensor.pin_memory:
-            return args[0].clone()  # page-locked host memory needs a CUDA driver; it is host memory all the same
+            out = args[0].clone()  # page-locked host memory needs a CUDA driver; it is host memory all the same
+            state.pinned[out.untyped_storage()] = True
+            return out
         if func is torch.Tensor.is_pinned:
-            return False
+            return args[0].untyped_storage() in state.pinned
         if func in (torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.cpu):
             return self._move(func, args, kwargs)
+        if func is torch.Tensor.tolist and state.is_cuda(args[0]):
+            state.count_sync("tolist")
+            state.counted += 1
+            try:
+                return func(*args, **kwargs)
+            finally:
+                state.counted -= 1
         target = None
         if "device" in kwargs and kwargs["device"] is not None:
             target = CUDA if _is_cuda_device(kwargs["device"]) else CPU
             kwargs["device"] = CPU
+            if target == CUDA and name in ("tensor", "as_tensor", "asarray") and args and not state.is_cuda(args[0]):
+                state.count_sync("h2d")  # host data made into a CPU tensor and copied, blocking
         generator = kwargs.get("generator")
         if generator is not None:  # torch refuses a generator of another device than the tensor it fills
             made_on = getattr(generator, "emulated_device", CPU)
@@ -198,10 +297,12 @@ class _Functions(TorchFunctionMode):
         devices = {state.device_of(t) for t in tensors}
         ambient = target or (CUDA if CUDA in devices else CPU)
         state.ambient.append(ambient)
+        state.calls.append(name)
         try:
             out = func(*args, **kwargs)
         finally:
             state.ambient.pop()
+            state.calls.pop()
         if target is not None:
             out = self._placed(out, tensors, target)
         return out
@@ -225,6 +326,7 @@ class _Functions(TorchFunctionMode):
     def _move(self, func, args, kwargs) -> torch.Tensor:
         tensor = args[0]
         copy = bool(kwargs.pop("copy", False))
+        non_blocking = bool(kwargs.get("non_blocking", False))
         if func is torch.Tensor.cuda:
             target, dtype, fmt = CUDA, None, None
         elif func is torch.Tensor.cpu:
@@ -234,16 +336,39 @@ class _Functions(TorchFunctionMode):
             if rest and isinstance(rest[0], torch.Tensor):  # t.to(other): other's device and dtype
                 target, dtype, fmt = self.state.device_of(rest[0]), rest[0].dtype, None
             else:
-                device, dtype, _, fmt = torch._C._nn._parse_to(*rest, **kwargs)
+                device, dtype, non_blocking, fmt = torch._C._nn._parse_to(*rest, **kwargs)
                 target = None if device is None else (CUDA if device.type == "cuda" else CPU)
-        source = self.state.device_of(tensor)
+        state = self.state
+        source = state.device_of(tensor)
         target = source if target is None else target
+        if target != source:
+            if target.type == "cuda":
+                state.count_h2d(tensor, non_blocking)
+            else:
+                state.count_sync("d2h")
         options = {k: v for k, v in (("dtype", dtype), ("memory_format", fmt)) if v is not None}
-        out = tensor.to(**options, copy=copy) if options or copy else tensor
-        if target != source and out.untyped_storage() is tensor.untyped_storage():
-            out = out.clone()
-        self.state.mark(out, target)
+        state.counted += 1
+        try:
+            out = tensor.to(**options, copy=copy) if options or copy else tensor
+            if target != source and out.untyped_storage() is tensor.untyped_storage():
+                out = out.clone()
+        finally:
+            state.counted -= 1
+        state.mark(out, target)
         return out
+
+
+class SyncCounts:
+    """What :meth:`EmulatedCuda.counting` counted: ``syncs`` by kind and ``transfers`` (``h2d``, ``d2h``)."""
+
+    def __init__(self) -> None:
+        self.syncs: collections.Counter = collections.Counter()
+        self.transfers: collections.Counter = collections.Counter()
+
+    @property
+    def total(self) -> int:
+        """Host synchronisations of every kind."""
+        return sum(self.syncs.values())
 
 
 class EmulatedCuda:
@@ -259,6 +384,34 @@ class EmulatedCuda:
 
     def device_of(self, t: torch.Tensor) -> torch.device:
         return self.state.device_of(t)
+
+    @property
+    def syncs(self) -> collections.Counter:
+        """Host synchronisations so far, by kind (:data:`SYNC_KINDS`)."""
+        return self.state.syncs
+
+    @property
+    def transfers(self) -> collections.Counter:
+        """Copies between host and device so far (``h2d``, ``d2h``), non-blocking pinned ones included."""
+        return self.state.transfers
+
+    def reset_counts(self) -> tuple[collections.Counter, collections.Counter]:
+        """The counts so far (``syncs``, ``transfers``), then start again from zero."""
+        out = (self.state.syncs.copy(), self.state.transfers.copy())
+        self.state.syncs.clear()
+        self.state.transfers.clear()
+        return out
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[SyncCounts]:
+        """``with emu.counting() as counts:`` the syncs and transfers made inside the block (set when it ends)."""
+        syncs, transfers = self.state.syncs.copy(), self.state.transfers.copy()
+        counts = SyncCounts()
+        try:
+            yield counts
+        finally:
+            counts.syncs.update(self.state.syncs - syncs)
+            counts.transfers.update(self.state.transfers - transfers)
 
     def __enter__(self) -> EmulatedCuda:
         self._stack = contextlib.ExitStack()

@@ -11,7 +11,8 @@ GPU driver and are replaced here and only here:
   autocast to bfloat16 so that mixed-precision tensors still flow through the step (CUDA's float16
   autocast itself is covered with ``FakeTensorMode`` in ``tests/test_cuda.py``);
 - ``GradScaler("cuda")``: nnU-Net's scaler is kept; torch disables it without a GPU, so its calls
-  run and scale by 1;
+  run and scale by 1 (``grad_scaler="finite"`` or ``"inf"`` enables it as on a GPU: scaling, unscaling and
+  the overflow check on the device, and with ``"inf"`` an overflowing gradient in the first parameter);
 - ``pin_memory``: data-augmentation workers are off (``nnUNet_n_proc_DA=0``), so batchgenerators'
   pinning thread never starts (``Tensor.pin_memory`` would need the driver);
 - ``torch.cuda.empty_cache``: a no-op on an uninitialised CUDA (left as is);
@@ -78,13 +79,20 @@ def _describe(emu: EmulatedCuda, x) -> dict:
 
 
 def run_one(
-    trainer_name: str, configuration: str, plans: str, batch_size_cap: int | None = None, ignore_stage: bool = False
+    trainer_name: str,
+    configuration: str,
+    plans: str,
+    batch_size_cap: int | None = None,
+    ignore_stage: bool = False,
+    grad_scaler: str | None = None,
 ) -> dict:
     """``batch_size_cap`` caps the schedule's batch sizes; ``ignore_stage`` replaces the training loader by one
-    that always builds the last (P_max) stage, a broken loader for the tests to catch."""
+    that always builds the last (P_max) stage, a broken loader for the tests to catch; ``grad_scaler`` (see the
+    module docstring) enables nnU-Net's gradient scaler."""
     from nnunetv2.run.run_training import get_trainer_from_args
 
     record: dict = {"trainer": trainer_name, "configuration": configuration, "ignore_stage": ignore_stage}
+    record["grad_scaler"] = grad_scaler
     # fixed generators (network initialisation, nnU-Net's validation draws): every run of a spec measures the same
     # (the NaN validation losses once seen in 1-2 of 30 runs came from oneDNN's bfloat16 kernel, see above)
     random.seed(0)
@@ -92,6 +100,7 @@ def run_one(
     torch.manual_seed(0)
     with EmulatedCuda() as emu, cuda_services_replaced():
         trainer = get_trainer_from_args("1", configuration, 0, trainer_name, plans, device=torch.device("cuda"))
+        trainer.progress_plot_every = 0  # nnU-Net's progress plot: matplotlib on the host, 0.6 s per trainer
         if batch_size_cap is not None:
             trainer.batch_size_cap = batch_size_cap
         if ignore_stage:  # the loader of every stage is built with the last stage's shapes (the steps stay its own)
@@ -114,6 +123,16 @@ def run_one(
         record["schedule"] = trainer.schedule.to_dict()
         trainer.on_epoch_start()
         trainer.on_train_epoch_start()
+        if grad_scaler:
+            available, torch.cuda.is_available = torch.cuda.is_available, lambda: True
+            try:  # nnU-Net's GradScaler("cuda"), which torch turns off for want of a GPU
+                trainer.grad_scaler = torch.amp.GradScaler("cuda")
+            finally:
+                torch.cuda.is_available = available
+            record["scale"] = [trainer.grad_scaler.get_scale()]
+            record["backoff_factor"] = trainer.grad_scaler.get_backoff_factor()
+            if grad_scaler == "inf":
+                next(network.parameters()).register_hook(lambda grad: torch.full_like(grad, math.inf))
         before = {name: p.detach().cpu().clone() for name, p in network.named_parameters()}
         batch = next(trainer.dataloader_train)
         record["stage"] = trainer.dataloader_train.last_index
@@ -121,6 +140,8 @@ def run_one(
         out = trainer.train_step(batch)
         trainer.on_train_epoch_end([out])
         record["train_loss"] = float(out["loss"])
+        if grad_scaler:
+            record["scale"].append(trainer.grad_scaler.get_scale())
         params = dict(network.named_parameters())
         record["grad_devices"] = sorted({str(emu.device_of(p.grad)) for p in params.values() if p.grad is not None})
         record["param_devices"] = sorted({str(emu.device_of(p)) for p in params.values()})
@@ -152,6 +173,7 @@ def main(specs: list[list]) -> None:
             record = run_one(*spec)
         except Exception as exc:  # reported per trainer; the test names it
             record = {"trainer": spec[0], "ignore_stage": bool(spec[4:5] and spec[4]), "ok": False,
+                      "grad_scaler": spec[5] if len(spec) > 5 else None,
                       "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}  # fmt: skip
         print(json.dumps(record, default=str), flush=True)
 

@@ -3,9 +3,10 @@
 Two tools, each where it is exact (see ``tests/cuda_emulation.py``):
 
 - :class:`tests.cuda_emulation.EmulatedCuda` runs one real training iteration and one validation step of
-  every trainer family with device ``"cuda"`` (``tests/cuda_harness.py``: loader, the batched
-  augmentation deferred to the device, telemetry, forward, deep-supervision loss, backward, optimizer
-  step, validation); every operator that mixes CPU and CUDA tensors raises.
+  every trainer ``pgps trainers`` lists (a training-length variant by its base, from which it differs only
+  in its length), and of loss and learning-rate variants, with device ``"cuda"`` (``tests/cuda_harness.py``:
+  loader, the batched augmentation deferred to the device, telemetry, forward, deep-supervision loss,
+  backward, optimizer step, validation); every operator that mixes CPU and CUDA tensors raises.
 - torch's ``FakeTensorMode`` (tensors with device ``cuda`` and no data) runs the networks' forward and
   loss under CUDA autocast, and the telemetry, where no data-dependent value is needed.
 """
@@ -31,8 +32,10 @@ from tests.cuda_emulation import DeviceMismatchError, EmulatedCuda
 pytestmark = pytest.mark.nnunet
 REPO = Path(__file__).resolve().parents[1]
 U_NET = ("3d_fullres", "nnUNetPlans")
+BACKBONES = {"UNETR": ("3d_unetr", nn.TRANSFORMER_PLANS), "SwinUNETR": ("3d_swinunetr", nn.TRANSFORMER_PLANS)}
 FAMILIES = {
-    # trainer: (configuration, plans, batch-size cap, batched augmentation on the device)
+    # trainer: (configuration, plans, batch-size cap, batched augmentation on the device); with every other
+    # listed trainer added by listed_trainers() below
     "nnUNetTrainer_PGPS_CPS": (*U_NET, None, False),
     "nnUNetTrainer_PGPS_Efficiency": (*U_NET, None, False),
     "nnUNetTrainer_PGPS_Performance": (*U_NET, None, True),
@@ -54,25 +57,61 @@ FAMILIES = {
     "nnUNetTrainer_PGPS_Performance_DicePerim": (*U_NET, None, True),
     "nnUNetTrainer_PGPS_Efficiency_DiceFocal": (*U_NET, None, False),
     "nnUNetTrainer_PGPS_CPS_DiceTopK10": (*U_NET, None, False),
+    "nnUNetTrainer_PGPS_Performance_LRsqrt": (*U_NET, None, True),  # learning-rate variant
 }
+
+
+def length_base(trainer: type) -> type | None:
+    """The trainer a training-length variant (``_10pct`` ...) derives from with nothing but its length."""
+    own = {k for k in vars(trainer) if not k.startswith("__")}
+    return trainer.__bases__[0] if own == {"training_length"} and len(trainer.__bases__) == 1 else None
+
+
+def listed_trainers() -> dict[str, tuple]:
+    """Every trainer of ``pgps trainers`` except training-length variants, with its configuration, batch cap and
+    whether its batches are augmented on the device (a batch sampling strategy with the batched augmentation)."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    from pgps.nnunet.variants import TRAINERS, trainer_class
+
+    out = {}
+    for name in TRAINERS:
+        cls = trainer_class(name)
+        if length_base(cls) is not None:
+            continue
+        backbone = next((part for part in name.split("_") if part in BACKBONES), None)
+        own_transforms = cls.get_training_transforms is not nnUNetTrainer.get_training_transforms
+        deferred = bool(cls.batched_augmentation and cls.batch_sampling) and not own_transforms
+        cap = 4 if cls.batch_sampling == "single_crop" else None  # a distinct case per patch: the tiny fold has 4
+        out[name] = (*BACKBONES.get(backbone, U_NET), cap, deferred)
+    return out
+
+
+FAMILIES.update({k: v for k, v in listed_trainers().items() if k not in FAMILIES})
 IGNORES_STAGE = "nnUNetTrainer_PGPS_Efficiency"  # run a second time with a loader that always builds P_max
+SCALED = "nnUNetTrainer_PGPS_Performance"  # run with nnU-Net's gradient scaler enabled, as on a GPU
 
 
 def harness(root: Path, specs: list[list]) -> dict[str, dict]:
-    env = nn.env(root, root / "results_cuda", nnUNet_n_proc_DA="0", nnUNet_compile="f", PYTHONPATH=str(REPO))
+    cases = sorted(p.stem for p in (root / "preprocessed" / nn.DATASET / "nnUNetPlans_3d_fullres").glob("*.pkl"))
+    difficulty = root / "difficulty_cuda.csv"  # the data-curriculum trainers' input: Dice scores, none erroneous
+    difficulty.write_text("case,ds\n" + "".join(f"{c},{0.99 - 0.02 * i:.2f}\n" for i, c in enumerate(cases)))
+    env = nn.env(root, root / "results_cuda", nnUNet_n_proc_DA="0", nnUNet_compile="f", PYTHONPATH=str(REPO),
+                 PGPS_DIFFICULTY=str(difficulty))  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-m", "tests.cuda_harness", json.dumps(specs)], env=env, cwd=REPO, capture_output=True,
         text=True,
     )  # fmt: skip
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"trainer"')]
     assert len(records) == len(specs), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {(r["trainer"], r.get("ignore_stage", False)): r for r in records}
+    return {(r["trainer"], r.get("grad_scaler") or r.get("ignore_stage", False)): r for r in records}
 
 
 @pytest.fixture(scope="module")
 def emulated(tiny_nnunet):
     specs = [[trainer, conf, plans, cap] for trainer, (conf, plans, cap, _) in FAMILIES.items()]
     specs.append([IGNORES_STAGE, *U_NET, None, True])
+    specs += [[SCALED, *U_NET, None, False, overflow] for overflow in ("finite", "inf")]
     return harness(tiny_nnunet, specs)
 
 
@@ -110,6 +149,28 @@ def test_one_iteration_and_one_validation_step_with_device_cuda(emulated, traine
         probe = record["memory_probe"]
         assert (probe["device"], probe["method"]) == ("emulated CUDA", "cuda")
         assert [s["memory_batch_size"] for s in probe["stages"]] == [s.batch_size for s in schedule.stages]
+
+
+@pytest.mark.parametrize("gradients", ["finite", "inf"])
+def test_an_enabled_grad_scaler_skips_the_step_whose_gradients_overflow(emulated, gradients):
+    """nnU-Net's GradScaler as on a GPU (scale, unscale, the overflow check on the device): an overflowing
+    gradient skips the optimizer step and backs the scale off; finite gradients step and keep the scale."""
+    record = emulated[(SCALED, gradients)]
+    assert record["ok"], f"{record.get('error')}\n{record.get('traceback', '')}"
+    (initial, after), backoff = record["scale"], record["backoff_factor"]
+    assert record["param_devices"] == record["grad_devices"] == ["cuda:0"] and math.isfinite(record["val_loss"])
+    if gradients == "inf":
+        assert record["params_changed"] == 0 and after == initial * backoff
+    else:
+        assert record["params_changed"] > record["params"] // 3 and after == initial
+
+
+def test_every_listed_trainer_is_emulated_or_a_training_length_of_one():
+    from pgps.nnunet.variants import TRAINERS, trainer_class
+
+    lengths = {name: length_base(trainer_class(name)) for name in TRAINERS if name not in FAMILIES}
+    assert lengths and all(base is not None and base.__name__ in FAMILIES for base in lengths.values()), lengths
+    assert len(FAMILIES) > 40
 
 
 def test_a_loader_that_ignores_the_stage_fails_the_schedule_check(emulated):

@@ -41,6 +41,17 @@ What is exact and what is not (``tests/test_batched.py`` checks both):
   crop, which is the crop nnU-Net's spatial transform returns for them, so the loader reads only
   the final patch for them (:class:`RawBatch`).
 
+- **Host synchronisations.** On a GPU one batch makes at most :data:`MAX_HOST_SYNCS` (2), whatever
+  its size, and none when no sample is rotated or scaled (``tests/test_host_syncs.py`` counts every
+  operation that makes the host wait, with the CUDA emulation): :func:`resample` reads the label
+  range of the enlarged crops, then, in one copy, the labels each label slice holds, the samples
+  whose grid may reach past the window and how many points each must score; the host plans the
+  label decision from them (numpy) and sends the plan back without blocking. Every other host
+  array of a batch (row indices, parameters, blur kernels, grid matrices, region labels) goes to
+  the device in one pinned, non-blocking copy (:func:`ship`, :func:`batch_arrays`), the sampling
+  grids are built on the device, and masks are applied with ``masked_fill_``/``torch.where``,
+  never by boolean indexing. The per-batch telemetry (:mod:`pgps.nnunet.telemetry`) adds none.
+
 Cascade training (``is_cascaded``) is not supported; the trainer keeps nnU-Net's per-sample
 transforms for it and for trainers that override ``get_training_transforms``.
 """
@@ -84,6 +95,8 @@ SCORE_SCALE = 1000.0
 """batchgeneratorsv2's label-score scale: float16 scores collapse near-ties into exact ones."""
 BLUR_TRUNCATE = 6.0
 """batchgeneratorsv2's ``blur_dimension`` kernel half-width in sigmas."""
+MAX_HOST_SYNCS = 2
+"""Host synchronisations of :func:`augment` per batch on a GPU, at most (see the module docstring)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,26 +318,73 @@ class RawBatch:
         return dataclasses.replace(self, **move)
 
 
+# -- one copy of a batch's host arrays to the device --------------------------------------------------
+
+
+def ship(arrays: dict[str, np.ndarray], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Host arrays on ``device``, in one copy: packed into one pinned buffer and copied without blocking on a
+    GPU (no host synchronisation), as they are (no copy) on the CPU. Each keeps its dtype and shape."""
+    device = torch.device(device)
+    arrays = {name: np.ascontiguousarray(a) for name, a in arrays.items()}
+    if device.type == "cpu":
+        return {name: torch.from_numpy(a) for name, a in arrays.items()}
+    starts, size = {}, 0
+    for name, a in arrays.items():
+        starts[name] = size
+        size += -(-a.nbytes // 8) * 8  # 8-byte aligned, so that every part views as its dtype
+    packed = np.zeros(size, np.uint8)
+    for name, a in arrays.items():
+        packed[starts[name] : starts[name] + a.nbytes] = a.reshape(-1).view(np.uint8)
+    host = torch.from_numpy(packed)
+    moved = (host.pin_memory() if device.type == "cuda" else host).to(device, non_blocking=True)
+    out = {}
+    for name, a in arrays.items():
+        dtype = torch.from_numpy(a[:0]).dtype
+        out[name] = moved[starts[name] : starts[name] + a.nbytes].view(dtype).view(a.shape)
+    return out
+
+
+def _shipped(on_device: dict[str, torch.Tensor] | None, arrays, device: torch.device) -> dict[str, torch.Tensor]:
+    """A step's device arrays: those :func:`augment` shipped for the batch, or the step's own (``arrays()``)."""
+    return on_device if on_device is not None else ship(arrays(), device)
+
+
 # -- spatial transform ---------------------------------------------------------------------------
 
 
-def _identity_grid(size: Sequence[int]) -> torch.Tensor:
+def _identity_grid(size: Sequence[int], device: torch.device | None = None) -> torch.Tensor:
     """batchgeneratorsv2's centred identity grid (*size, len(size)) in voxels."""
-    space = [torch.linspace((1 - s) / 2, (s - 1) / 2, s) for s in size]
+    space = [torch.linspace((1 - s) / 2, (s - 1) / 2, s, device=device) for s in size]
     return torch.stack(torch.meshgrid(space, indexing="ij"), -1)
 
 
-def sampling_grids(affine: np.ndarray, patch: Sequence[int], window: Sequence[int]) -> torch.Tensor:
-    """``grid_sample`` grids (n, *patch, d) that map each output voxel into a ``window``-sized crop.
+def grid_arrays(affine: np.ndarray, window: Sequence[int]) -> dict[str, np.ndarray]:
+    """What :func:`sampling_grids` needs from the host: the transposed affines (n, d, d) and half the window (d,),
+    float32."""
+    return {
+        "grid_matrices": np.swapaxes(affine, 1, 2).astype(np.float32),
+        "grid_scale": np.array([w / 2 for w in window], dtype=np.float32),
+    }
+
+
+def sampling_grids(matrices: torch.Tensor, scale: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
+    """``grid_sample`` grids (n, *patch, d) that map each output voxel into a crop, on the matrices' device.
 
     As batchgeneratorsv2's SpatialTransform: the centred identity grid of the patch, times the
-    transposed affine, centred in the window, scaled by half the window, axes reversed.
+    transposed affine (``matrices``, :func:`grid_arrays`), centred in the window, divided by half the
+    window (``scale``), axes reversed. On the CPU with nnU-Net's arithmetic (``matmul``); on other
+    devices as three multiply-adds (no TF32 matmul where a caller enables it).
     """
-    base = _identity_grid(patch).float()
     dim = len(patch)
-    matrices = torch.from_numpy(np.ascontiguousarray(np.swapaxes(affine, 1, 2))).float()
-    grid = torch.matmul(base.reshape(1, -1, dim), matrices).reshape(len(affine), *patch, dim)
-    grid /= torch.tensor([w / 2 for w in window], dtype=torch.float32)
+    base = _identity_grid(patch, matrices.device).float().reshape(-1, dim)
+    if matrices.device.type == "cpu":
+        grid = torch.matmul(base[None], matrices)
+    else:
+        grid = base[None, :, 0, None] * matrices[:, None, 0]
+        for i in range(1, dim):
+            grid += base[None, :, i, None] * matrices[:, None, i]
+    grid = grid.reshape(len(matrices), *patch, dim)
+    grid /= scale
     return torch.flip(grid, (-1,))
 
 
@@ -358,36 +418,35 @@ def resample(image: torch.Tensor, seg: torch.Tensor, grid: torch.Tensor) -> tupl
     ``grid_sample`` of the labels (with that flag folded in) settles those points; the scores are
     computed, with nnU-Net's arithmetic, only at the others (near label boundaries). Returns
     (n, C, *patch) and (n, K, *patch) in ``seg``'s dtype.
+
+    Two host synchronisations, whatever ``n``: the label range, then, in one copy, the labels of
+    each slice, the samples that may reach outside and their numbers of boundary points (the shapes
+    of the scoring); what the host derives from them goes back in one non-blocking copy (:func:`ship`).
     """
     n, k = len(seg), seg.shape[1]
     window, patch = tuple(seg.shape[2:]), tuple(grid.shape[1:-1])
     image_out = grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     reach = _may_reach_outside(grid, window)
-    present, labels = _labels_present(seg.reshape(n * k, -1), reach.repeat_interleave(k))
-    codes, flag = _label_code(seg)
+    flat = seg.reshape(n * k, -1)
+    low, high = flat.amin(1), flat.amax(1)
+    floor, top = torch.stack([low.min(), high.max()]).tolist()  # host sync 1: the label range
+    floor = min(SEG_PAD, floor)
+    present = _labels_present(flat, low, high, reach.repeat_interleave(k), floor, top)
+    codes, flag = _label_code(seg, top)
     code = grid_sample(codes, grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    uniform = code >= flag  # (n, K, *patch)
+    boundary = (code < flag).view(n, k, -1).any(1)  # (n, V): points scored (not uniform in some slice)
     nearest = torch.where(code == 0, SEG_PAD, torch.remainder(code, flag) - CODE_SHIFT).to(seg.dtype)
+    counts = boundary.sum(1, dtype=torch.int32)
+    host = torch.cat([present.view(-1).int(), reach.int(), counts]).cpu().numpy()  # host sync 2
+    labels = present.shape[1]
+    present_h, reach_h = host[: n * k * labels].reshape(n * k, labels) > 0, host[n * k * labels : -n] > 0
+    arrays, parts = _decision_plan(present_h, reach_h, host[-n:], k, math.prod(window), floor)
+    rules = ship(arrays, seg.device)
     out = nearest.clone().view(n, k, -1)
-    count = present.sum(1)
-    single = (count == 1).nonzero()[:, 0]
-    out.view(n * k, -1)[single] = labels[present[single].float().argmax(1)].to(seg.dtype)[:, None]
-    # scores needed: every present label of a slice with three or more labels, the higher one of two
-    scored = present & (count >= 3)[:, None]
-    two = (count == 2).nonzero()[:, 0]
-    scored[two, _last(present[two])] = True
-    needed = scored.view(n, k, -1)
-    todo = needed.any(2).any(1).nonzero()[:, 0]
-    if not len(todo):
-        return image_out, out.view(n, k, *patch)
-    groups, group_of = torch.unique(needed[todo].any(1), dim=0, return_inverse=True)
-    volume = math.prod(window)
-    for g, columns in enumerate(groups):  # samples that need the same labels are scored together
-        members = todo[group_of == g]
-        used = labels[columns]
-        step = max(1, STACK_ELEMENTS // (k * len(used) * volume))
-        for part in members.split(step):
-            _score_boundary(seg, grid, reach, part, present, labels, columns, uniform, nearest, out)
+    out.view(n * k, -1)[rules["single"]] = rules["single_label"].to(seg.dtype)[:, None]
+    for part in parts:  # samples that need the same labels are scored together
+        rule = {name: rules[part.key + name] for name in (*_PART_ARRAYS, "samples")}
+        _score_boundary(seg, grid, reach, boundary, nearest, out, part, rule)
     return image_out, out.view(n, k, *patch)
 
 
@@ -398,13 +457,12 @@ CODE_UNIFORM = 1024
 neighbourhood holds one label; codes stay exact in float32 for any int16 label."""
 
 
-def _label_code(seg: torch.Tensor) -> tuple[torch.Tensor, int]:
+def _label_code(seg: torch.Tensor, top: int) -> tuple[torch.Tensor, int]:
     """``label + 3``, plus ``flag`` where the voxel's neighbourhood (3 per spatial axis, -1 outside) holds one
-    label; ``flag`` a power of two above every ``label + 3``."""
-    top = int(seg.max()) + CODE_SHIFT
-    flag = max(CODE_UNIFORM, 1 << top.bit_length())
+    label; ``flag`` a power of two above every ``label + 3`` (``top``: the largest label)."""
+    flag = max(CODE_UNIFORM, 1 << (top + CODE_SHIFT).bit_length())
     code = seg.float().add_(CODE_SHIFT)
-    small = seg.to(torch.int8) if int(seg.max()) < 127 else seg  # int8 min/max are 4x faster than int16
+    small = seg.to(torch.int8) if top < 127 else seg  # int8 min/max are 4x faster than int16
     lo = hi = pad(small, [1, 1] * (seg.dim() - 2), value=SEG_PAD)
     for axis in range(2, seg.dim()):  # separable 3-neighbourhood minimum and maximum
         size = lo.shape[axis] - 2
@@ -413,72 +471,152 @@ def _label_code(seg: torch.Tensor) -> tuple[torch.Tensor, int]:
     return code.add_(lo == hi, alpha=flag), flag
 
 
-def _score_boundary(seg, grid, reach, part, present, labels, columns, uniform, nearest, out) -> None:
-    """nnU-Net's label decision at the non-uniform points of the samples ``part``, written into ``out`` (n, K, V)."""
+def _labels_present(flat, low, high, reach, floor: int, top: int) -> torch.Tensor:
+    """Which labels ``floor..top`` each row of ``flat`` (m, V) holds, the pad label added where ``reach``:
+    (m, L) bool. ``low``, ``high``: each row's smallest and largest label (only labels between are looked for)."""
+    rows = torch.arange(len(flat), device=flat.device)
+    present = torch.zeros((len(flat), top - floor + 1), dtype=torch.bool, device=flat.device)
+    present[rows, low.long() - floor] = True
+    present[rows, high.long() - floor] = True
+    for label in range(floor + 1, top):
+        present[:, label - floor] |= (low < label) & (high > label) & (flat == label).any(1)
+    present[:, SEG_PAD - floor] |= reach
+    return present
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    """Host facts of samples scored together (they need the same labels); its device arrays are ``key`` + name."""
+
+    key: str
+    samples: np.ndarray  # sample rows
+    points: int  # most points one sample scores
+    hits: int  # points all samples score
+    labels: list[int]  # the labels scored
+    pad_label: bool  # some sample may reach outside (the pad label's indicator changes)
+    many: np.ndarray  # label slices (sample-major) with three or more labels
+    floor: int  # the smallest label of the batch (``lookup`` holds ``label - floor``)
+
+
+def _last_column(present: np.ndarray) -> np.ndarray:
+    """Column of the highest present label per row of ``present`` (m, L)."""
+    return present.shape[1] - 1 - present[:, ::-1].argmax(1)
+
+
+def _decision_plan(present, reach, counts, k: int, volume: int, floor: int) -> tuple[dict, list[_Part]]:
+    """The host's side of the label decision (numpy, from the device's ``present`` (n K, L), ``reach`` (n,) and
+    points to score per sample ``counts`` (n,)): the slices that hold one label and the parts to score."""
+    n = len(reach)
+    count = present.sum(1)
+    single = np.flatnonzero(count == 1)
+    arrays = {"single": single, "single_label": present[single].argmax(1) + floor}
+    # scores needed: every present label of a slice with three or more labels, the higher one of two
+    scored = present & (count >= 3)[:, None]
+    two = np.flatnonzero(count == 2)
+    scored[two, _last_column(present[two])] = True
+    needed = scored.reshape(n, k, -1)
+    todo = np.flatnonzero(needed.any(2).any(1))
+    parts: list[_Part] = []
+    if not len(todo):
+        return arrays, parts
+    groups, group_of = np.unique(needed[todo].any(1), axis=0, return_inverse=True)
+    for g, columns in enumerate(groups):
+        members = todo[group_of.reshape(-1) == g]
+        step = max(1, STACK_ELEMENTS // (k * int(columns.sum()) * volume))
+        for start in range(0, len(members), step):
+            samples = members[start : start + step]
+            if not counts[samples].any():
+                continue
+            key = f"part{len(parts)}_"
+            items = (samples[:, None] * k + np.arange(k)).reshape(-1)
+            rule = _part_arrays(present[items], columns, floor)
+            arrays.update({key + name: value for name, value in rule.items()}, **{key + "samples": samples})
+            parts.append(_Part(key, samples, int(counts[samples].max()), int(counts[samples].sum()),
+                               (np.flatnonzero(columns) + floor).tolist(), bool(reach[samples].any()), rule["many"],
+                               floor))  # fmt: skip
+    return arrays, parts
+
+
+_PART_ARRAYS = ("one", "one_label", "two", "two_high", "two_low", "two_column", "many", "many_absent", "lookup", "used")
+
+
+def _part_arrays(present: np.ndarray, columns: np.ndarray, floor: int) -> dict[str, np.ndarray]:
+    """What :func:`_decide` needs for slices with labels ``present`` (m, L) scored on the labels ``columns`` (L,)."""
+    count = present.sum(1)
+    one, two, many = np.flatnonzero(count == 1), np.flatnonzero(count == 2), np.flatnonzero(count >= 3)
+    high, low = _last_column(present[two]), present[two].argmax(1)
+    used = np.flatnonzero(columns)
+    lookup = np.zeros(len(columns), np.int64)
+    lookup[used] = np.arange(len(used))
+    return {
+        "one": one, "one_label": present[one].argmax(1) + floor, "two": two, "two_high": high + floor,
+        "two_low": low + floor, "two_column": (np.cumsum(columns) - 1)[high], "many": many,
+        "many_absent": ~present[many][:, columns], "lookup": lookup, "used": used + floor,
+    }  # fmt: skip
+
+
+def _score_boundary(seg, grid, reach, boundary, nearest, out, part: _Part, rule: dict) -> None:
+    """nnU-Net's label decision at the non-uniform points of ``part``'s samples, written into ``out`` (n, K, V).
+    ``rule``: the part's device arrays (its ``samples`` and those of :func:`_part_arrays`)."""
     k, d = seg.shape[1], grid.shape[-1]
-    flat = (~uniform[part]).view(len(part), k, -1).any(1)  # (p, V): points to score, any slice
-    hits = flat.nonzero()
-    if not len(hits):
-        return
+    samples = rule["samples"]
+    p, m = len(part.samples), part.points
+    flat = boundary[samples]  # (p, V): points to score, any slice
+    hits = torch.nonzero_static(flat, size=part.hits)  # its size known on the host: no sync
     counts = flat.sum(1)
-    m = int(counts.max())
     start = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(hits), device=hits.device) - start[hits[:, 0]]
+    rank = torch.arange(part.hits, device=hits.device) - start[hits[:, 0]]
     # padding entries repeat some point: scored exactly like the others, so writing them twice is harmless
-    points = hits[start.clamp(max=len(hits) - 1), 1][:, None].repeat(1, m)
+    points = hits[start.clamp(max=part.hits - 1), 1][:, None].repeat(1, m)
     points[hits[:, 0], rank] = hits[:, 1]
-    sub_grid = _take(grid, part).reshape(len(part), -1, d).gather(1, points[..., None].expand(-1, -1, d))
-    sub_grid = sub_grid.view(len(part), m, *([1] * (d - 1)), d)
-    scores = _label_scores(_take(seg, part), sub_grid, reach[part], labels[columns]).view(len(part) * k, -1, m)
-    items = (part[:, None] * k + torch.arange(k, device=part.device)).reshape(-1)
-    near = nearest[part].view(len(part), k, -1).gather(2, points[:, None, :].expand(-1, k, -1))
-    decided = _decide(scores, present[items], labels, columns, lambda: near.reshape(-1, m), (m,))
-    out[part[:, None, None], torch.arange(k, device=part.device)[None, :, None], points[:, None, :]] = decided.view(
-        len(part), k, m
+    sub_grid = _take(grid, samples, part.samples).reshape(p, -1, d).gather(1, points[..., None].expand(-1, -1, d))
+    sub_grid = sub_grid.view(p, m, *([1] * (d - 1)), d)
+    scores = _label_scores(_take(seg, samples, part.samples), sub_grid, reach[samples], part).view(p * k, -1, m)
+    near = nearest[samples].view(p, k, -1).gather(2, points[:, None, :].expand(-1, k, -1))
+    decided = _decide(scores, rule, part, near.reshape(-1, m), (m,))
+    out[samples[:, None, None], torch.arange(k, device=samples.device)[None, :, None], points[:, None, :]] = (
+        decided.view(p, k, m)
     )
 
 
-def _label_scores(seg, grid, reach, labels) -> torch.Tensor:
-    """Float16-rounded scores (n K, L, *points) of ``labels`` at the grid points, nnU-Net's arithmetic.
+def _label_scores(seg, grid, reach, part: _Part) -> torch.Tensor:
+    """Float16-rounded scores (n K, L, *points) of ``part.labels`` at the grid points, nnU-Net's arithmetic.
 
     Small windows: the scaled one-hot channels of all labels in one ``grid_sample`` call (the same numbers
     per channel as separate calls); large ones: label by label into one reused indicator buffer."""
     n, k = len(seg), seg.shape[1]
     window = seg.shape[2:]
     points = grid.shape[1:-1]
+    labels = part.labels
     scores = torch.empty((n, k, len(labels), *points), dtype=torch.float32, device=seg.device)
-    pad_label = bool(reach.any())
+    outside = reach.float().view(-1, *([1] * (seg.dim() - 1)))  # 1 for the samples that may reach outside
     if n * k * len(labels) * math.prod(window) <= STACK_ELEMENTS:
         one_hot = torch.empty((n, k, len(labels), *window), dtype=torch.float32, device=seg.device)
-        for j, label in enumerate(labels.tolist()):
+        for j, label in enumerate(labels):
             torch.eq(seg, label, out=one_hot[:, :, j])
-            if label == SEG_PAD and pad_label:
-                one_hot[reach, :, j] -= 1  # the pad label's indicator minus 1: zero padding then means 1
+            if label == SEG_PAD and part.pad_label:
+                one_hot[:, :, j] -= outside  # the pad label's indicator minus 1: zero padding then means 1
         sampled = grid_sample(one_hot.mul_(SCORE_SCALE).view(n, -1, *window), grid, "bilinear", "zeros", False)
         scores.view(n, -1, *points).copy_(sampled)
     else:
         indicator = torch.empty(seg.shape, dtype=torch.float32, device=seg.device)
-        for j, label in enumerate(labels.tolist()):
+        for j, label in enumerate(labels):
             torch.eq(seg, label, out=indicator)
-            if label == SEG_PAD and pad_label:
-                indicator[reach] -= 1
+            if label == SEG_PAD and part.pad_label:
+                indicator -= outside
             scores[:, :, j] = grid_sample(indicator.mul_(SCORE_SCALE), grid, "bilinear", "zeros", False)
-    pad_column = (labels == SEG_PAD).nonzero()[:, 0]
-    if len(pad_column) and pad_label:
-        scores[reach, :, int(pad_column[0])] += SCORE_SCALE
+    if SEG_PAD in labels and part.pad_label:
+        column = scores[:, :, labels.index(SEG_PAD)]
+        column.copy_(torch.where(reach.view(-1, *([1] * (column.dim() - 1))), column + SCORE_SCALE, column))
     return _as_float16(scores.view(n * k, len(labels), *points))
 
 
-def _take(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``t[rows]``, as a view (no copy of large windows) when ``rows`` is a contiguous ascending range."""
-    if len(rows) and int(rows[-1]) - int(rows[0]) + 1 == len(rows):
-        return t[int(rows[0]) : int(rows[-1]) + 1]
+def _take(t: torch.Tensor, rows: torch.Tensor, host: np.ndarray) -> torch.Tensor:
+    """``t[rows]``, as a view (no copy of large windows) when ``rows`` (``host`` on the host) is a contiguous
+    ascending range."""
+    if len(host) and int(host[-1]) - int(host[0]) + 1 == len(host):
+        return t[int(host[0]) : int(host[-1]) + 1]
     return t[rows]
-
-
-def _last(present: torch.Tensor) -> torch.Tensor:
-    """Column of the highest present label per row of ``present`` (m, L)."""
-    return present.shape[1] - 1 - present.flip(1).float().argmax(1)
 
 
 def _as_float16(scores: torch.Tensor) -> torch.Tensor:
@@ -486,107 +624,71 @@ def _as_float16(scores: torch.Tensor) -> torch.Tensor:
     return scores.copy_(scores.half())
 
 
-def _decide(scores, present, labels, columns, nearest, patch) -> torch.Tensor:
+def _decide(scores, rule: dict, part: _Part, near, patch) -> torch.Tensor:
     """The label (int16) of every point of m slices (``patch``: the point layout).
 
-    ``scores`` (m, U, *patch): float16-rounded scores of the labels ``labels[columns]``;
-    ``present`` (m, L): the labels of each slice; ``nearest()``: the nearest-neighbour labels (m, *patch),
-    computed only when a tie needs them.
+    ``scores`` (m, U, *patch): float16-rounded scores of the labels ``part.labels``; ``rule``: the slices'
+    arrays (:func:`_part_arrays`) on the device; ``near`` (m, *patch): the nearest-neighbour labels.
     """
-    m = len(present)
-    count = present.sum(1)
-    index = torch.arange(m, device=present.device)
-    near: list[torch.Tensor] = []
-
-    def nearest_label(rows: torch.Tensor) -> torch.Tensor:
-        if not near:
-            near.append(nearest())
-        return near[0][rows]
-
     column = (-1, *([1] * len(patch)))
-    out = torch.empty((m, *patch), dtype=torch.int16, device=present.device)
-    one = index[count == 1]
+    out = torch.empty((len(near), *patch), dtype=torch.int16, device=near.device)
+    one, two, many = rule["one"], rule["two"], rule["many"]
     if len(one):
-        out[one] = labels[present[one].float().argmax(1)].to(out.dtype).view(column)
-    score_column = torch.cumsum(columns, 0) - 1  # label index -> column of ``scores``
-    two = index[count == 2]
+        out[one] = rule["one_label"].to(out.dtype).view(column)
     if len(two):  # batchgeneratorsv2's two-label rule: the higher label where its score passes half the scale
-        high, low = _last(present[two]), present[two].float().argmax(1)
-        score = scores[two, score_column[high]]
-        result = torch.where(score > SCORE_SCALE / 2, labels[high].view(column), labels[low].view(column))
-        out[two] = result.to(out.dtype)
-        ties = score == SCORE_SCALE / 2
-        if bool(ties.any()):
-            out[two] = torch.where(ties, nearest_label(two), out[two])
-    many = index[count >= 3]
+        score = scores[two, rule["two_column"]]
+        result = torch.where(score > SCORE_SCALE / 2, rule["two_high"].view(column), rule["two_low"].view(column))
+        out[two] = torch.where(score == SCORE_SCALE / 2, near[two], result.to(out.dtype))  # ties: the nearest
     if len(many):  # running argmax in ascending label order, ties kept by the lower label
-        mask = ~present[many][:, columns].view(len(many), -1, *([1] * len(patch)))
-        s = _take(scores, many).masked_fill_(mask, float("-inf"))  # scores are not needed afterwards
+        mask = rule["many_absent"].view(len(many), -1, *([1] * len(patch)))
+        s = _take(scores, many, part.many).masked_fill_(mask, float("-inf"))  # scores are not needed afterwards
         best, arg = s.max(1)
-        used = labels[columns]
-        lookup = torch.full((int(labels.max() - labels.min()) + 1,), 0, dtype=torch.long, device=labels.device)
-        lookup[used - labels.min()] = torch.arange(len(used), device=labels.device)
-        near_label = nearest_label(many)
-        near_score = s.gather(1, lookup[near_label.long() - labels.min()].unsqueeze(1))[:, 0]
-        out[many] = torch.where(near_score == best, near_label, used[arg].to(out.dtype))
+        near_label = near[many]
+        near_score = s.gather(1, rule["lookup"][near_label.long() - part.floor].unsqueeze(1))[:, 0]
+        out[many] = torch.where(near_score == best, near_label, rule["used"][arg].to(out.dtype))
     return out
 
 
-def _labels_present(flat: torch.Tensor, reach: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which labels each row of ``flat`` (m, V) holds, the pad label added where ``reach``: (m, L) bool, (L,)."""
-    low, high = flat.amin(1), flat.amax(1)
-    floor = min(SEG_PAD, int(low.min()))
-    labels = torch.arange(floor, int(high.max()) + 1, device=flat.device)
-    present = torch.zeros((len(flat), len(labels)), dtype=torch.bool, device=flat.device)
-    rows = torch.arange(len(flat), device=flat.device)
-    present[rows, low.long() - floor] = True
-    present[rows, high.long() - floor] = True
-    for j, label in enumerate(labels.tolist()):
-        between = ((low < label) & (high > label)).nonzero()[:, 0]
-        if len(between):
-            source = flat if len(between) == len(flat) else flat[between]
-            present[between, j] = (source == label).any(1)
-    present[reach, SEG_PAD - floor] = True
-    return present, labels
-
-
 def spatial_transform(
-    big_image: torch.Tensor, big_seg: torch.Tensor, affine: np.ndarray, spec: AugmentationSpec
+    big_image: torch.Tensor,
+    big_seg: torch.Tensor,
+    affine: np.ndarray,
+    spec: AugmentationSpec,
+    on_device: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate/scale the enlarged crops (n, C, *I) into (n, C, *P), dummy-2D slice by slice along axis 0."""
+    """Rotate/scale the enlarged crops (n, C, *I) into (n, C, *P), dummy-2D slice by slice along axis 0.
+
+    ``on_device``: the batch's shipped arrays (:func:`augment`), else the grid's are shipped here."""
     n = len(big_image)
     window = big_image.shape[2:]
+    patch, plane = (spec.patch_size[1:], window[1:]) if spec.dummy_2d else (spec.patch_size, window)
+    d = _shipped(on_device, lambda: grid_arrays(affine, plane), big_image.device)
+    grid = sampling_grids(d["grid_matrices"], d["grid_scale"], patch)
     if spec.dummy_2d:
-        patch, plane = spec.patch_size[1:], window[1:]
-        grid = sampling_grids(affine, patch, plane).to(big_image.device)
         image, seg = resample(big_image.reshape(n, -1, *plane), big_seg.reshape(n, -1, *plane), grid)
         return (image.reshape(n, big_image.shape[1], window[0], *patch),
                 seg.reshape(n, big_seg.shape[1], window[0], *patch))  # fmt: skip
-    grid = sampling_grids(affine, spec.patch_size, window).to(big_image.device)
     return resample(big_image, big_seg, grid)
 
 
 # -- intensity transforms (rows = (sample, channel) pairs) -----------------------------------------
 
 
-def _rows(mask: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.flatnonzero(mask)).to(device)
+def _noise_arrays(p: AugmentationParameters) -> dict[str, np.ndarray]:
+    rows = np.flatnonzero(p.noise_apply)
+    return {"noise_rows": rows, "noise_sd": p.noise_sd[rows].astype(np.float32)}
 
 
-def _column(values: np.ndarray, rows: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """``values`` at the selected ``rows`` as a float32 column (r, 1) on ``like``'s device."""
-    return torch.from_numpy(np.asarray(values, dtype=np.float32)[rows]).to(like.device).view(-1, 1)
-
-
-def gaussian_noise(x: torch.Tensor, p: AugmentationParameters) -> None:
+def gaussian_noise(x: torch.Tensor, p: AugmentationParameters, on_device: dict | None = None) -> None:
     """Add N(0, sd^2) noise to every channel of the chosen samples (one sd per sample). ``x``: (B, C, V)."""
     rows = np.flatnonzero(p.noise_apply)
     if not len(rows):
         return
+    d = _shipped(on_device, lambda: _noise_arrays(p), x.device)
     gen = torch.Generator(device=x.device).manual_seed(p.noise_seed)
     noise = torch.randn((len(rows), *x.shape[1:]), generator=gen, device=x.device, dtype=x.dtype)
-    noise *= torch.from_numpy(p.noise_sd[rows].astype(np.float32)).to(x.device).view(-1, 1, 1)
-    x.index_add_(0, torch.from_numpy(rows).to(x.device), noise)
+    noise *= d["noise_sd"].view(-1, 1, 1)
+    x.index_add_(0, d["noise_rows"], noise)
 
 
 def blur_kernels(sigma: np.ndarray) -> np.ndarray:
@@ -611,16 +713,24 @@ def kernel_sizes(sigma: np.ndarray) -> np.ndarray:
     return np.where(odd, rounded, np.where(n - rounded >= 0, rounded + 1, rounded - 1)).astype(np.int64)
 
 
-def gaussian_blur(x: torch.Tensor, p: AugmentationParameters, spatial: Sequence[int]) -> None:
+def _blur_arrays(p: AugmentationParameters) -> dict[str, np.ndarray]:
+    rows = np.flatnonzero(p.blur_apply.reshape(-1))
+    if not len(rows):
+        return {}
+    sigma = p.blur_sigma.reshape(-1, 3)[rows]
+    return {"blur_rows": rows, **{f"blur_kernels{axis}": blur_kernels(sigma[:, axis]) for axis in range(3)}}
+
+
+def gaussian_blur(x: torch.Tensor, p: AugmentationParameters, spatial: Sequence[int], on_device=None) -> None:
     """Separable Gaussian blur (reflect padding) of the chosen (sample, channel) rows. ``x``: (B*C, V)."""
     rows = np.flatnonzero(p.blur_apply.reshape(-1))
     if not len(rows):
         return
-    idx = torch.from_numpy(rows).to(x.device)
-    sigma = p.blur_sigma.reshape(-1, 3)[rows]
+    d = _shipped(on_device, lambda: _blur_arrays(p), x.device)
+    idx = d["blur_rows"]
     sub = x.index_select(0, idx).view(len(rows), 1, *spatial)
     for axis in range(3):
-        kernels = torch.from_numpy(blur_kernels(sigma[:, axis])).to(x.device)
+        kernels = d[f"blur_kernels{axis}"]
         half = kernels.shape[1] // 2
         widths = [0, 0, 0, 0, 0, 0]
         widths[2 * (2 - axis)] = widths[2 * (2 - axis) + 1] = half
@@ -633,59 +743,71 @@ def gaussian_blur(x: torch.Tensor, p: AugmentationParameters, spatial: Sequence[
     x.index_copy_(0, idx, sub.view(len(rows), -1))
 
 
-def multiplicative_brightness(x: torch.Tensor, p: AugmentationParameters) -> None:
+def _row_arrays(name: str, apply: np.ndarray, values: np.ndarray) -> dict[str, np.ndarray]:
+    """The rows (sample, channel) of the samples ``apply`` (B,) chooses and their ``values`` (B, C) as float32."""
+    rows = np.flatnonzero(np.repeat(apply, values.shape[1]))
+    return {f"{name}_rows": rows, f"{name}_values": np.asarray(values.reshape(-1), dtype=np.float32)[rows, None]}
+
+
+def multiplicative_brightness(x: torch.Tensor, p: AugmentationParameters, on_device=None) -> None:
     """Multiply each channel of the chosen samples by its factor. ``x``: (B*C, V)."""
-    mask = np.repeat(p.brightness_apply, p.brightness.shape[1])
-    rows = np.flatnonzero(mask)
-    if len(rows):
-        idx = torch.from_numpy(rows).to(x.device)
-        x.index_copy_(0, idx, x.index_select(0, idx) * _column(p.brightness.reshape(-1), rows, x))
+    if p.brightness_apply.any():
+        d = _shipped(on_device, lambda: _row_arrays("brightness", p.brightness_apply, p.brightness), x.device)
+        idx = d["brightness_rows"]
+        x.index_copy_(0, idx, x.index_select(0, idx) * d["brightness_values"])
 
 
-def contrast(x: torch.Tensor, p: AugmentationParameters) -> None:
+def contrast(x: torch.Tensor, p: AugmentationParameters, on_device=None) -> None:
     """``(x - mean) * factor + mean``, clamped to the channel's former range. ``x``: (B*C, V)."""
-    rows = np.flatnonzero(np.repeat(p.contrast_apply, p.contrast.shape[1]))
-    if not len(rows):
+    if not p.contrast_apply.any():
         return
-    idx = torch.from_numpy(rows).to(x.device)
+    d = _shipped(on_device, lambda: _row_arrays("contrast", p.contrast_apply, p.contrast), x.device)
+    idx = d["contrast_rows"]
     sub = x.index_select(0, idx)
     mean = sub.mean(1, keepdim=True)
     lo, hi = sub.amin(1, keepdim=True), sub.amax(1, keepdim=True)
-    sub = ((sub - mean) * _column(p.contrast.reshape(-1), rows, x) + mean).clamp_(lo, hi)
+    sub = ((sub - mean) * d["contrast_values"] + mean).clamp_(lo, hi)
     x.index_copy_(0, idx, sub)
 
 
-def simulate_low_resolution(x: torch.Tensor, p: AugmentationParameters, spatial: Sequence[int]) -> None:
-    """Downsample (nearest-exact) and upsample (trilinear) the chosen rows, grouped by downsampled shape."""
+def _lowres_groups(p: AugmentationParameters, spatial: Sequence[int]) -> tuple[list[list[int]], list[np.ndarray]]:
+    """The downsampled shapes of the chosen rows and the rows of each shape."""
     rows = np.flatnonzero(p.lowres_apply.reshape(-1))
-    if not len(rows):
-        return
     # nnU-Net: round(size * float32 scale), Python's round (half to even) as np.round
     scales = p.lowres_scale.reshape(-1, 3)[rows].astype(np.float32).astype(np.float64)
     shapes = np.round(np.asarray(spatial, dtype=np.float64) * scales).astype(np.int64)
     unique, group = np.unique(shapes, axis=0, return_inverse=True)
-    for g, shape in enumerate(unique.tolist()):
-        members = rows[group.reshape(-1) == g]
-        idx = torch.from_numpy(members).to(x.device)
-        sub = x.index_select(0, idx).view(len(members), 1, *spatial)
-        low = interpolate(sub, shape, mode="nearest-exact")
-        x.index_copy_(0, idx, interpolate(low, tuple(spatial), mode="trilinear").view(len(members), -1))
+    return unique.tolist(), [rows[group.reshape(-1) == g] for g in range(len(unique))]
 
 
-def gamma(x: torch.Tensor, apply: np.ndarray, values: np.ndarray, invert: bool) -> None:
-    """Gamma on the min-max normalised channel, statistics retained, optionally on the inverted image."""
-    rows = np.flatnonzero(np.repeat(apply, values.shape[1]))
-    if not len(rows):
+def simulate_low_resolution(x: torch.Tensor, p: AugmentationParameters, spatial: Sequence[int], on_device=None) -> None:
+    """Downsample (nearest-exact) and upsample (trilinear) the chosen rows, grouped by downsampled shape."""
+    if not p.lowres_apply.any():
         return
+    shapes, members = _lowres_groups(p, spatial)
+    d = _shipped(on_device, lambda: {f"lowres_rows{g}": rows for g, rows in enumerate(members)}, x.device)
+    for g, shape in enumerate(shapes):
+        idx = d[f"lowres_rows{g}"]
+        sub = x.index_select(0, idx).view(len(members[g]), 1, *spatial)
+        low = interpolate(sub, shape, mode="nearest-exact")
+        x.index_copy_(0, idx, interpolate(low, tuple(spatial), mode="trilinear").view(len(members[g]), -1))
+
+
+def gamma(x: torch.Tensor, apply: np.ndarray, values: np.ndarray, invert: bool, on_device=None) -> None:
+    """Gamma on the min-max normalised channel, statistics retained, optionally on the inverted image."""
+    if not apply.any():
+        return
+    name = "gamma_inverted" if invert else "gamma"
+    d = _shipped(on_device, lambda: _row_arrays(name, apply, values), x.device)
     eps = 1e-7
-    idx = torch.from_numpy(rows).to(x.device)
+    idx = d[f"{name}_rows"]
     sub = x.index_select(0, idx)
     if invert:
         sub.mul_(-1)
     mean, std = sub.mean(1, keepdim=True), sub.std(1, keepdim=True)
     lo, hi = sub.amin(1, keepdim=True), sub.amax(1, keepdim=True)
     span = hi - lo
-    sub = ((sub - lo) / span.clamp(min=eps)).pow_(_column(values.reshape(-1), rows, x)).mul_(span).add_(lo)
+    sub = ((sub - lo) / span.clamp(min=eps)).pow_(d[f"{name}_values"]).mul_(span).add_(lo)
     now_mean, now_std = sub.mean(1, keepdim=True), sub.std(1, keepdim=True)
     sub = (sub - now_mean).mul_(std / now_std.clamp(min=eps)).add_(mean)
     if invert:
@@ -693,14 +815,20 @@ def gamma(x: torch.Tensor, apply: np.ndarray, values: np.ndarray, invert: bool) 
     x.index_copy_(0, idx, sub)
 
 
-def mirror(image: torch.Tensor, seg: torch.Tensor, flags: np.ndarray) -> None:
+def _mirror_arrays(flags: np.ndarray) -> dict[str, np.ndarray]:
+    codes = flags @ np.array([1, 2, 4])
+    return {f"mirror_rows{code}": np.flatnonzero(codes == code) for code in np.unique(codes) if code}
+
+
+def mirror(image: torch.Tensor, seg: torch.Tensor, flags: np.ndarray, on_device=None) -> None:
     """Flip each sample along its flagged axes (``flags`` (B, 3)), grouped by axis combination."""
     codes = flags @ np.array([1, 2, 4])
+    d = _shipped(on_device, lambda: _mirror_arrays(flags), image.device)
     for code in np.unique(codes):
         if code == 0:
             continue
         dims = [a + 2 for a in range(3) if code & (1 << a)]
-        idx = torch.from_numpy(np.flatnonzero(codes == code)).to(image.device)
+        idx = d[f"mirror_rows{code}"]
         image.index_copy_(0, idx, image.index_select(0, idx).flip(dims))
         seg.index_copy_(0, idx, seg.index_select(0, idx).flip(dims))
 
@@ -719,41 +847,59 @@ def downsample_for_deep_supervision(seg: torch.Tensor, scales) -> list[torch.Ten
     return out
 
 
+def batch_arrays(raw: RawBatch) -> dict[str, np.ndarray]:
+    """Every host array the augmentation of ``raw`` needs on the device (indices, parameters, kernels,
+    grid matrices, region labels), for one :func:`ship`."""
+    p, spec = raw.params, raw.spec
+    spatial = raw.image.shape[2:]
+    window = raw.big_image.shape[3:] if spec.dummy_2d else raw.big_image.shape[2:]
+    lowres = _lowres_groups(p, spatial)[1] if p.lowres_apply.any() else []
+    return {
+        "spatial_rows": np.flatnonzero(p.spatial), **grid_arrays(p.affine, window), **_noise_arrays(p),
+        **_blur_arrays(p), **_row_arrays("brightness", p.brightness_apply, p.brightness),
+        **_row_arrays("contrast", p.contrast_apply, p.contrast), **{f"lowres_rows{g}": r for g, r in enumerate(lowres)},
+        **_row_arrays("gamma_inverted", p.gamma_inverted_apply, p.gamma_inverted),
+        **_row_arrays("gamma", p.gamma_apply, p.gamma), **_mirror_arrays(p.mirror),
+        **{f"region{i}": np.asarray(r, dtype=np.int64) for i, r in enumerate(spec.regions or ())},
+    }  # fmt: skip
+
+
 def augment(raw: RawBatch, device: torch.device | str | None = None) -> dict:
     """Apply nnU-Net's training augmentation to a :class:`RawBatch`: ``{"data", "target"}``.
 
     ``data`` (B, C, *P) float32; ``target`` (B, Cs, *P) int16 labels (bool region channels with
     regions), or one such tensor per deep-supervision scale. Runs on ``device`` (default: where
-    the batch is).
+    the batch is). The batch's host arrays go to the device in one non-blocking copy (:func:`ship`);
+    host synchronisations: the two of :func:`resample` where the batch has spatial samples, else none.
     """
     if device is not None:
         raw = raw.to(device)
     p, spec = raw.params, raw.spec
     image, seg = raw.image, raw.seg
+    d = ship(batch_arrays(raw), image.device)
     if p.spatial.any():
-        idx = _rows(p.spatial, image.device)
-        moved_image, moved_seg = spatial_transform(raw.big_image, raw.big_seg, p.affine, spec)
-        image.index_copy_(0, idx, moved_image)
-        seg.index_copy_(0, idx, moved_seg)
+        moved_image, moved_seg = spatial_transform(raw.big_image, raw.big_seg, p.affine, spec, d)
+        image.index_copy_(0, d["spatial_rows"], moved_image)
+        seg.index_copy_(0, d["spatial_rows"], moved_seg)
     b, c = image.shape[:2]
     spatial = image.shape[2:]
     per_sample = image.view(b, c, -1)
     rows = image.view(b * c, -1)
-    gaussian_noise(per_sample, p)
-    gaussian_blur(rows, p, spatial)
-    multiplicative_brightness(rows, p)
-    contrast(rows, p)
-    simulate_low_resolution(rows, p, spatial)
-    gamma(rows, p.gamma_inverted_apply, p.gamma_inverted, invert=True)
-    gamma(rows, p.gamma_apply, p.gamma, invert=False)
+    gaussian_noise(per_sample, p, d)
+    gaussian_blur(rows, p, spatial, d)
+    multiplicative_brightness(rows, p, d)
+    contrast(rows, p, d)
+    simulate_low_resolution(rows, p, spatial, d)
+    gamma(rows, p.gamma_inverted_apply, p.gamma_inverted, True, d)
+    gamma(rows, p.gamma_apply, p.gamma, False, d)
     if p.mirror.any():
-        mirror(image, seg, p.mirror)
+        mirror(image, seg, p.mirror, d)
     outside = seg[:, 0] < 0
     for channel in spec.mask_channels:
-        image[:, channel][outside] = 0
+        image[:, channel].masked_fill_(outside, 0)
     seg.masked_fill_(seg == SEG_PAD, 0)
     if spec.regions is not None:
-        target = torch.stack([torch.isin(seg[:, 0], torch.tensor(r, device=seg.device)) for r in spec.regions], 1)
+        target = torch.stack([torch.isin(seg[:, 0], d[f"region{i}"]) for i in range(len(spec.regions))], 1)
     else:
         target = seg
     if spec.deep_supervision_scales is not None:
