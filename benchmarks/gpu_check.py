@@ -16,9 +16,17 @@ PGPS-Efficiency and PGPS-Performance relative to CPS, extrapolated to the articl
 their planned FLOPs. It exits non-zero if any trainer fails.
 
 Compilation follows the trainers' policy (``pgps.nnunet.compiling``): with the check's few
-iterations per stage no stage can repay a compilation, so the trainers run eager; one extra row
-compiles CPS at ``P_max`` and prints the compile time and the compiled iteration time, the numbers
-that the policy's threshold rests on.
+iterations per stage no stage can repay a compilation, so the trainers run eager; one extra run
+compiles CPS at ``P_max`` through nnU-Net's own ``run_training`` and its final sliding-window
+validation (the graph budget's whole path) and prints the compile time, the compiled iteration time
+and the graphs compiled. Another trains PGPS-Performance as one rank of a DDP group (NCCL on CUDA,
+gloo on the CPU), nnU-Net's multi-GPU path with world size 1. cuDNN's autotuner is on, as
+``nnUNetv2_train`` sets it.
+
+The check ends within ``--budget-s`` (default 420 s): the runs go in priority order (CPS,
+PGPS-Efficiency, PGPS-Performance; the compiled run; the DDP run; the memory probe, UNETR,
+SwinUNETR), a run starts only if the time left covers the longest run so far, a run stops between
+stages when the budget is spent, and the output names every run skipped or cut short.
 
 On a machine without nnunetv2 (a bare GPU machine): bring the wheels of ``benchmarks/gpu_wheels.txt``
 (docs/pages/how-to/nnunet.md: "GPU acceptance run") and run from the source tree with ``PYTHONPATH``. Packages that the
@@ -31,6 +39,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import statistics
 import sys
@@ -55,6 +64,14 @@ TRAINERS = (
     "nnUNetTrainer_PGPS_SwinUNETR_Performance",
 )
 ARTICLE_EPOCHS, ARTICLE_ITERATIONS = 1000, 250
+DEFAULT_BUDGET_S = 420.0
+FIRST = ("nnUNetTrainer_PGPS_CPS", "nnUNetTrainer_PGPS_Efficiency", "nnUNetTrainer_PGPS_Performance")
+"""The trainers that run before the compiled and the DDP run (the rest of ``--trainers`` after them)."""
+COMPILED, DDP = "nnUNetTrainer_PGPS_CPS", "nnUNetTrainer_PGPS_Performance"
+
+
+class OutOfTime(Exception):
+    """The budget ran out before a run's next stage."""
 
 
 def plan_for(tiny: bool) -> dict:
@@ -177,18 +194,11 @@ def at_article_length(schedule):
     return dataclasses.replace(schedule, stages=stages, iterations_per_epoch=ARTICLE_ITERATIONS)
 
 
-def skip_validation(trainer) -> None:
-    """Log an empty validation (no step): the compile row measures training only, without an eval-mode graph."""
-    import numpy as np
-
-    classes = len(trainer.label_manager.foreground_labels)
-    empty = {"loss": np.array(np.nan), **{k: np.zeros(classes) for k in ("tp_hard", "fp_hard", "fn_hard")}}
-    trainer.on_validation_epoch_end([empty])
-
-
-def run_trainer(name: str, device_name: str, iterations: int, warmup: int, compile_row: bool = False) -> dict:
-    """Every stage of ``name``'s curriculum: one epoch of ``warmup + iterations`` steps and one validation step
-    (``compile_row``: every stage compiled, no validation step)."""
+def run_trainer(
+    name: str, device_name: str, iterations: int, warmup: int, deadline: float = math.inf, prepare=None
+) -> dict:
+    """Every stage of ``name``'s curriculum: one epoch of ``warmup + iterations`` steps and one validation step;
+    the stages that would start past ``deadline`` are left out. ``prepare`` sees the trainer before it starts."""
     import numpy as np
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
@@ -198,18 +208,16 @@ def run_trainer(name: str, device_name: str, iterations: int, warmup: int, compi
     configuration, plans = configuration_of(name)
     device = torch.device(device_name)
     trainer = get_trainer_from_args(str(DATASET_ID), configuration, 0, name, plans, device=device)
-    mode_schedule = pgps.make_schedule(
-        trainer.curriculum_mode, trainer.configuration_manager.patch_size, trainer.curriculum_steps(),
-        trainer.configuration_manager.batch_size, single_voxel_bottleneck=trainer.single_voxel_bottleneck,
-    )  # fmt: skip
-    trainer.num_epochs = mode_schedule.num_stages  # one epoch per stage
+    if prepare is not None:
+        prepare(trainer)
+    trainer.num_epochs = pgps_stages(trainer)  # one epoch per stage
     trainer.num_iterations_per_epoch = warmup + iterations
     trainer.num_val_iterations_per_epoch = 1
-    if compile_row:
-        os.environ["PGPS_COMPILE_MIN_ITERATIONS"] = "0"
     trainer.on_train_start()  # initialize: schedule (the memory probe runs here), network, compile policy, loaders
     rows = []
     for epoch in range(trainer.num_epochs):
+        if time.perf_counter() > deadline:
+            break
         trainer.current_epoch = epoch
         trainer.on_epoch_start()
         trainer.on_train_epoch_start()
@@ -227,13 +235,11 @@ def run_trainer(name: str, device_name: str, iterations: int, warmup: int, compi
                 step_times.append(done - start)
                 waits.append(loaded - start)
         trainer.on_train_epoch_end(outputs)
+        ddp = bool(trainer.is_ddp and isinstance(trainer.network, torch.nn.parallel.DistributedDataParallel))
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
         with torch.no_grad(), np.errstate(invalid="ignore"):
-            if compile_row:
-                skip_validation(trainer)
-            else:
-                trainer.on_validation_epoch_start()
-                trainer.on_validation_epoch_end([trainer.validation_step(next(trainer.dataloader_val))])
+            trainer.on_validation_epoch_start()
+            trainer.on_validation_epoch_end([trainer.validation_step(next(trainer.dataloader_val))])
         telemetry = trainer.telemetry.epoch_row()
         trainer.on_epoch_end()
         rows.append({
@@ -241,30 +247,113 @@ def run_trainer(name: str, device_name: str, iterations: int, warmup: int, compi
             "batch_size": telemetry["batch_size"], "iteration_s": statistics.median(step_times),
             "data_wait_share": sum(waits) / sum(step_times), "peak_gib": peak,
             "compile_s": telemetry["compile_time_s"], "loss": float(np.mean([o["loss"] for o in outputs])),
+            "ddp": ddp,
         })  # fmt: skip
-    if compile_row:
-        os.environ.pop("PGPS_COMPILE_MIN_ITERATIONS")
     trainer.on_train_end()
     article = at_article_length(trainer.schedule)
-    for row, n in zip(rows, pgps.iterations_per_stage(article), strict=True):
+    for row, n in zip(rows, pgps.iterations_per_stage(article), strict=False):
         row["article_iterations"] = n
     return {
-        "trainer": name, "mode": trainer.schedule.mode, "rows": rows,
+        "trainer": name, "mode": trainer.schedule.mode, "rows": rows, "complete": len(rows) == trainer.num_epochs,
         "article_seconds": sum(r["iteration_s"] * r["article_iterations"] for r in rows),
         "relative_voxels": pgps.relative_voxels(article), "losses_finite": all(np.isfinite(r["loss"]) for r in rows),
     }  # fmt: skip
 
 
+def run_compiled(name: str, device_name: str, iterations: int) -> dict:
+    """``name`` compiled at every stage through nnU-Net's ``run_training`` (one epoch per stage) and its final
+    sliding-window validation: the graph budget's whole path (``pgps.nnunet.compiling``)."""
+    import numpy as np
+    import torch
+    from nnunetv2.run.run_training import get_trainer_from_args
+
+    from pgps.nnunet.compiling import CompileCounters
+
+    configuration, plans = configuration_of(name)
+    device = torch.device(device_name)
+    os.environ["PGPS_COMPILE_MIN_ITERATIONS"] = "0"
+    try:
+        trainer = get_trainer_from_args(str(DATASET_ID), configuration, 0, name, plans, device=device)
+        trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = iterations, 1
+        trainer.num_epochs = pgps_stages(trainer)
+        before = CompileCounters.now()
+        trainer.run_training()
+        trained = time.perf_counter()
+        trainer.perform_actual_validation(False)
+        validated = time.perf_counter() - trained
+    finally:
+        os.environ.pop("PGPS_COMPILE_MIN_ITERATIONS")
+    graphs = (CompileCounters.now() - before).compilations
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    rows = [{
+        "stage": r["stage"], "patch_size": r["patch_size"], "batch_size": r["batch_size"],
+        "iteration_s": r["epoch_time_s"] / r["iterations"], "data_wait_share": float("nan"), "peak_gib": peak,
+        "compile_s": r["compile_time_s"], "loss": r["train_loss"],
+    } for r in trainer.telemetry_rows]  # fmt: skip
+    return {
+        "trainer": name, "mode": trainer.schedule.mode, "rows": rows, "complete": True, "graphs": graphs,
+        "graph_budget": trainer._graph_budget, "final_validation_s": validated,
+        "losses_finite": all(np.isfinite(r["loss"]) for r in rows),
+    }  # fmt: skip
+
+
+def pgps_stages(trainer) -> int:
+    import pgps
+
+    return pgps.make_schedule(
+        trainer.curriculum_mode, trainer.configuration_manager.patch_size, trainer.curriculum_steps(),
+        trainer.configuration_manager.batch_size, single_voxel_bottleneck=trainer.single_voxel_bottleneck,
+    ).num_stages  # fmt: skip
+
+
+def run_ddp(name: str, device_name: str, iterations: int, warmup: int, deadline: float) -> dict:
+    """:func:`run_trainer` as the one rank of a DDP group (NCCL on CUDA; gloo on the CPU, where the trainer nnU-Net
+    puts on ``cuda:<rank>`` is moved to the CPU and its DDP wrapper takes no ``device_ids``): nnU-Net's multi-GPU
+    path, the PGPS loader's rank rows and the gathers of every epoch."""
+    import socket
+
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    wrapper, prepare = nnunet_trainer.DDP, None
+    if device_name == "cuda":
+        torch.cuda.set_device(0)
+    else:
+        nnunet_trainer.DDP = lambda module, device_ids=None: DistributedDataParallel(module)
+
+        def prepare(trainer) -> None:
+            trainer.device, trainer.grad_scaler = torch.device("cpu"), None
+
+    dist.init_process_group("nccl" if device_name == "cuda" else "gloo", rank=0, world_size=1)
+    try:
+        result = run_trainer(name, device_name, iterations, warmup, deadline=deadline, prepare=prepare)
+        if not result["rows"] or not all(r["ddp"] for r in result["rows"]):
+            raise RuntimeError("the trainer did not train as a DDP rank")
+        return result
+    finally:
+        dist.destroy_process_group()
+        nnunet_trainer.DDP = wrapper
+
+
 # -- report --------------------------------------------------------------------------------------------------
-def label(trainer: str, compiled: bool) -> str:
-    return f"{trainer} (compiled)" if compiled else trainer
+KINDS = {"train": "", "compiled": " (compiled, final validation)", "ddp": " (DDP, 1 rank)"}
+
+
+def label(trainer: str, kind: str = "train") -> str:
+    return trainer + KINDS[kind]
 
 
 def table(results: list[dict]) -> str:
     header = ("trainer", "stage", "patch", "batch", "iteration ms", "data wait", "peak GiB", "compile s")
     lines = []
     for result in results:
-        short = label(result["trainer"], result.get("compiled", False)).removeprefix("nnUNetTrainer_PGPS_")
+        short = label(result["trainer"], result.get("kind", "train")).removeprefix("nnUNetTrainer_PGPS_")
         for row in result["rows"]:
             lines.append((
                 short, str(row["stage"]), row["patch_size"], str(row["batch_size"]), f"{1000 * row['iteration_s']:.1f}",
@@ -277,8 +366,9 @@ def table(results: list[dict]) -> str:
 
 def relative_to_cps(results: list[dict]) -> list[str]:
     """Runtime of each trainer relative to CPS at the article's schedule length, beside its planned FLOPs."""
-    by_mode = {r["mode"]: r for r in results if not r.get("compiled") and "_UNETR_" not in r["trainer"]
-               and "_SwinUNETR_" not in r["trainer"] and "MemoryProbe" not in r["trainer"]}  # fmt: skip
+    by_mode = {r["mode"]: r for r in results if r.get("kind", "train") == "train" and r["complete"]
+               and "_UNETR_" not in r["trainer"] and "_SwinUNETR_" not in r["trainer"]
+               and "MemoryProbe" not in r["trainer"]}  # fmt: skip
     cps = by_mode.get("cps")
     if cps is None:
         return []
@@ -305,12 +395,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainers", nargs="+", default=list(TRAINERS), help="trainer names")
     parser.add_argument("--workdir", type=Path, default=None, help="working folder (default: a temporary one)")
     parser.add_argument("--json", type=Path, default=None, help="also write every measurement to this file")
+    parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S,
+                        help="seconds the check may take (default: %(default)s); runs past it are skipped")  # fmt: skip
     args = parser.parse_args(argv)
     args.iterations = args.iterations if args.iterations is not None else (1 if args.tiny else 3)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.tiny else 1)
     if args.iterations < 1 or args.warmup < 0:
         parser.error("--iterations must be at least 1 and --warmup at least 0")
-    started = time.perf_counter()
+    if not args.budget_s >= 0:
+        parser.error("--budget-s must be a non-negative number of seconds")
+    started = args.started = time.perf_counter()
+    deadline = started + args.budget_s
     workers = args.workers
     if workers is None:
         workers = min(8, max(0, (os.cpu_count() or 2) - 2)) if args.device == "cuda" else 0
@@ -324,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if args.device == "cpu":
             os.environ.setdefault("PGPS_COMPILE_BACKEND", "eager")  # the compile row on the CPU: dynamo without codegen
+        else:  # as nnUNetv2_train sets them
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
         device = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
         note = f"; stand-in modules (imported, never called here): {', '.join(standins)}" if standins else ""
         print(f"gpu_check on {device}, torch {torch.__version__}, {workers} augmentation workers{note}")
@@ -331,30 +428,61 @@ def main(argv: list[str] | None = None) -> int:
         synthesise(plan)
         plan_and_preprocess(plan, processes=int(os.environ["nnUNet_def_n_proc"]))
         print(f"dataset and plans ready after {time.perf_counter() - started:.0f} s", flush=True)
-        results, failed = [], []
-        runs = [(name, False) for name in args.trainers] + [("nnUNetTrainer_PGPS_CPS", True)]
-        for name, compiled in runs:
-            try:
-                result = run_trainer(name, args.device, args.iterations, args.warmup, compile_row=compiled)
-            except Exception:
-                failed.append(name)
-                print(f"FAILED: {label(name, compiled)}\n{traceback.format_exc()}", file=sys.stderr)
-                continue
-            result["compiled"] = compiled
-            results.append(result)
-            if not result["losses_finite"]:
-                failed.append(name)
-            print(f"{label(name, compiled)} done after {time.perf_counter() - started:.0f} s", flush=True)
+        results, failed, skipped = run_all(args, deadline)
         print(table(results))
         for line in relative_to_cps(results):
             print(line)
+        for r in results:
+            if r.get("kind") == "compiled":
+                print(f"{label(r['trainer'], 'compiled')}: {r['graphs']} graphs compiled (budget "
+                      f"{r['graph_budget']}), final validation {r['final_validation_s']:.1f} s")  # fmt: skip
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
+    if skipped:
+        print(f"gpu_check: the budget of {args.budget_s:.0f} s left out: {'; '.join(skipped)}")
     print(f"gpu_check: {len(results)} runs, {len(failed)} failed, {time.perf_counter() - started:.0f} s in all")
     if failed:
         print(f"gpu_check: FAILED: {', '.join(failed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def planned_runs(trainers: list[str]) -> list[tuple[str, str]]:
+    """(kind, trainer) in priority order: the journal's three strategies, the compiled and the DDP run, the rest."""
+    first = [("train", t) for t in trainers if t in FIRST]
+    rest = [("train", t) for t in trainers if t not in FIRST]
+    return [*first, ("compiled", COMPILED), ("ddp", DDP), *rest]
+
+
+def run_all(args, deadline: float) -> tuple[list[dict], list[str], list[str]]:
+    """Every planned run that the budget allows: one starts only if the time left covers the longest so far."""
+    results, failed, skipped, longest = [], [], [], 0.0
+    for kind, name in planned_runs(args.trainers):
+        left = deadline - time.perf_counter()
+        if left <= 0 or left < longest:
+            skipped.append(f"{label(name, kind)} (not started, {max(left, 0):.0f} s left)")
+            continue
+        began = time.perf_counter()
+        try:
+            if kind == "compiled":
+                result = run_compiled(name, args.device, args.iterations)
+            elif kind == "ddp":
+                result = run_ddp(name, args.device, args.iterations, args.warmup, deadline)
+            else:
+                result = run_trainer(name, args.device, args.iterations, args.warmup, deadline=deadline)
+        except Exception:
+            failed.append(label(name, kind))
+            print(f"FAILED: {label(name, kind)}\n{traceback.format_exc()}", file=sys.stderr)
+            continue
+        longest = max(longest, time.perf_counter() - began)
+        result["kind"] = kind
+        results.append(result)
+        if not result["losses_finite"]:
+            failed.append(label(name, kind))
+        if not result["complete"]:
+            skipped.append(f"{label(name, kind)} (stopped after {len(result['rows'])} stages)")
+        print(f"{label(name, kind)} done after {time.perf_counter() - args.started:.0f} s", flush=True)
+    return results, failed, skipped
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import pgps
+from pgps.nnunet.compiling import SPARE_GRAPHS
 
 pytestmark = pytest.mark.nnunet
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +62,7 @@ def test_gpu_check_cpu_mode_on_a_bare_machine(tmp_path):
     allowed |= {"pgps", "pip", "setuptools"}  # pgps runs from the source tree there (PYTHONPATH)
     out = tmp_path / "gpu_check.json"
     args = [str(BENCH / "gpu_check.py"), "--device", "cpu", "--tiny", "--workdir", str(tmp_path / "work"),
-            "--json", str(out)]  # fmt: skip
+            "--json", str(out), "--budget-s", "3600"]  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-c", HIDE, ",".join(sorted(allowed)), str(BENCH / "standins"), *args],
         capture_output=True, text=True, env={**clean_environment(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
@@ -69,10 +70,11 @@ def test_gpu_check_cpu_mode_on_a_bare_machine(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "stand-in modules (imported, never called here): SimpleITK" in proc.stdout
     results = json.loads(out.read_text())
-    found = {r["trainer"] + (" (compiled)" if r["compiled"] else ""): r for r in results}
+    suffix = {"train": "", "compiled": " (compiled)", "ddp": " (DDP)"}
+    found = {r["trainer"] + suffix[r["kind"]]: r for r in results}
     assert set(found) == {*(f"nnUNetTrainer_PGPS_{t}" for t in ("CPS", "Efficiency", "Performance",
                           "Performance_MemoryProbe", "UNETR_Performance", "SwinUNETR_Performance")),
-                          "nnUNetTrainer_PGPS_CPS (compiled)"}  # fmt: skip
+                          "nnUNetTrainer_PGPS_CPS (compiled)", "nnUNetTrainer_PGPS_Performance (DDP)"}  # fmt: skip
     # every stage of each U-Net curriculum ran, with the stage's measured patch and batch size
     for mode in ("cps", "efficiency", "performance"):
         schedule = pgps.make_schedule(mode, (16, 16, 16), (8, 8, 8), 2)
@@ -81,9 +83,32 @@ def test_gpu_check_cpu_mode_on_a_bare_machine(tmp_path):
             ("x".join(map(str, s.patch_size)), s.batch_size) for s in schedule.stages
         ]
         assert all(r["iteration_s"] > 0 and 0 <= r["data_wait_share"] <= 1 for r in rows)
-    assert found["nnUNetTrainer_PGPS_CPS (compiled)"]["rows"][0]["compile_s"] > 0
+    # CPS compiled through nnU-Net's run_training and final validation: its one stage and the three validation
+    # graphs (tests/test_compile.py), within the budget with its spare graphs
+    compiled = found["nnUNetTrainer_PGPS_CPS (compiled)"]
+    assert compiled["rows"][0]["compile_s"] > 0 and compiled["final_validation_s"] > 0
+    assert compiled["graphs"] == 1 + 3 and compiled["graph_budget"] == compiled["graphs"] + SPARE_GRAPHS
+    # PGPS-Performance as the one rank of a DDP group: every stage, trained by the DDP-wrapped network
+    ddp = found["nnUNetTrainer_PGPS_Performance (DDP)"]["rows"]
+    plain = found["nnUNetTrainer_PGPS_Performance"]["rows"]
+    assert all(r["ddp"] for r in ddp) and not any(r["ddp"] for r in plain)
+    assert [(r["patch_size"], r["batch_size"]) for r in ddp] == [(r["patch_size"], r["batch_size"]) for r in plain]
     assert "PGPS-Efficiency runtime relative to CPS" in proc.stdout and "PGPS-Performance runtime" in proc.stdout
-    assert re.search(r"gpu_check: 7 runs, 0 failed", proc.stdout)
+    assert re.search(r"gpu_check: 8 runs, 0 failed", proc.stdout) and "left out" not in proc.stdout
+
+
+def test_gpu_check_ends_within_its_budget_and_names_what_it_left_out(tmp_path):
+    """A budget spent by the dataset's preparation: every run is skipped, by name, in priority order."""
+    args = ["--device", "cpu", "--tiny", "--workdir", str(tmp_path), "--budget-s", "0"]
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py"), *args], capture_output=True, text=True,
+                          env={**clean_environment(), "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    left_out = re.search(r"gpu_check: the budget of 0 s left out: (.*)", proc.stdout).group(1).split("; ")
+    names = [entry.split(" (not started")[0].removeprefix("nnUNetTrainer_PGPS_") for entry in left_out]
+    assert names == ["CPS", "Efficiency", "Performance", "CPS (compiled, final validation)",
+                     "Performance (DDP, 1 rank)", "Performance_MemoryProbe", "UNETR_Performance",
+                     "SwinUNETR_Performance"]  # fmt: skip
+    assert "gpu_check: 0 runs, 0 failed" in proc.stdout
 
 
 def test_gpu_check_refuses_a_missing_gpu():
