@@ -140,7 +140,7 @@ def synthesise(plan: dict) -> None:
 def plan_and_preprocess(plan: dict, processes: int) -> None:
     """nnU-Net's fingerprint and planner, the check's plan set into 3d_fullres, nnU-Net's preprocessing, and the
     backbone configurations (``nnUNetTransformerPlans``) that read the same preprocessed data."""
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments, preprocess
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiments
 
     from pgps.nnunet.backbone_plans import add_backbone_configuration
 
@@ -160,12 +160,32 @@ def plan_and_preprocess(plan: dict, processes: int) -> None:
         n_conv_per_stage_decoder=[plan["convs"]] * (levels - 1),
     )  # fmt: skip
     plans_file.write_text(json.dumps(plans, indent=1))
-    preprocess([DATASET_ID], configurations=("3d_fullres",), num_processes=(processes,), show_progress_bar=False)
+    preprocess(plans, processes)
     for backbone in ("unetr", "swinunetr"):
         patch, arch = plan[backbone]
         plans = add_backbone_configuration(plans, backbone, patch_size=patch, arch_kwargs=arch)
     plans["plans_name"] = "nnUNetTransformerPlans"
     (plans_file.parent / "nnUNetTransformerPlans.json").write_text(json.dumps(plans, indent=1))
+
+
+def preprocess(plans: dict, processes: int) -> None:
+    """nnU-Net's ``preprocess`` for ``3d_fullres``, without its last step's ``distutils`` import (gone from Python
+    3.12; only setuptools' shim supplies it): the preprocessor, then the ground truth copied for validation."""
+    import shutil
+
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    configuration = PlansManager(plans).get_configuration("3d_fullres")
+    preprocessor = configuration.preprocessor_class(verbose=False)
+    preprocessor.show_progress_bar = False
+    preprocessor.run(DATASET_ID, "3d_fullres", plans["plans_name"], num_processes=processes)
+    raw = Path(os.environ["nnUNet_raw"]) / DATASET
+    description = json.loads((raw / "dataset.json").read_text())
+    truth = Path(os.environ["nnUNet_preprocessed"]) / DATASET / "gt_segmentations"
+    truth.mkdir(exist_ok=True)
+    for case, files in get_filenames_of_train_images_and_targets(str(raw), description).items():
+        shutil.copyfile(files["label"], truth / (case + description["file_ending"]))
 
 
 def configuration_of(trainer: str) -> tuple[str, str]:

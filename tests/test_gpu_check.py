@@ -1,6 +1,7 @@
 """``benchmarks/gpu_check.py`` in its CPU mode, as a bare GPU machine would run it: only the packages of
 ``benchmarks/gpu_base_packages.txt`` and ``benchmarks/gpu_wheels.txt`` importable (every other installed package
-hidden), SimpleITK supplied by the stand-in. So the script cannot rot, and the README's wheel list is complete."""
+hidden, and ``distutils``, which Python 3.12 lacks), SimpleITK supplied by the stand-in. So the script cannot rot,
+and the README's wheel list is complete."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ allowed, standins = set(sys.argv[1].split(",")), sys.argv[2]
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
 hidden = {m for m, dists in md.packages_distributions().items() if not any(norm(d) in allowed for d in dists)}
 hidden -= set(sys.stdlib_module_names)  # backports some packages install (argparse) shadow nothing
+hidden.add("distutils")  # as on Python >= 3.12 (setuptools' shim included): the check must not import it
 
 class Hide(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
