@@ -299,6 +299,30 @@ def test_telemetry_shares_are_measured_from_the_target():
     assert (row["patch_size"], row["batch_size"], row["iterated_voxels"]) == ("6x6x6", 2, 3 * 2 * 6**3)
 
 
+@pytest.mark.parametrize("ignore_label", [None, 4])
+def test_region_telemetry_is_measured_from_the_region_channels(ignore_label):
+    """With regions the target holds one binary channel per region and, with an ignore label, nnU-Net's ignore
+    mask last (its validation step drops it): the shares come from the region channels only, on the device."""
+    from pgps.nnunet.telemetry import Telemetry
+
+    generator = torch.Generator().manual_seed(1)
+    regions = (torch.rand(2, 3, 6, 6, 6, generator=generator) < 0.1).to(torch.int16)
+    regions[:, 2] = 0  # the third region never present
+    target = regions
+    if ignore_label is not None:  # ignored voxels: everywhere no region is
+        target = torch.cat([regions, (regions.sum(1, keepdim=True) == 0).to(torch.int16)], 1)
+    flags = regions.flatten(2).tolist()  # [sample][region][voxel], counted with plain Python
+    voxels = [any(flags[b][r][v] for r in range(3)) for b in range(2) for v in range(6**3)]
+    present = [any(flags[b][r][v] for b in range(2) for v in range(6**3)) for r in range(3)]
+    with EmulatedCuda() as emu:
+        telemetry = Telemetry([1, 2, 3], has_regions=True, ignore_label=ignore_label)
+        telemetry.add(torch.zeros(2, 1, 6, 6, 6).cuda(), [target.cuda()], fallbacks=0)
+        assert emu.device_of(telemetry._shares[0]).type == "cuda"
+        row = telemetry.epoch_row()
+    assert row["fg_voxel_share"] == pytest.approx(sum(voxels) / len(voxels))
+    assert row["class_presence_share"] == pytest.approx(sum(present) / 3) and sum(present) == 2
+
+
 def test_the_emulation_refuses_what_cuda_refuses():
     """The emulation itself: the mixes torch refuses on a GPU raise, what it allows does not."""
     with EmulatedCuda() as emu:

@@ -49,6 +49,7 @@ class Telemetry:
     def __init__(self, foreground_labels: list[int], has_regions: bool, ignore_label: int | None = None) -> None:
         self.foreground_labels = sorted(int(label) for label in foreground_labels)
         self.has_regions = has_regions
+        self.ignore_label = ignore_label
         # one count per label value up to the largest label (ignore label included); larger values are clamped
         self.bins = max([0, *self.foreground_labels, *([] if ignore_label is None else [int(ignore_label)])]) + 1
         self._labels: dict[torch.device, torch.Tensor] = {}
@@ -74,7 +75,9 @@ class Telemetry:
             self._shares.append(self._batch_shares(target[0] if isinstance(target, (list, tuple)) else target))
 
     def _batch_shares(self, target: torch.Tensor) -> torch.Tensor:
-        if self.has_regions:  # one binary channel per region
+        if self.has_regions:  # one binary channel per region, then (with an ignore label) nnU-Net's ignore mask
+            if self.ignore_label is not None:
+                target = target[:, :-1]
             present = target.flatten(2).amax(dim=(0, 2)) > 0
             foreground = (target.amax(dim=1) > 0).float().mean()
             return torch.stack([foreground, present.float().mean()])
