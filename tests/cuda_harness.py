@@ -85,21 +85,22 @@ def run_one(
     batch_size_cap: int | None = None,
     ignore_stage: bool = False,
     grad_scaler: str | None = None,
+    dataset: str = "1",
 ) -> dict:
     """``batch_size_cap`` caps the schedule's batch sizes; ``ignore_stage`` replaces the training loader by one
     that always builds the last (P_max) stage, a broken loader for the tests to catch; ``grad_scaler`` (see the
-    module docstring) enables nnU-Net's gradient scaler."""
+    module docstring) enables nnU-Net's gradient scaler; ``dataset`` is nnU-Net's dataset id."""
     from nnunetv2.run.run_training import get_trainer_from_args
 
     record: dict = {"trainer": trainer_name, "configuration": configuration, "ignore_stage": ignore_stage}
-    record["grad_scaler"] = grad_scaler
+    record["grad_scaler"], record["dataset"] = grad_scaler, dataset
     # fixed generators (network initialisation, nnU-Net's validation draws): every run of a spec measures the same
     # (the NaN validation losses once seen in 1-2 of 30 runs came from oneDNN's bfloat16 kernel, see above)
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
     with EmulatedCuda() as emu, cuda_services_replaced():
-        trainer = get_trainer_from_args("1", configuration, 0, trainer_name, plans, device=torch.device("cuda"))
+        trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, plans, device=torch.device("cuda"))
         trainer.progress_plot_every = 0  # nnU-Net's progress plot: matplotlib on the host, 0.6 s per trainer
         if batch_size_cap is not None:
             trainer.batch_size_cap = batch_size_cap
@@ -137,6 +138,7 @@ def run_one(
         batch = next(trainer.dataloader_train)
         record["stage"] = trainer.dataloader_train.last_index
         record["loader_data"] = _describe(emu, batch["data"])
+        record["loader_target"] = _describe(emu, batch["target"])
         out = trainer.train_step(batch)
         trainer.on_train_epoch_end([out])
         record["train_loss"] = float(out["loss"])
@@ -173,7 +175,7 @@ def main(specs: list[list]) -> None:
             record = run_one(*spec)
         except Exception as exc:  # reported per trainer; the test names it
             record = {"trainer": spec[0], "ignore_stage": bool(spec[4:5] and spec[4]), "ok": False,
-                      "grad_scaler": spec[5] if len(spec) > 5 else None,
+                      "grad_scaler": spec[5] if len(spec) > 5 else None, "dataset": spec[6] if len(spec) > 6 else "1",
                       "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}  # fmt: skip
         print(json.dumps(record, default=str), flush=True)
 

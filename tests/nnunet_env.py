@@ -17,6 +17,9 @@ import numpy as np
 
 BIN = Path(sys.executable).parent
 DATASET = "Dataset001_Tiny"
+REGIONS = "Dataset002_TinyRegions"
+"""The same cases as nested regions ("a": labels 1 and 2, "b": label 2) with an ignore label (3) and z-score
+normalisation inside the nonzero mask (``use_mask_for_norm``): nnU-Net's region, ignore-label and mask branches."""
 NUM_CASES = 6
 SHAPE = (24, 24, 24)
 PATCH = [16, 16, 16]
@@ -38,13 +41,18 @@ def env(root: Path, results: Path | None = None, **extra: str) -> dict[str, str]
 
 
 def write_raw(
-    root: Path, empty_cases: int = 0, shape: tuple[int, int, int] = SHAPE, radius: tuple[int, int] = (2, 5)
+    root: Path,
+    empty_cases: int = 0,
+    shape: tuple[int, int, int] = SHAPE,
+    radius: tuple[int, int] = (2, 5),
+    regions: bool = False,
 ) -> None:
     """Two spheres (labels 1, 2; radius drawn from ``radius``, centre at least 5 voxels inside) per case in
-    noise; the first ``empty_cases`` cases have no foreground."""
+    noise; the first ``empty_cases`` cases have no foreground. ``regions``: dataset :data:`REGIONS` instead, the
+    first 3 slices of background marked with the ignore label."""
     import SimpleITK as sitk
 
-    folder = root / "raw" / DATASET
+    folder = root / "raw" / (REGIONS if regions else DATASET)
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir(parents=True)
     grid = np.indices(shape)
@@ -57,21 +65,32 @@ def write_raw(
                 r = rng.integers(*radius)
                 label[((grid - centre[:, None, None, None]) ** 2).sum(0) <= r**2] = cls
         image = (label + rng.normal(0, 0.3, shape)).astype(np.float32)
+        if regions:
+            label[:3][label[:3] == 0] = 3
         sitk.WriteImage(sitk.GetImageFromArray(image), str(folder / "imagesTr" / f"case_{i:03d}_0000.nii.gz"))
         sitk.WriteImage(sitk.GetImageFromArray(label), str(folder / "labelsTr" / f"case_{i:03d}.nii.gz"))
     dataset = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1, "b": 2}, "numTraining": NUM_CASES,
                "file_ending": ".nii.gz"}  # fmt: skip
+    if regions:
+        dataset.update(channel_names={"0": "MRI"}, labels={"background": 0, "a": [1, 2], "b": 2, "ignore": 3},
+                       regions_class_order=[1, 2])  # fmt: skip
     (folder / "dataset.json").write_text(json.dumps(dataset))
 
 
-def plan_and_preprocess(root: Path, batch_size: int = 2, patch: list[int] = PATCH) -> Path:
+def plan_and_preprocess(root: Path, batch_size: int = 2, patch: list[int] = PATCH, dataset: str = DATASET) -> Path:
+    """nnU-Net's planning and preprocessing, the plans then reduced (see the module docstring); :data:`REGIONS`
+    normalises inside the nonzero mask (planned before preprocessing, so the data follow it)."""
+    number = str(int(dataset[len("Dataset") : len("Dataset") + 3]))
     subprocess.run(
-        [BIN / "nnUNetv2_plan_and_preprocess", "-d", "1", "-c", "3d_fullres", "-np", "1", "-npfp", "1"],
+        [BIN / "nnUNetv2_plan_and_preprocess", "-d", number, "-c", "3d_fullres", "-np", "1", "-npfp", "1",
+         *(["--no_pp"] if dataset == REGIONS else [])],
         env=env(root), check=True, capture_output=True,
     )  # fmt: skip
-    plans_file = root / "preprocessed" / DATASET / "nnUNetPlans.json"
+    plans_file = root / "preprocessed" / dataset / "nnUNetPlans.json"
     plans = json.loads(plans_file.read_text())
     conf = plans["configurations"]["3d_fullres"]
+    if dataset == REGIONS:
+        conf["use_mask_for_norm"] = [True]
     conf["patch_size"] = patch
     conf["batch_size"] = batch_size
     arch = conf["architecture"]["arch_kwargs"]
@@ -79,6 +98,9 @@ def plan_and_preprocess(root: Path, batch_size: int = 2, patch: list[int] = PATC
     arch.update(n_conv_per_stage=[1] * 4, n_conv_per_stage_decoder=[1] * 3)
     arch.update(kernel_sizes=[[3, 3, 3]] * 4, strides=[[1, 1, 1]] + [[2, 2, 2]] * 3)
     plans_file.write_text(json.dumps(plans, indent=1))
+    if dataset == REGIONS:
+        subprocess.run([BIN / "nnUNetv2_preprocess", "-d", number, "-c", "3d_fullres", "-np", "1"], env=env(root),
+                       check=True, capture_output=True)  # fmt: skip
     return plans_file
 
 

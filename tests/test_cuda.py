@@ -90,6 +90,9 @@ def listed_trainers() -> dict[str, tuple]:
 FAMILIES.update({k: v for k, v in listed_trainers().items() if k not in FAMILIES})
 IGNORES_STAGE = "nnUNetTrainer_PGPS_Efficiency"  # run a second time with a loader that always builds P_max
 SCALED = "nnUNetTrainer_PGPS_Performance"  # run with nnU-Net's gradient scaler enabled, as on a GPU
+REGION_RUNS = {"2": "regions"}  # nn.REGIONS' id: the dataset with regions, an ignore label and mask-for-norm
+ON_REGIONS = ("nnUNetTrainer_PGPS_CPS", "nnUNetTrainer_PGPS_Efficiency", "nnUNetTrainer_PGPS_Performance",
+              "nnUNetTrainer_PGPS_Performance_SingleVolume")  # fmt: skip
 
 
 def harness(root: Path, specs: list[list]) -> dict[str, dict]:
@@ -104,7 +107,8 @@ def harness(root: Path, specs: list[list]) -> dict[str, dict]:
     )  # fmt: skip
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"trainer"')]
     assert len(records) == len(specs), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {(r["trainer"], r.get("grad_scaler") or r.get("ignore_stage", False)): r for r in records}
+    return {(r["trainer"], r.get("grad_scaler") or REGION_RUNS.get(r.get("dataset")) or r.get("ignore_stage", False)): r
+            for r in records}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +116,10 @@ def emulated(tiny_nnunet):
     specs = [[trainer, conf, plans, cap] for trainer, (conf, plans, cap, _) in FAMILIES.items()]
     specs.append([IGNORES_STAGE, *U_NET, None, True])
     specs += [[SCALED, *U_NET, None, False, overflow] for overflow in ("finite", "inf")]
+    if not (tiny_nnunet / "preprocessed" / nn.REGIONS).is_dir():
+        nn.write_raw(tiny_nnunet, regions=True)
+        nn.plan_and_preprocess(tiny_nnunet, dataset=nn.REGIONS)
+    specs += [[trainer, *U_NET, None, False, None, "2"] for trainer in ON_REGIONS]
     return harness(tiny_nnunet, specs)
 
 
@@ -149,6 +157,22 @@ def test_one_iteration_and_one_validation_step_with_device_cuda(emulated, traine
         probe = record["memory_probe"]
         assert (probe["device"], probe["method"]) == ("emulated CUDA", "cuda")
         assert [s["memory_batch_size"] for s in probe["stages"]] == [s.batch_size for s in schedule.stages]
+
+
+@pytest.mark.parametrize("trainer", ON_REGIONS)
+def test_regions_an_ignore_label_and_mask_for_norm_on_the_device(emulated, trainer):
+    """nnU-Net's region targets (one channel per region and the ignore mask last), with z-score normalisation inside
+    the nonzero mask: the batches (PGPS-Performance's augmented on the device), the loss with its ignore mask, the
+    validation and the telemetry run on the emulated GPU and follow the schedule."""
+    record = emulated[(trainer, "regions")]
+    assert record["ok"], f"{record.get('error')}\n{record.get('traceback', '')}"
+    check_against_schedule(record)
+    stage = pgps.Schedule.from_dict(record["schedule"]).stages[record["stage"]]
+    target = record["loader_target"]["list"][0]  # deep supervision: the full-resolution map first
+    assert target["shape"] == [stage.batch_size, 2 + 1, *stage.patch_size]  # regions a, b and the ignore mask
+    assert target["device"] == record["loader_data"]["device"] == ("cuda:0" if FAMILIES[trainer][3] else "cpu")
+    assert record["param_devices"] == record["grad_devices"] == ["cuda:0"] and math.isfinite(record["val_loss"])
+    assert 0 < record["telemetry"]["class_presence_share"] <= 1 and record["params_changed"] > record["params"] // 3
 
 
 @pytest.mark.parametrize("gradients", ["finite", "inf"])
