@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -272,7 +273,13 @@ def make_schedule(
 
     stage_epochs = pacing.epochs_per_stage(len(sizes), epochs)
     if stage_epochs[0] == 0:
-        notes.append(f"{epochs} epochs are fewer than the {len(sizes)} stages: early stages get 0 epochs")
+        idle = [i for i, e in enumerate(stage_epochs) if e == 0]
+        notes.append(
+            f"{epochs} epochs are fewer than the {len(sizes)} stages: stage{'s' if len(idle) > 1 else ''} "
+            f"{', '.join(map(str, idle))} get 0 epochs"
+        )
+        if mode != "rpss":  # RPSS draws a stage per iteration; the paced modes never train those stages
+            warnings.warn(f"{notes[-1]} and never train (give at least {len(sizes)} epochs)", stacklevel=2)
     if mode == "progressive-resolution":
         crops = [p_max] * len(sizes)
     else:

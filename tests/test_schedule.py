@@ -207,7 +207,8 @@ def test_epochs_per_stage_and_stage_of_epoch():
     # more stages than epochs: zero-epoch stages are skipped, the last stage trains them all
     assert pgps.epochs_per_stage(4, 2) == [0, 0, 0, 2]
     assert [pgps.stage_index_of_epoch([0, 0, 0, 2], e) for e in range(2)] == [3, 3]
-    s = pgps.make_schedule("efficiency", (128, 128, 128), (32, 32, 32), 2, epochs=3)
+    with pytest.warns(UserWarning, match="fewer than the 10 stages"):
+        s = pgps.make_schedule("efficiency", (128, 128, 128), (32, 32, 32), 2, epochs=3)
     assert any("fewer than the 10 stages" in n for n in s.notes)
 
 

@@ -195,3 +195,35 @@ def test_set_epoch_follows_distributed_sampler_habits():
     assert [r[0].step for r in sampler] == [0, 1]
     with pytest.raises(ValueError, match="outside the schedule's 4 epochs"):
         sampler.set_epoch(5)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_loader_without_collate_patches_is_an_error_naming_it(raw, workers):
+    """torch's default collation would stack one step's parts into a 6-D tensor, out of the global order."""
+    sampler = pgps.torch.CurriculumBatchSampler(SCHEDULE, num_cases=6, seed=4)
+    dataset = pgps.torch.PatchDataset(load=load_case(raw), num_cases=6)
+    with pytest.raises(RuntimeError, match=r"collate_fn=pgps\.torch\.collate_patches"):
+        next(iter(DataLoader(dataset, batch_sampler=sampler, num_workers=workers)))
+
+
+def test_iterating_past_the_schedule_raises(raw):
+    sampler = pgps.torch.CurriculumBatchSampler(SCHEDULE, num_cases=6, seed=4)
+    loader = DataLoader(pgps.torch.PatchDataset(load=load_case(raw), num_cases=6), batch_sampler=sampler,
+                        collate_fn=pgps.torch.collate_patches)  # fmt: skip
+    shapes = [[tuple(b["image"].shape) for b in loader] for _ in range(SCHEDULE.epochs)]
+    assert shapes == [[(s.batch_size, 1, *s.patch_size)] * 2 for s in SCHEDULE.stages] and sampler.finished
+    with pytest.raises(RuntimeError, match=r"4 epochs \(8 steps\) are done"):
+        next(iter(loader))
+
+
+def test_fewer_epochs_than_stages_warns_and_names_the_idle_stages():
+    with pytest.warns(UserWarning, match=r"2 epochs are fewer than the 4 stages: stages (.*) get 0 epochs") as seen:
+        schedule = pgps.make_schedule("performance", (16, 16, 16), (8, 8, 8), 2, epochs=2)
+    idle = ", ".join(str(i) for i, s in enumerate(schedule.stages) if s.epochs == 0)
+    assert f"stages {idle} get 0 epochs and never train" in str(seen[0].message) and idle.startswith("0, 1")
+    assert f"note: 2 epochs are fewer than the 4 stages: stages {idle} get 0 epochs" in schedule.table()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # RPSS draws a stage per iteration: nothing to warn about
+        pgps.make_schedule("rpss", (16, 16, 16), (8, 8, 8), 2, epochs=2)

@@ -85,6 +85,11 @@ class CurriculumBatchSampler(Sampler[list[VolumeRequest]]):
         return max(0, self._epoch_end() - self.step)
 
     def __iter__(self) -> Iterator[list[VolumeRequest]]:
+        if self.finished:
+            raise RuntimeError(
+                f"the schedule's {self.schedule.epochs} epochs ({self.planner.total_steps} steps) are done: iterate "
+                "for epoch in range(schedule.epochs) (or stop when sampler.finished)"
+            )
         end = self._epoch_end()
         while self.step < end:
             step = self.step
@@ -249,7 +254,7 @@ class PatchDataset(Dataset):
         if not isinstance(request, VolumeRequest):
             raise TypeError(
                 f"PatchDataset is indexed by the requests of a CurriculumBatchSampler, got {type(request).__name__}; "
-                "use DataLoader(dataset, batch_sampler=sampler, collate_fn=pgps.torch.collate_patches)"
+                f"use {COLLATE_FIX}"
             )
         image, label = self.case(request.case)
         foreground = self.locations.get(request.case, label) if any(request.forced) else {}
@@ -258,7 +263,7 @@ class PatchDataset(Dataset):
         targets = crop_patches(label, corners, request.crop_size, 0, torch.int64)
         patches, targets = resize_patches(patches, targets, request.patch_size)
         take = list(request.take)
-        return {
+        return PatchPart({
             "image": patches,
             "label": targets,
             "row": torch.as_tensor(request.taken_rows),
@@ -267,7 +272,19 @@ class PatchDataset(Dataset):
             "fg_fallback": torch.as_tensor(fell_back),
             "step": request.step,
             "stage": request.stage_index,
-        }
+        })  # fmt: skip
+
+
+COLLATE_FIX = "DataLoader(dataset, batch_sampler=sampler, collate_fn=pgps.torch.collate_patches)"
+
+
+class PatchPart(dict):
+    """One volume's patches of a step, as :class:`PatchDataset` returns them: a dict that torch's default
+    collation refuses with the fix (it would stack the parts into a (volumes, patches, C, X, Y, Z) tensor, out of
+    the global batch's order); :func:`collate_patches` reads its items."""
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # what default_collate calls on a mutable mapping
+        raise RuntimeError(f"PatchDataset's parts make a batch with collate_patches: {COLLATE_FIX}")
 
 
 def collate_patches(parts: list[dict[str, Any]]) -> dict[str, Any]:
