@@ -247,6 +247,7 @@ plain = nnUNetPredictor(tile_step_size=0.5, use_mirroring=True, perform_everythi
 plain.initialize_from_trained_model_folder({str(model)!r}, (0,))
 os.makedirs({str(tmp_path / "plain")!r})  # the sequential path writes into an existing folder
 plain.predict_from_files_sequential({str(images)!r}, {str(tmp_path / "plain")!r})
+del os.environ["nnUNet_extTrainer"]  # stock nnU-Net needed it; pgps finds its trainers itself
 ours = make_predictor({str(model)!r}, (0,), adaptation=Adaptation.off())
 report = predict_folder(ours, {str(images)!r}, {str(tmp_path / "ours")!r})
 print("REPORT", [(r["case"], r["windows_planned"], r["windows_evaluated"]) for r in report])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -280,3 +281,20 @@ def test_stage_changes_with_worker_processes_train_through(tiny):
     proc = nn.train_only(tiny, trainer, results=results, nnUNet_n_proc_DA="2")
     check(proc)
     assert [r["batch_size"] for r in read_telemetry(nn.fold_folder(results, trainer))] == ["16", "8", "4", "2"]
+
+
+def test_pgps_commands_find_the_trainers_without_nnunet_exttrainer(monkeypatch, tmp_path):
+    """nnU-Net's own lookup finds a pgps trainer once pgps added its folder, after the user's own folders."""
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    from pgps.nnunet import ext_trainer_path, use_pgps_trainers
+
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    use_pgps_trainers()
+    assert recursive_find_trainer_class_by_name("nnUNetTrainer_PGPS_Performance").__name__ == (
+        "nnUNetTrainer_PGPS_Performance"
+    )
+    monkeypatch.setenv("nnUNet_extTrainer", str(tmp_path))
+    use_pgps_trainers()
+    use_pgps_trainers()
+    assert os.environ["nnUNet_extTrainer"] == os.pathsep.join([str(tmp_path), ext_trainer_path()])

@@ -16,3 +16,13 @@ import os
 def ext_trainer_path() -> str:
     """The folder to put in ``nnUNet_extTrainer`` (no file is copied anywhere)."""
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "ext")
+
+
+def use_pgps_trainers() -> None:
+    """Let nnU-Net's trainer lookup (``nnUNet_extTrainer``, read each time it looks) find the pgps trainers:
+    their folder is added to the variable, after any folders already in it. pgps's own commands call this,
+    so that ``pgps predict`` and ``pgps train-evaluate`` need no ``export``."""
+    path = ext_trainer_path()
+    folders = [f for f in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if f]
+    if path not in folders:
+        os.environ["nnUNet_extTrainer"] = os.pathsep.join([*folders, path])

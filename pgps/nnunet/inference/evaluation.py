@@ -184,7 +184,7 @@ def train_and_evaluate(
 
     What ``nnUNetv2_train DATASET CONFIGURATION FOLD -tr TRAINER -p PLANS`` does, minus the process start,
     the imports and the validation's worker pools per run: trainers come from nnU-Net's
-    ``get_trainer_from_args`` (``nnUNet_extTrainer`` finds the pgps ones) and train with
+    ``get_trainer_from_args`` (the pgps ones found without ``nnUNet_extTrainer``) and train with
     ``run_training``; nnU-Net's paths and the ``PGPS_*`` overrides come from the environment as for
     ``nnUNetv2_train``. With ``PGPS_SEED`` each run seeds the global generators when it starts, so a run
     does not depend on the runs before it in the process. A fold folder with a finished run is kept
@@ -201,6 +201,9 @@ def train_and_evaluate(
     from nnunetv2.run.run_training import get_trainer_from_args
     from nnunetv2.utilities.file_path_utilities import get_output_folder
 
+    from pgps.nnunet import use_pgps_trainers
+
+    use_pgps_trainers()
     log = log or logging.getLogger(__name__).info
     folders = []
     for name in trainers:

@@ -276,7 +276,11 @@ def make_predictor(
     device: str = "cpu",
     progress: bool = False,
 ) -> AdaptivePredictor:
-    """An :class:`AdaptivePredictor` initialised from a trained nnU-Net model folder."""
+    """An :class:`AdaptivePredictor` initialised from a trained nnU-Net model folder (a pgps trainer's too,
+    without ``nnUNet_extTrainer``: :func:`pgps.nnunet.use_pgps_trainers`)."""
+    from pgps.nnunet import use_pgps_trainers
+
+    use_pgps_trainers()
     folder = Path(model_folder)
     if not (folder / "plans.json").is_file() or not (folder / "dataset.json").is_file():
         raise ValueError(f"{folder} is not a trained nnU-Net model folder (no plans.json / dataset.json)")
