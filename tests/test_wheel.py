@@ -102,6 +102,8 @@ def test_wheel_metadata_requires_only_numpy_outside_extras(light):
     assert re.search(r"^License-Expression: Apache-2.0$", metadata, flags=re.M)
     assert any(n.endswith("licenses/LICENSE") for n in names)
     assert "pgps/report/published/table1.csv" in names and "pgps/nnunet/ext/pgps_trainers.py" in names
+    assert "pgps/py.typed" in names  # PEP 561: type checkers read pgps's annotations
+    assert re.search(r"^Author: The pgps contributors$", metadata, flags=re.M)
 
 
 def test_light_install_imports_the_core_and_plans_schedules(light):
