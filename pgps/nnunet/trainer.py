@@ -47,7 +47,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.lr import REFERENCE_BATCH_SIZE, scaled_learning_rate
-from pgps.nnunet import carbon, compiling, ddp, losses
+from pgps.nnunet import carbon, compiling, ddp, losses, runlock
 from pgps.nnunet.carbon import CarbonMixin
 from pgps.nnunet.checkpoints import CheckpointMixin, CurriculumLogger
 from pgps.nnunet.compiling import CompileMixin
@@ -205,6 +205,8 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         return f"patch {fmt_size(s.patch_size)}{crop}, batch {s.batch_size}, {s.epochs} epochs"
 
     def initialize(self) -> None:
+        if self.local_rank == 0 and getattr(self, "_run_lock", None) is None:  # one trainer per fold folder
+            self._run_lock = runlock.hold_or_exit(self.output_folder)
         self.schedule = self.build_schedule()
         self.training_foreground_share = self.oversample_foreground_percent  # nnU-Net rewrites it per rank under DDP
         if self.is_ddp:  # pgps.nnunet.ddp: rank 0's schedule on every rank; every stage's global batch split over them

@@ -1,0 +1,80 @@
+"""One trainer per fold folder: a run lock held for the trainer process's whole life.
+
+Two trainings of one fold (a restarted Snakemake that resubmits running jobs, a hand-started duplicate)
+would both exit 0 with diverged weights, each overwriting the other's checkpoints. The PGPS trainers
+take a POSIX record lock (``fcntl.lockf``) on :data:`LOCK_FILE` in the fold folder before they touch
+anything there and never release it; the kernel drops it when the process ends, by any signal (a
+SIGKILLed run leaves no stale lock: the file stays, the lock does not). POSIX record locks are the
+portable choice on cluster file systems: NFS carries them to the server (NLM for v3, the protocol's
+own locks for v4), Lustre with its ``flock`` mount option and GPFS honour them; on a file system that
+ignores them every run gets the lock and the protection is gone (nothing worse). Under DDP the rank-0
+process holds it.
+
+A second trainer of a locked fold stops at once with one line naming the folder and the holder (host,
+pid, start time, read from the lock file) and exit status :data:`EXIT_BUSY`; with :data:`WAIT_ENV` set
+it waits for the lock instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+
+LOCK_FILE = ".pgps_run.lock"
+WAIT_ENV = "PGPS_WAIT_FOR_LOCK"
+"""Set (to anything but ``0``/empty) to wait for a busy fold instead of exiting."""
+EXIT_BUSY = 2
+
+
+class FoldBusy(RuntimeError):
+    """Another process holds the fold's run lock."""
+
+
+def holder(folder: str | os.PathLike) -> str:
+    """Who holds (or last held) the lock of ``folder``, as the lock file says."""
+    try:
+        with open(os.path.join(folder, LOCK_FILE)) as f:
+            info = json.load(f)
+        return f"host {info['host']}, pid {info['pid']}, since {info['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not written its name yet"
+
+
+def hold(folder: str | os.PathLike, wait: bool = False) -> int:
+    """Take the run lock of ``folder`` (created if missing) for this process's life; its file descriptor.
+
+    Raises :class:`FoldBusy` if another process holds it (``wait``: block until it is free)."""
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(os.path.join(folder, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            raise FoldBusy(f"{os.fspath(folder)} is being trained by {holder(folder)}") from None
+        raise
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started})
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, info.encode() + b"\n", 0)
+    os.fsync(fd)
+    return fd
+
+
+def wait_wanted() -> bool:
+    return os.environ.get(WAIT_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def hold_or_exit(folder: str | os.PathLike) -> int:
+    """:func:`hold`, or one line on stderr and exit status :data:`EXIT_BUSY` when the fold is busy."""
+    try:
+        return hold(folder, wait=wait_wanted())
+    except FoldBusy as exc:
+        print(f"PGPS: {exc}; not starting a second training of this fold (set {WAIT_ENV}=1 to wait for it)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        raise SystemExit(EXIT_BUSY) from None

@@ -1,0 +1,66 @@
+"""One trainer per fold (pgps.nnunet.runlock): a second training of a fold that is being trained stops at once with
+one line naming the folder and the holder, exit 2; the lock dies with its process (SIGKILL included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pgps.nnunet import runlock
+from tests import nnunet_env as nn
+
+HOLD = """
+import sys, time
+from pgps.nnunet import runlock
+runlock.hold(sys.argv[1])
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(runlock.FoldBusy, match=rf"{tmp_path} is being trained by host .*, pid {holder.pid}, since"):
+            runlock.hold(tmp_path)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    fd = runlock.hold(tmp_path)  # the kernel released the killed holder's lock: no stale lock
+    try:
+        assert json.loads((tmp_path / runlock.LOCK_FILE).read_text())["pid"] == os.getpid()
+    finally:
+        os.close(fd)
+
+
+def test_a_second_training_of_a_fold_exits_2_naming_the_first(tiny_nnunet, tmp_path):
+    trainer, results = "nnUNetTrainer_PGPS_CPS", tmp_path / "results"
+    fold = nn.fold_folder(results, trainer)
+    command = [nn.BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-tr", trainer, "-device", "cpu"]
+    long_run = nn.env(tiny_nnunet, results, PGPS_EPOCHS="1000", PGPS_ITERATIONS_PER_EPOCH="2",
+                      PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="0")  # fmt: skip
+    first = subprocess.Popen(command, env=long_run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while f"pid {first.pid}," not in runlock.holder(fold):  # the first run holds the fold
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        second = subprocess.run([*command, "--c"], env=long_run, capture_output=True, text=True, timeout=120)
+        assert second.returncode == runlock.EXIT_BUSY, second.stdout[-2000:] + second.stderr[-2000:]
+        line = [x for x in second.stderr.splitlines() if x.startswith("PGPS:")]
+        assert line == [f"PGPS: {fold} is being trained by {runlock.holder(fold)}; not starting a second training "
+                        f"of this fold (set {runlock.WAIT_ENV}=1 to wait for it)"]  # fmt: skip
+        assert "Traceback" not in second.stderr and first.poll() is None  # the first run goes on
+    finally:
+        first.send_signal(signal.SIGKILL)  # as an OOM kill or a scheduler would
+        first.wait()
+    after = subprocess.run(command, env=nn.env(tiny_nnunet, results, PGPS_EPOCHS="2", PGPS_ITERATIONS_PER_EPOCH="1",
+                           PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="0"), capture_output=True, text=True)  # fmt: skip
+    assert after.returncode == 0, after.stdout[-2000:] + after.stderr[-2000:]  # no stale lock after the kill
