@@ -238,9 +238,10 @@ def _train_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="train several nnU-Net runs in one process, each evaluated on its held-out cases without worker pools",
         description="Train DATASET's fold FOLD of CONFIGURATION with each trainer in turn, in this process, as "
         "nnUNetv2_train does (nnU-Net's paths and the PGPS_* overrides come from the environment; the pgps "
-        "trainers are found without nnUNet_extTrainer), then predict the fold's held-out cases with nnU-Net's predictor and score them with "
-        "nnU-Net's metrics into validation/summary.json, one case at a time (see pgps.nnunet.inference.evaluation). "
-        "Saves the process start, imports and validation pools of one nnUNetv2_train per run.",
+        "trainers are found without nnUNet_extTrainer), then predict the fold's held-out cases with nnU-Net's "
+        "predictor and score them with nnU-Net's metrics into validation/summary.json, one case at a time (see "
+        "pgps.nnunet.inference.evaluation). Saves the process start, imports and validation pools of one "
+        "nnUNetv2_train per run.",
     )
     p.add_argument("dataset", help="nnU-Net dataset id or name")
     p.add_argument("configuration", help="configuration to train (e.g. 3d_light)")
