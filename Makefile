@@ -11,7 +11,7 @@ comma := ,
 STAMP := $(VENV)/.pgps-installed-$(subst $(comma),-,$(EXTRAS))
 CORES ?= 2
 
-.PHONY: demo test test-all lint venv clean gpu-check study docs
+.PHONY: demo test test-all lint venv clean gpu-check gpu-check-py312 study docs
 
 venv: $(STAMP)
 
@@ -43,6 +43,25 @@ study: $(STAMP)
 # On a CUDA machine: every PGPS trainer through every stage of a realistic plan (docs/pages/how-to/nnunet.md: GPU acceptance run).
 gpu-check: $(STAMP)
 	$(BIN)/python benchmarks/gpu_check.py
+
+# gpu_check's CPU mode as a bare GPU machine runs it: Python 3.12 (no distutils), the source tree on PYTHONPATH, and
+# an environment of its own that holds torch, numpy, the wheels of benchmarks/gpu_wheels.txt and the packages of the
+# machine's image that they require (benchmarks/gpu_check_requirements.py), nothing else; setuptools, whose shim would
+# supply distutils, is removed. Not part of make test: torch's CUDA wheels make it ~5.5 GB (about a minute from PyPI).
+PYTHON312 ?= python3.12
+GPU_VENV := .venv-gpu-check
+GPU_PIP := $(GPU_VENV)/bin/python -m pip install -q
+HIDE_PIP_NOTES := { grep -v -e "is ignored: it is neither" -e "dependency resolver does not" -e "which is not installed" || true; }
+gpu-check-py312:
+	@test -x $(GPU_VENV)/bin/python || PYENV_VERSION=$${PYENV_VERSION:-3.12.1} $(PYTHON312) -m venv $(GPU_VENV)
+	@$(GPU_VENV)/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 12), f"$(GPU_VENV) is Python {sys.version}"'
+	$(GPU_PIP) torch==2.14.1 torchvision==0.29.1 numpy packaging 2>&1 | $(HIDE_PIP_NOTES)
+	$(GPU_PIP) --no-deps -r benchmarks/gpu_wheels.txt 2>&1 | $(HIDE_PIP_NOTES)
+	$(GPU_VENV)/bin/python benchmarks/gpu_check_requirements.py > $(GPU_VENV)/image-requirements.txt
+	$(GPU_PIP) torch==2.14.1 torchvision==0.29.1 -r $(GPU_VENV)/image-requirements.txt 2>&1 | $(HIDE_PIP_NOTES)
+	$(GPU_VENV)/bin/python -m pip uninstall -y -q setuptools 2>&1 | { grep -v "not installed" || true; }
+	@! $(GPU_VENV)/bin/python -c 'import distutils' 2>/dev/null || { echo "distutils is importable in $(GPU_VENV)"; exit 1; }
+	OMP_WAIT_POLICY=passive PYTHONPATH=. $(GPU_VENV)/bin/python benchmarks/gpu_check.py --device cpu --tiny --workdir $(GPU_VENV)/work
 
 # The documentation site into results/site (docs/mkdocs.yml; strict: a broken link fails); the generated pages
 # (CLI, configuration, timings) are rewritten first.

@@ -439,6 +439,13 @@ class EmulatedCuda:
         self._stack.close()
 
     @contextlib.contextmanager
+    def in_this_thread(self) -> Iterator[None]:
+        """The emulation in a thread of its own (torch's modes are per thread), with this emulation's marks and
+        counts: batchgenerators' pinning thread, for one."""
+        with _Dispatch(self.state), _Functions(self.state):
+            yield
+
+    @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """Leave the emulation for a block (tensors keep their marks)."""
         assert self._stack is not None

@@ -13,8 +13,12 @@ GPU driver and are replaced here and only here:
 - ``GradScaler("cuda")``: nnU-Net's scaler is kept; torch disables it without a GPU, so its calls
   run and scale by 1 (``grad_scaler="finite"`` or ``"inf"`` enables it as on a GPU: scaling, unscaling and
   the overflow check on the device, and with ``"inf"`` an overflowing gradient in the first parameter);
-- ``pin_memory``: data-augmentation workers are off (``nnUNet_n_proc_DA=0``), so batchgenerators'
-  pinning thread never starts (``Tensor.pin_memory`` would need the driver);
+- the CUDA runtime calls of batchgenerators' ``NonDetMultiThreadedAugmenter``, which pins every batch its worker
+  processes make in a thread of its own when CUDA is available (``workers`` > 0; the default is none,
+  ``nnUNet_n_proc_DA=0``): that module sees CUDA as available on device 0 and ``set_device`` as done, and its
+  pinning thread runs inside the emulation, so ``Tensor.pin_memory`` marks the batch's storages as pinned
+  (page-locked memory itself needs the driver) and the trainer's non-blocking copies of them count as transfers
+  that do not sync;
 - ``torch.cuda.empty_cache``: a no-op on an uninitialised CUDA (left as is);
 - ``torch.cuda.get_device_name``: returns ``"emulated CUDA"`` (nnU-Net's debug file, the memory probe);
 - ``torch.compile``: off (``nnUNet_compile=f``); compilation is tested on the CPU with dynamo's eager
@@ -72,6 +76,57 @@ def cuda_services_replaced():
         torch.autocast, nnunet_trainer.autocast, torch.cuda.get_device_name, memory.PEAKS["cuda"] = saved
 
 
+class _CudaAvailable:
+    """``torch.cuda`` as batchgenerators' augmenter asks it: available, device 0, ``set_device`` done."""
+
+    @staticmethod
+    def is_available() -> bool:
+        return True
+
+    @staticmethod
+    def current_device() -> int:
+        return 0
+
+    @staticmethod
+    def set_device(device) -> None:
+        pass
+
+
+class _TorchWithCuda:
+    """``torch`` with :class:`_CudaAvailable` as its ``cuda`` (for one module's global name only)."""
+
+    cuda = _CudaAvailable
+
+    def __getattr__(self, name: str):
+        return getattr(torch, name)
+
+
+@contextlib.contextmanager
+def pinning_workers(emu: EmulatedCuda, workers: int):
+    """``workers`` augmentation processes whose batches batchgenerators pins, as on a GPU (module docstring)."""
+    import os
+
+    import batchgenerators.dataloading.nondet_multi_threaded_augmenter as nondet
+
+    saved = nondet.torch, nondet.results_loop, os.environ.get("nnUNet_n_proc_DA")
+    results_loop = saved[1]
+
+    def emulated_results_loop(*args, **kwargs):
+        with emu.in_this_thread():
+            return results_loop(*args, **kwargs)
+
+    nondet.torch, nondet.results_loop = _TorchWithCuda(), emulated_results_loop
+    os.environ["nnUNet_n_proc_DA"] = str(workers)
+    try:
+        yield
+    finally:
+        nondet.torch, nondet.results_loop = saved[:2]
+        if saved[2] is None:
+            os.environ.pop("nnUNet_n_proc_DA", None)
+        else:
+            os.environ["nnUNet_n_proc_DA"] = saved[2]
+
+
 def _describe(emu: EmulatedCuda, x) -> dict:
     if isinstance(x, (list, tuple)):
         return {"list": [_describe(emu, t) for t in x]}
@@ -86,20 +141,26 @@ def run_one(
     ignore_stage: bool = False,
     grad_scaler: str | None = None,
     dataset: str = "1",
+    workers: int = 0,
 ) -> dict:
     """``batch_size_cap`` caps the schedule's batch sizes; ``ignore_stage`` replaces the training loader by one
     that always builds the last (P_max) stage, a broken loader for the tests to catch; ``grad_scaler`` (see the
-    module docstring) enables nnU-Net's gradient scaler; ``dataset`` is nnU-Net's dataset id."""
+    module docstring) enables nnU-Net's gradient scaler; ``dataset`` is nnU-Net's dataset id; ``workers`` runs the
+    loader in that many augmentation processes with pinned memory."""
     from nnunetv2.run.run_training import get_trainer_from_args
 
     record: dict = {"trainer": trainer_name, "configuration": configuration, "ignore_stage": ignore_stage}
-    record["grad_scaler"], record["dataset"] = grad_scaler, dataset
+    record["grad_scaler"], record["dataset"], record["workers"] = grad_scaler, dataset, workers
     # fixed generators (network initialisation, nnU-Net's validation draws): every run of a spec measures the same
     # (the NaN validation losses once seen in 1-2 of 30 runs came from oneDNN's bfloat16 kernel, see above)
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
-    with EmulatedCuda() as emu, cuda_services_replaced():
+    with contextlib.ExitStack() as stack:
+        emu = stack.enter_context(EmulatedCuda())
+        stack.enter_context(cuda_services_replaced())
+        if workers:
+            stack.enter_context(pinning_workers(emu, workers))
         trainer = get_trainer_from_args(dataset, configuration, 0, trainer_name, plans, device=torch.device("cuda"))
         trainer.progress_plot_every = 0  # nnU-Net's progress plot: matplotlib on the host, 0.6 s per trainer
         if batch_size_cap is not None:
@@ -135,11 +196,14 @@ def run_one(
             if grad_scaler == "inf":
                 next(network.parameters()).register_hook(lambda grad: torch.full_like(grad, math.inf))
         before = {name: p.detach().cpu().clone() for name, p in network.named_parameters()}
-        batch = next(trainer.dataloader_train)
-        record["stage"] = trainer.dataloader_train.last_index
-        record["loader_data"] = _describe(emu, batch["data"])
-        record["loader_target"] = _describe(emu, batch["target"])
-        out = trainer.train_step(batch)
+        with emu.counting() as copies:  # the batch, handed over and copied to the device
+            batch = next(trainer.dataloader_train)
+            record["stage"] = trainer.dataloader_train.last_index
+            record["loader_data"] = _describe(emu, batch["data"])
+            record["loader_target"] = _describe(emu, batch["target"])
+            record["pinned"] = bool(batch["data"].is_pinned()) if emu.device_of(batch["data"]).type == "cpu" else None
+            out = trainer.train_step(batch)
+        record["h2d"] = {"blocking": copies.syncs["h2d"], "all": copies.transfers["h2d"]}
         trainer.on_train_epoch_end([out])
         record["train_loss"] = float(out["loss"])
         if grad_scaler:
@@ -176,6 +240,7 @@ def main(specs: list[list]) -> None:
         except Exception as exc:  # reported per trainer; the test names it
             record = {"trainer": spec[0], "ignore_stage": bool(spec[4:5] and spec[4]), "ok": False,
                       "grad_scaler": spec[5] if len(spec) > 5 else None, "dataset": spec[6] if len(spec) > 6 else "1",
+                      "workers": spec[7] if len(spec) > 7 else 0,
                       "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}  # fmt: skip
         print(json.dumps(record, default=str), flush=True)
 

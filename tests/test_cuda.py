@@ -93,6 +93,8 @@ SCALED = "nnUNetTrainer_PGPS_Performance"  # run with nnU-Net's gradient scaler 
 REGION_RUNS = {"2": "regions"}  # nn.REGIONS' id: the dataset with regions, an ignore label and mask-for-norm
 ON_REGIONS = ("nnUNetTrainer_PGPS_CPS", "nnUNetTrainer_PGPS_Efficiency", "nnUNetTrainer_PGPS_Performance",
               "nnUNetTrainer_PGPS_Performance_SingleVolume")  # fmt: skip
+WITH_WORKERS = ("nnUNetTrainer_PGPS_CPS", "nnUNetTrainer_PGPS_Performance")  # run again with 2 pinning workers
+WORKERS = 2
 
 
 def harness(root: Path, specs: list[list]) -> dict[str, dict]:
@@ -107,8 +109,12 @@ def harness(root: Path, specs: list[list]) -> dict[str, dict]:
     )  # fmt: skip
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"trainer"')]
     assert len(records) == len(specs), proc.stdout[-3000:] + proc.stderr[-3000:]
-    return {(r["trainer"], r.get("grad_scaler") or REGION_RUNS.get(r.get("dataset")) or r.get("ignore_stage", False)): r
-            for r in records}  # fmt: skip
+
+    def key(r: dict):  # what the run varies: the scaler, the dataset, the workers or the broken loader
+        variant = r.get("grad_scaler") or REGION_RUNS.get(r.get("dataset")) or r.get("workers")
+        return variant or r.get("ignore_stage", False)
+
+    return {(r["trainer"], key(r)): r for r in records}
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +126,7 @@ def emulated(tiny_nnunet):
         nn.write_raw(tiny_nnunet, regions=True)
         nn.plan_and_preprocess(tiny_nnunet, dataset=nn.REGIONS)
     specs += [[trainer, *U_NET, None, False, None, "2"] for trainer in ON_REGIONS]
+    specs += [[trainer, *U_NET, None, False, None, "1", WORKERS] for trainer in WITH_WORKERS]
     return harness(tiny_nnunet, specs)
 
 
@@ -187,6 +194,24 @@ def test_an_enabled_grad_scaler_skips_the_step_whose_gradients_overflow(emulated
         assert record["params_changed"] == 0 and after == initial * backoff
     else:
         assert record["params_changed"] > record["params"] // 3 and after == initial
+
+
+@pytest.mark.parametrize("trainer", WITH_WORKERS)
+def test_loader_workers_hand_over_pinned_batches_copied_without_blocking(emulated, trainer):
+    """With augmentation workers, batchgenerators pins each batch in its own thread (as on a GPU) and the trainer's
+    copies of it to the device are non-blocking: the same copies as without workers, that many fewer of them block
+    the host. PGPS-Performance hands its crops over pinned and augments them on the device."""
+    alone, pinned = emulated[(trainer, False)], emulated[(trainer, WORKERS)]
+    assert pinned["ok"], f"{pinned.get('error')}\n{pinned.get('traceback', '')}"
+    check_against_schedule(pinned)
+    assert pinned["loader_data"] == alone["loader_data"] and pinned["param_devices"] == ["cuda:0"]
+    assert pinned["h2d"]["all"] == alone["h2d"]["all"]
+    if FAMILIES[trainer][3]:  # the device augmentation's copies: the crops and their context (batched.py)
+        assert pinned["pinned"] is None and pinned["h2d"]["blocking"] < alone["h2d"]["blocking"]
+    else:  # the batch's data and every deep-supervision target
+        copies = 1 + len(pinned["loader_target"]["list"])
+        assert (pinned["pinned"], alone["pinned"]) == (True, False)
+        assert pinned["h2d"]["blocking"] == alone["h2d"]["blocking"] - copies
 
 
 def test_every_listed_trainer_is_emulated_or_a_training_length_of_one():

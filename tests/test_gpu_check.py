@@ -122,3 +122,22 @@ def test_gpu_check_ends_within_its_budget_and_names_what_it_left_out():
 def test_gpu_check_refuses_a_missing_gpu():
     proc = subprocess.run([sys.executable, str(BENCH / "gpu_check.py")], capture_output=True, text=True)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+
+
+def test_the_py312_environment_takes_from_the_image_what_the_wheels_require():
+    """``make gpu-check-py312`` installs beside the wheels the image's packages they require, with every wheel's
+    version bounds, and nothing outside the image (SimpleITK stays a stand-in)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_requirements", BENCH / "gpu_check_requirements.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    requires = {
+        "nnunetv2": ["torch>=2.1.2", "SimpleITK>=2.2.1", "scikit-image>=0.19.3", "timm", "tqdm"],
+        "dynamic-network-architectures": ["timm<1.0.23", "numpy"],
+        "nibabel": ["packaging>=20", 'importlib-resources>=5.12; python_version < "3.9"', 'scipy; extra == "all"'],
+    }
+    base = {"torch", "scikit-image", "timm", "tqdm", "numpy", "packaging", "importlib-resources", "scipy"}
+    found = module.missing_base_requirements(list(requires), base, {"torch", "numpy", "tqdm"}, requires.get)
+    assert found == ["packaging>=20", "scikit-image>=0.19.3", "timm<1.0.23"]
+    assert module.names(BENCH / "gpu_wheels.txt")[:2] == ["nnunetv2", "acvl-utils"]
