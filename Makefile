@@ -10,6 +10,10 @@ EXTRAS := all,test,docs
 comma := ,
 STAMP := $(VENV)/.pgps-installed-$(subst $(comma),-,$(EXTRAS))
 CORES ?= 2
+# OpenMP threads sleep when they wait instead of spinning, unless you chose otherwise: with libgomp's default
+# spin-wait a 2-thread training step is several times slower whenever anything else shares the cores (every target;
+# benchmarks/omp_wait.py measures it)
+export OMP_WAIT_POLICY ?= passive
 
 .PHONY: demo test test-all lint venv clean gpu-check gpu-check-py312 study docs
 
@@ -61,7 +65,7 @@ gpu-check-py312:
 	$(GPU_PIP) torch==2.14.1 torchvision==0.29.1 -r $(GPU_VENV)/image-requirements.txt 2>&1 | $(HIDE_PIP_NOTES)
 	$(GPU_VENV)/bin/python -m pip uninstall -y -q setuptools 2>&1 | { grep -v "not installed" || true; }
 	@! $(GPU_VENV)/bin/python -c 'import distutils' 2>/dev/null || { echo "distutils is importable in $(GPU_VENV)"; exit 1; }
-	OMP_WAIT_POLICY=passive PYTHONPATH=. $(GPU_VENV)/bin/python benchmarks/gpu_check.py --device cpu --tiny --workdir $(GPU_VENV)/work
+	PYTHONPATH=. $(GPU_VENV)/bin/python benchmarks/gpu_check.py --device cpu --tiny --workdir $(GPU_VENV)/work
 
 # The documentation site into results/site (docs/mkdocs.yml; strict: a broken link fails); the generated pages
 # (CLI, configuration, timings) are rewritten first.

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from machine import cpu_model  # benchmarks/machine.py, next to this script
+from machine import cpu_model, passive_openmp  # benchmarks/machine.py, next to this script
 
 BIN = Path(sys.executable).parent
 DATASET_ID, NAME = 720, "AdaptiveBench"
@@ -72,6 +72,7 @@ def prepare(work: Path, args: argparse.Namespace) -> Path:
 
 
 def main() -> int:
+    passive_openmp()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", help="keep data and model in this folder (default: a temporary one)")
     parser.add_argument("--cases", type=int, default=12)

@@ -23,11 +23,19 @@ import sys
 import time
 
 import torch
+from machine import passive_openmp  # benchmarks/machine.py, next to this script
 from torch import nn
 
 import pgps
 
-FORMATS = {"contiguous": torch.contiguous_format, "channels_last_3d": torch.channels_last_3d}
+FORMATS = {
+    "contiguous": torch.contiguous_format,
+    "channels_last_3d": torch.channels_last_3d,
+    "channels_last_3d_group_norm": torch.channels_last_3d,
+}
+SHORT = {"contiguous": "c", "channels_last_3d": "cl", "channels_last_3d_group_norm": "cl+gn"}
+"""The timed variants: a memory format, and the last also nnU-Net's instance norms as one-group-per-channel group
+norms (``pgps.nnunet.norm.use_group_norm``, what a PGPS trainer does to a channels_last_3d network)."""
 DEFAULT_FEATURES = ["4,8,16,32,32", "8,16,32,32,32", "8,16,32,64,64", "16,32,64,64,64"]
 
 
@@ -84,6 +92,10 @@ class Step:
     """One training step of one network in one memory format on fixed random data."""
 
     def __init__(self, net: nn.Module, fmt: str, patch: tuple[int, ...], batch: int, num_classes: int) -> None:
+        if fmt.endswith("_group_norm"):
+            from pgps.nnunet.norm import use_group_norm
+
+            use_group_norm(net)
         self.net = net.to(memory_format=FORMATS[fmt])
         self.x = torch.randn(batch, 1, *patch).contiguous(memory_format=FORMATS[fmt])
         levels = len(net.decoder.seg_layers)
@@ -130,6 +142,7 @@ def parse_features(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    passive_openmp()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--features", nargs="+", type=parse_features, default=[parse_features(f) for f in DEFAULT_FEATURES],
@@ -140,7 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         "--stages", nargs="+", type=int, default=[0, 3, 9],
         help="PGPS-Performance stage indices to time (0..9; 9 = 64^3 x 2 = CPS) (default: %(default)s)",
     )  # fmt: skip
-    p.add_argument("--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS))
+    p.add_argument(
+        "--formats", nargs="+", choices=list(FORMATS), default=list(FORMATS)[:2],
+        help="variants to time side by side; ratios are to the first (default: %(default)s)",
+    )  # fmt: skip
     p.add_argument("--repeats", type=int, default=4, help="timed steps per cell and format (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default: %(default)s)")
     p.add_argument(
@@ -164,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     head = f"{'features':<16} {'convs':>5} {'params':>8} {'stage (patch x batch)':>22}"
     head += "".join(f" {fmt:>18}" for fmt in args.formats)
-    if len(args.formats) == 2:
-        head += f" {'ratio c/cl':>10}"
+    head += "".join(f" {SHORT[args.formats[0]] + '/' + SHORT[other]:>10}" for other in args.formats[1:])
     print(head, flush=True)
     rows = []
     started = time.perf_counter()
@@ -182,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 label = f"{index}: {'x'.join(map(str, stage.patch_size))} x {stage.batch_size}"
                 line = f"{','.join(map(str, features)):<16} {convs:>5} {params / 1e3:>7.0f}k {label:>22}"
                 line += "".join(f" {f'{med[fmt]:.3f} ({min(times[fmt]):.3f})':>18}" for fmt in args.formats)
-                if len(args.formats) == 2:
-                    line += f" {med['contiguous'] / med['channels_last_3d']:>10.2f}"
+                line += "".join(f" {med[args.formats[0]] / med[other]:>10.2f}" for other in args.formats[1:])
                 print(line, flush=True)
 
     print(

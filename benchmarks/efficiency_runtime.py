@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from machine import cpu_model  # benchmarks/machine.py, next to this script
+from machine import cpu_model, passive_openmp  # benchmarks/machine.py, next to this script
 
 import pgps
 
@@ -98,6 +98,7 @@ def train(work: Path, dataset: str, configuration: str, trainer: str, repeat: in
 
 
 def main() -> int:
+    passive_openmp()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="lesions", help="pgps synth preset")
     parser.add_argument("--network", choices=["light", "planned"], default="light")

@@ -41,7 +41,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from machine import cpu_model  # benchmarks/machine.py, next to this script
+from machine import cpu_model, passive_openmp  # benchmarks/machine.py, next to this script
 from threadpoolctl import threadpool_limits
 
 import pgps
@@ -234,6 +234,7 @@ def print_table(result: dict, strategies: list[str], before: bool) -> None:
 
 
 def main() -> int:
+    passive_openmp()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(LOADER_PRESETS), choices=list(LOADER_PRESETS))
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="where the synthetic preprocessed data live")

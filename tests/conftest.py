@@ -1,6 +1,11 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules. OpenMP waits passively in the tests and every process they start, unless
+``OMP_WAIT_POLICY`` is set (set before torch loads libgomp: see the Makefile)."""
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 
 import pytest
 

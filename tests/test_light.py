@@ -18,7 +18,7 @@ from pgps.nnunet.light import (
     add_light_configuration,
     use_channels_last_3d,
 )
-from pgps.nnunet.norm import allow_single_voxel_norm
+from pgps.nnunet.norm import allow_single_voxel_norm, use_group_norm
 from tests import nnunet_env as nn
 
 CL = torch.channels_last_3d
@@ -195,6 +195,47 @@ def test_channels_last_keeps_outputs_and_gradients_equal():
     torch.testing.assert_close(net(x)[0], reference(x)[0], rtol=1e-4, atol=1e-4)
 
 
+def test_group_norm_is_the_instance_norm_maths_with_the_same_parameters():
+    """The swap a PGPS trainer makes on a channels_last_3d network: in float64 (no rounding to hide behind) the
+    outputs and every gradient equal the instance-norm network's, the 1x1x1 bottleneck of the first PGPS stage
+    included; the parameters are the same tensors under the same keys (checkpoints load either way)."""
+    torch.manual_seed(0)
+    reference = nnunet_network(add_light_configuration(demo_plans()), "3d_light").double()
+    with torch.no_grad():  # away from nnU-Net's initial 0 bias: a single-voxel norm outputs its bias, at ReLU's kink
+        for module in reference.modules():
+            if isinstance(module, torch.nn.InstanceNorm3d):
+                module.weight.uniform_(0.5, 1.5), module.bias.uniform_(-0.5, 0.5)
+    allow_single_voxel_norm(reference)
+    net = copy.deepcopy(reference)
+    params = [id(p) for p in net.parameters()]
+    norms = {id(m) for m in net.modules() if isinstance(m, torch.nn.InstanceNorm3d)}
+    assert use_group_norm(net) == len(norms) == 9  # one per conv: 5 encoder stages, 4 decoder
+    assert [id(p) for p in net.parameters()] == params and list(net.state_dict()) == list(reference.state_dict())
+    assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in net.modules())
+    block = net.encoder.stages[0][0].convs[0]
+    assert block.norm in list(block.all_modules) and type(block.norm) is torch.nn.GroupNorm  # one module, two names
+    for patch, batch in (((16, 16, 16), 4), ((32, 32, 32), 2)):  # 16^3: a 1x1x1 bottleneck
+        x = torch.randn(batch, 1, *patch, dtype=torch.float64)
+        outputs = [model(x) for model in (reference, net)]
+        weights = [torch.randn_like(o) for o in outputs[0]]
+        grads = []
+        for model, out in zip((reference, net), outputs, strict=True):
+            model.zero_grad()
+            sum((o * w).sum() for o, w in zip(out, weights, strict=True)).backward()
+            grads.append([p.grad.clone() for p in model.parameters()])
+        for a, b in zip(*outputs, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        for a, b in zip(*grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-11)
+    # in float32 and channels_last_3d, as the demo trains: within float32 rounding of the reference
+    net, reference = net.float(), reference.float()
+    use_channels_last_3d(net)
+    x = torch.randn(2, 1, 32, 32, 32)
+    torch.testing.assert_close(net(x)[0], reference(x)[0], rtol=1e-3, atol=1e-3)
+    kept = torch.nn.InstanceNorm3d(4, affine=True, track_running_stats=True)  # running statistics: not the same maths
+    assert use_group_norm(torch.nn.Sequential(kept)) == 0
+
+
 def test_cli_edits_a_copy_of_the_plans_atomically(tmp_path, capsys):
     plans_file = tmp_path / "nnUNetPlans.json"
     plans_file.write_text(json.dumps(demo_plans()))
@@ -240,8 +281,13 @@ def test_nnunet_train_runs_the_light_configuration_in_channels_last(tmp_path):
     folder = tmp_path / "results" / nn.DATASET / f"{trainer}__nnUNetPlans__3d_light" / "fold_0"
     log = next(folder.glob("training_log_*.txt")).read_text()
     assert "PGPS: network in channels_last_3d memory format" in log
+    assert "PGPS: 7 instance norms computed as group norms (one group per channel)" in log
     assert "PGPS stage 0 (1 of 4): patch 8x8x8, batch 16" in log
     assert not (tmp_path / "preprocessed" / nn.DATASET / "nnUNetPlans_3d_light").exists()  # no re-preprocessing
     checkpoint = torch.load(folder / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert checkpoint["init_args"]["configuration"] == "3d_light"
+    # the checkpoint's keys are those of the instance-norm network nnU-Net's predictor builds from the plans
+    planned = nnunet_network(json.loads(plans_file.read_text()), "3d_light", num_classes=3)
+    assert list(checkpoint["network_weights"]) == list(planned.state_dict())
+    planned.load_state_dict(checkpoint["network_weights"])
     assert json.loads((folder / "validation" / "summary.json").read_text())["foreground_mean"]["Dice"] >= 0

@@ -26,9 +26,14 @@ def recipe(target: str, bin_folder: Path | str = BIN) -> str:
 
 @pytest.mark.parametrize(("target", "last_rule"), [("demo", "all"), ("study", "study_render")])
 def test_make_workflow_targets_run_as_written(target, last_rule):
-    proc = subprocess.run(f"{recipe(target)} --dry-run", shell=True, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(f"{recipe(target)} --dry-run --printshellcmds", shell=True, cwd=REPO, capture_output=True,
+                          text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "This was a dry-run" in proc.stdout and re.search(rf"^\s*{last_rule}\b", proc.stdout, re.M)
+    # every nnU-Net command (trainings included) waits passively in OpenMP unless the user chose a policy
+    commands = [line for line in proc.stdout.splitlines() if "nnUNet_extTrainer=" in line]
+    assert any("nnUNetv2_train" in line or "train-evaluate" in line for line in commands)
+    assert all('OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"' in line for line in commands)
 
 
 def test_the_documented_study_command_is_the_makefile_recipe():

@@ -295,9 +295,6 @@ class MemoryProbeMixin:
         """A fresh copy of the training network, prepared as :class:`PGPSMixin` prepares it."""
         from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
 
-        from pgps.nnunet.light import MEMORY_FORMAT_KEY, use_channels_last_3d
-        from pgps.nnunet.norm import allow_single_voxel_norm
-
         self.num_input_channels = determine_num_input_channels(
             self.plans_manager, self.configuration_manager, self.dataset_json
         )
@@ -308,10 +305,7 @@ class MemoryProbeMixin:
             self.label_manager.num_segmentation_heads,
             self.enable_deep_supervision,
         ).to(self.device)
-        if self.single_voxel_bottleneck:
-            allow_single_voxel_norm(network)
-        if self.configuration_manager.configuration.get(MEMORY_FORMAT_KEY) == "channels_last_3d":
-            use_channels_last_3d(network)
+        self.prepare_network(network)
         return network
 
     def build_schedule(self) -> pgps.Schedule:

@@ -1,10 +1,20 @@
-"""Instance norm that trains on a single-voxel map: the journal's 1x1x1-bottleneck stage.
+"""Instance norm that trains on a single-voxel map (the journal's 1x1x1-bottleneck stage), and without layout copies
+on a ``channels_last_3d`` network.
 
 PyTorch's ``instance_norm`` refuses a map with one spatial element in training mode. On such a
 map the normalised value is exactly 0 (``x - mean(x) = 0``), so the layer's output is its affine
 bias and the gradient with respect to ``x`` is 0. :class:`SingleVoxelInstanceNorm3d` returns that
 directly and defers to PyTorch otherwise. :func:`allow_single_voxel_norm` switches the instance
 norms of one network to it in place: nothing in torch is patched.
+
+On a ``channels_last_3d`` network (the CPU demo's, :mod:`pgps.nnunet.light`), torch's CPU ``instance_norm`` converts
+every input to the contiguous layout and its result back (about 200 copies per training step of the demo's U-Net, a
+fifth of the step in the profile of #29). ``GroupNorm`` with one group per channel computes the same statistics (per
+sample and channel, over the spatial axes, biased variance, the same ``eps``) with one affine weight and bias per
+channel, and its CPU kernel reads ``channels_last_3d`` directly. :func:`use_group_norm` swaps it in where that is
+exact: an ``InstanceNorm3d`` without running statistics (nnU-Net's plans), whose parameters it keeps (the same
+tensors: an optimizer built on them stays valid, and checkpoints keep their keys). On a single-voxel map its
+normalised value is 0 as well, so the swapped network also trains the 1x1x1 bottleneck.
 """
 
 from __future__ import annotations
@@ -25,11 +35,37 @@ class SingleVoxelInstanceNorm3d(nn.InstanceNorm3d):
         return out
 
 
-def allow_single_voxel_norm(network: nn.Module) -> int:
-    """Switch every ``InstanceNorm3d`` of ``network`` to :class:`SingleVoxelInstanceNorm3d`; returns the count."""
+def retype_modules(network: nn.Module, source: type[nn.Module], subclass: type[nn.Module]) -> int:
+    """Make every module of ``network`` whose type is exactly ``source`` an instance of ``subclass`` (a subclass that
+    only changes ``forward``), in place: the same object, parameters and keys. Returns the count."""
     count = 0
     for module in network.modules():
-        if type(module) is nn.InstanceNorm3d:
-            module.__class__ = SingleVoxelInstanceNorm3d
+        if type(module) is source:
+            module.__class__ = subclass
             count += 1
     return count
+
+
+def allow_single_voxel_norm(network: nn.Module) -> int:
+    """Switch every ``InstanceNorm3d`` of ``network`` to :class:`SingleVoxelInstanceNorm3d`; returns the count."""
+    return retype_modules(network, nn.InstanceNorm3d, SingleVoxelInstanceNorm3d)
+
+
+def use_group_norm(network: nn.Module) -> int:
+    """Replace every ``InstanceNorm3d`` of ``network`` without running statistics (also
+    :class:`SingleVoxelInstanceNorm3d`) by ``GroupNorm`` with one group per channel, in place, keeping its ``eps``,
+    affine parameters (the same tensors) and training mode; returns how many norms were replaced. A norm that the
+    network holds under two names (nnU-Net's blocks keep ``norm`` and ``all_modules``) becomes one ``GroupNorm``.
+    See the module docstring for when it is exact."""
+    swapped: dict[int, nn.GroupNorm] = {}
+    for parent in list(network.modules()):
+        for name, module in list(parent._modules.items()):
+            if not isinstance(module, nn.InstanceNorm3d) or module.track_running_stats:
+                continue
+            if id(module) not in swapped:
+                norm = nn.GroupNorm(module.num_features, module.num_features, eps=module.eps, affine=module.affine)
+                if module.affine:
+                    norm.weight, norm.bias = module.weight, module.bias
+                swapped[id(module)] = norm.train(module.training)
+            setattr(parent, name, swapped[id(module)])
+    return len(swapped)

@@ -47,7 +47,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.lr import REFERENCE_BATCH_SIZE, scaled_learning_rate
-from pgps.nnunet import carbon, compiling, ddp, losses, runlock
+from pgps.nnunet import carbon, compiling, cpu_autocast, ddp, losses, runlock
 from pgps.nnunet.carbon import CarbonMixin
 from pgps.nnunet.checkpoints import CheckpointMixin, CurriculumLogger
 from pgps.nnunet.compiling import CompileMixin
@@ -55,7 +55,7 @@ from pgps.nnunet.loading.batched import AugmentationSpec
 from pgps.nnunet.loading.batches import CurriculumBatches, StageLoader
 from pgps.nnunet.loading.resample import ResampleTransform
 from pgps.nnunet.loading.sampling import PlannedDataLoader, StepQueue, ValidationDataLoader
-from pgps.nnunet.norm import allow_single_voxel_norm
+from pgps.nnunet.norm import allow_single_voxel_norm, use_group_norm
 from pgps.nnunet.telemetry import MIXED, Telemetry, TelemetryMixin
 from pgps.plans import configuration_steps
 from pgps.sampling import BatchPlanner, combine_seeds
@@ -102,6 +102,8 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
     - ``foreground_share``: forced-foreground share of every batch (``None``: nnU-Net's 33%);
     - ``training_length``: fraction of nnU-Net's 250 iterations per epoch;
     - ``single_voxel_bottleneck``: train the 1x1x1-bottleneck stage (instance norms made to accept it);
+    - ``group_norm_on_channels_last``: on a ``channels_last_3d`` network, compute the instance norms as group norms
+      with one group per channel (the same maths without layout copies: :mod:`pgps.nnunet.norm`);
     - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: batch plan/RPSS seed;
     - ``rpss_pool``: the stages RPSS draws from (:data:`pgps.schedule.RPSS_POOLS`; ``"miccai"``, the paper's);
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
@@ -121,6 +123,7 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
     foreground_share: float | None = 0.5
     training_length: float = 1.0
     single_voxel_bottleneck: bool = True
+    group_norm_on_channels_last: bool = True
     batch_size_cap: int | None = None
     curriculum_seed: int = 0
     rpss_pool: str = "miccai"
@@ -207,6 +210,7 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
     def initialize(self) -> None:
         if self.local_rank == 0 and getattr(self, "_run_lock", None) is None:  # one trainer per fold folder
             self._run_lock = runlock.hold_or_exit(self.output_folder)
+        self.cpu_bf16 = cpu_autocast.enabled(self.device)  # PGPS_CPU_AUTOCAST=bf16 (pgps.nnunet.cpu_autocast)
         self.schedule = self.build_schedule()
         self.training_foreground_share = self.oversample_foreground_percent  # nnU-Net rewrites it per rank under DDP
         if self.is_ddp:  # pgps.nnunet.ddp: rank 0's schedule on every rank; every stage's global batch split over them
@@ -221,15 +225,35 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
             * numel(self.schedule.patch_size_max),
         }
         super().initialize()
-        if self.single_voxel_bottleneck:
-            allow_single_voxel_norm(self.network)
-        from pgps.nnunet.light import MEMORY_FORMAT_KEY, use_channels_last_3d
-
-        if self.configuration_manager.configuration.get(MEMORY_FORMAT_KEY) == "channels_last_3d":
-            use_channels_last_3d(self.network)  # this network only: parameters and inputs (pgps.nnunet.light)
-            self.print_to_log_file("PGPS: network in channels_last_3d memory format")
+        for note in self.prepare_network(self.network):
+            self.print_to_log_file(f"PGPS: {note}")
         self._set_up_compilation()
         self.print_to_log_file(f"PGPS curriculum:\n{self.schedule.table()}", also_print_to_console=True)
+
+    def prepare_network(self, network: torch.nn.Module) -> list[str]:
+        """Make ``network`` (built from this trainer's plans) train as the curriculum needs, in place; returns what
+        was done, for the log. Its instance norms accept the 1x1x1 bottleneck (``single_voxel_bottleneck``); a
+        ``channels_last_3d`` configuration (:mod:`pgps.nnunet.light`) converts it to that format and its instance
+        norms to the equivalent group norms, which keep that layout (``group_norm_on_channels_last``,
+        :func:`pgps.nnunet.norm.use_group_norm`); bfloat16 autocast on the CPU guards its convolutions
+        (:func:`pgps.nnunet.cpu_autocast.prepare`)."""
+        from pgps.nnunet.light import MEMORY_FORMAT_KEY, use_channels_last_3d
+
+        notes = []
+        if self.single_voxel_bottleneck:
+            allow_single_voxel_norm(network)
+        if self.configuration_manager.configuration.get(MEMORY_FORMAT_KEY) == "channels_last_3d":
+            if self.group_norm_on_channels_last and (count := use_group_norm(network)):
+                notes.append(f"{count} instance norms computed as group norms (one group per channel)")
+            use_channels_last_3d(network)  # this network only: parameters and inputs (pgps.nnunet.light)
+            notes.append("network in channels_last_3d memory format")
+        if getattr(self, "cpu_bf16", False):
+            count = cpu_autocast.prepare(network)
+            notes.append(
+                f"training and validation steps under bfloat16 autocast on the CPU ({cpu_autocast.ENV}=bf16); "
+                f"{count} convolutions compute in float32 on depth-2 inputs"
+            )
+        return notes
 
     # -- loss (pgps.nnunet.losses) ---------------------------------------------------------------
     def _build_loss(self):
@@ -430,7 +454,8 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         self.telemetry.add(data, target, batch.get("pgps_fg_fallbacks"))
         before = compiling.CompileCounters.now()
         try:
-            out = super().train_step(batch)
+            with cpu_autocast.autocast(self.cpu_bf16):
+                out = super().train_step(batch)
         except (IndexError, RuntimeError) as exc:  # e.g. a label value dataset.json does not declare: name the case
             problem = self.label_problem(batch)
             if problem:
@@ -445,6 +470,11 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         self._epoch_time = time.perf_counter() - self._epoch_started - self.telemetry.compile_time_s
         self._epoch_carbon = self.carbon.end_epoch()
         super().on_train_epoch_end(train_outputs)
+
+    def validation_step(self, batch: dict) -> dict:
+        """nnU-Net's validation step, under bfloat16 autocast when the training steps are (CPU, opt-in)."""
+        with cpu_autocast.autocast(getattr(self, "cpu_bf16", False)):
+            return super().validation_step(batch)
 
     def on_validation_epoch_start(self) -> None:
         self.network = self.network_for_stage(self.schedule.num_stages - 1)  # validation and inference at P_max

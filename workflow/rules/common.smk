@@ -53,13 +53,16 @@ def demo_fold_dir(dataset, trainer, fold):
 
 def nnunet_env(nnunet_dir, results=None, processes=None):
     """``export`` of nnU-Net's paths under ``nnunet_dir`` (raw, preprocessed, ``results`` when given), its process
-    count and the pgps trainers (``nnUNet_extTrainer``), for the start of a shell command: every rule's one way."""
+    count, the pgps trainers (``nnUNet_extTrainer``) and OpenMP's passive wait unless the user chose a policy
+    (``OMP_WAIT_POLICY``: libgomp's default spin-wait makes a 2-thread step several times slower whenever another
+    process shares the cores; ``benchmarks/omp_wait.py``), for the start of a shell command: every rule's one way."""
     parts = [f"nnUNet_raw={nnunet_dir}/raw", f"nnUNet_preprocessed={nnunet_dir}/preprocessed"]
     if results is not None:
         parts.append(f"nnUNet_results={nnunet_dir}/{results}")
     if processes is not None:
         parts.append(f"nnUNet_def_n_proc={processes}")
     parts.append('nnUNet_extTrainer="$(python -m pgps trainers --ext-path)"')
+    parts.append('OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"')
     return f"export {' '.join(parts)};"
 
 
