@@ -102,6 +102,8 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
     - ``foreground_share``: forced-foreground share of every batch (``None``: nnU-Net's 33%);
     - ``training_length``: fraction of nnU-Net's 250 iterations per epoch;
     - ``single_voxel_bottleneck``: train the 1x1x1-bottleneck stage (instance norms made to accept it);
+    - ``prefetch_batches``: on the CPU without loader workers, make the next training batch in a background thread
+      while the current step computes (:mod:`pgps.nnunet.loading.batches`; resumes stay exact);
     - ``group_norm_on_channels_last``: on a ``channels_last_3d`` network, compute the instance norms as group norms
       with one group per channel (the same maths without layout copies: :mod:`pgps.nnunet.norm`);
     - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: batch plan/RPSS seed;
@@ -124,6 +126,7 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
     training_length: float = 1.0
     single_voxel_bottleneck: bool = True
     group_norm_on_channels_last: bool = True
+    prefetch_batches: bool = True
     batch_size_cap: int | None = None
     curriculum_seed: int = 0
     rpss_pool: str = "miccai"
@@ -404,7 +407,9 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         )
         processes = get_allowed_n_proc_DA()
         val = self._augmenter(dl_val, max(1, processes // 2) if processes else 0, max(3, processes // 4))
-        return CurriculumBatches(self), val
+        # without workers on the CPU, the next batch is made while the step computes (pgps.nnunet.loading.batches)
+        prefetch = self.prefetch_batches and processes == 0 and self.device.type == "cpu"
+        return CurriculumBatches(self, prefetch=prefetch), val
 
     # -- the training loop hooks --------------------------------------------------------------------
     def on_train_start(self) -> None:

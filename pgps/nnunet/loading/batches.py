@@ -3,6 +3,14 @@
 :class:`CurriculumBatches` is what nnU-Net's loop calls ``next()`` on (``trainer.dataloader_train``); a
 :class:`StageLoader` holds one stage's :class:`~pgps.nnunet.loading.sampling.PlannedDataLoader` behind nnU-Net's
 augmenter and hands out exactly the step asked for.
+
+Without loader workers, nnU-Net makes each batch in the training process, between two steps. With ``prefetch``
+(a PGPS trainer on the CPU without workers: the demo), :class:`CurriculumBatches` makes the next step's batch in
+one background thread while the current step computes (torch's kernels release the GIL). It prefetches only
+within an epoch: at an epoch's end no batch is in the making, so the random state a checkpoint saves is the one an
+uninterrupted run has there, and a resumed run draws the same batches (the loader's random draws happen in one
+thread, in step order; the training step itself draws none). The first batch of a stage is made in the training
+thread, with the stage's new loader.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from pgps.nnunet.loading.sampling import PlannedDataLoader, StepQueue, finish_batch
@@ -53,32 +62,67 @@ class CurriculumBatches:
     The trainer's :class:`pgps.Curriculum` says which step comes next (and advances when the batch is
     handed out); the stage of that step says which loader makes it. Paced modes keep one loader and
     replace it at a stage change (finishing its workers); RPSS keeps one loader per stage drawn so far.
+    ``prefetch``: make the next batch of the same epoch in a background thread (module docstring).
     """
 
-    def __init__(self, trainer: Any) -> None:
+    def __init__(self, trainer: Any, prefetch: bool = False) -> None:
         self.trainer = trainer
+        self.prefetch = prefetch
         self.loaders: dict[int, StageLoader] = {}
         self.last_index: int | None = None  # stage of the batch returned last
+        self._thread: ThreadPoolExecutor | None = None
+        self._pending: tuple[int, Future] | None = None  # (step, its batch in the making)
 
     def __iter__(self) -> Iterator[dict]:
         return self
 
     def __next__(self) -> dict:
-        t = self.trainer
-        curriculum = t.curriculum
+        curriculum = self.trainer.curriculum
         step, index = curriculum.global_step, curriculum.stage_index
+        if self._pending is not None and self._pending[0] == step:
+            batch = self._pending[1].result()
+            self._pending = None
+        else:
+            self._wait()
+            batch = self._make(step, index)
+        self.last_index = index
+        curriculum.step()
+        # the next step belongs to this epoch and to a stage whose loader exists (a loader is made in this thread:
+        # it sets the trainer's stage configuration while it builds the transforms)
+        if self.prefetch and curriculum.iteration > 0 and curriculum.stage_index in self.loaders:
+            if self._thread is None:
+                self._thread = ThreadPoolExecutor(1, thread_name_prefix="pgps-prefetch")
+            upcoming = curriculum.global_step
+            self._pending = (upcoming, self._thread.submit(self._make, upcoming, curriculum.stage_index))
+        return batch
+
+    def _make(self, step: int, index: int) -> dict:
+        """The batch of ``step`` (stage ``index``), from its stage's loader (made first at a stage change)."""
+        t = self.trainer
         if index not in self.loaders:
             if t.schedule.mode != "rpss":
-                self.close()
+                self.close_loaders()
                 position = f"{index} ({index + 1} of {t.schedule.num_stages})"
                 t.print_to_log_file(f"PGPS stage {position}: {t.describe_stage(index)}")
             self.loaders[index] = t.make_train_loader(index)
-        batch = finish_batch(self.loaders[index].take(step), t.device)  # batched augmentation deferred to the GPU
-        self.last_index = index
-        curriculum.step()
-        return batch
+        return finish_batch(self.loaders[index].take(step), t.device)  # batched augmentation deferred to the GPU
 
-    def close(self) -> None:
+    def _wait(self) -> None:
+        """Let a batch in the making finish (its errors surface here)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending[1].result()
+
+    def close_loaders(self) -> None:
         for loader in self.loaders.values():
             loader.close()
         self.loaders.clear()
+
+    def close(self) -> None:
+        try:
+            self._wait()
+        finally:
+            if self._thread is not None:
+                self._thread.shutdown()
+                self._thread = None
+            self.close_loaders()

@@ -1,0 +1,62 @@
+"""The CPU loader overlapped with compute (#29): without loader workers, a PGPS trainer on the CPU makes the next
+batch of the epoch in a background thread while the step computes. Measured on the tests' tiny dataset: where each
+batch was made, and that the network receives exactly the batches (data and targets, bit for bit) of a run without
+prefetching, also across a resume (tests/test_resume.py resumes with the default, prefetching)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests import nnunet_env as nn
+
+pytestmark = pytest.mark.nnunet
+
+RUN = """
+import hashlib, json, sys, threading, torch
+from nnunetv2.run.run_training import get_trainer_from_args
+from pgps.nnunet.loading import sampling
+trainer = get_trainer_from_args("1", "3d_fullres", 0, sys.argv[1], device=torch.device("cpu"))
+trainer.prefetch_batches = sys.argv[2] == "1"
+made = []
+generate = sampling.PlannedDataLoader.generate_train_batch
+def recorded(self, *args, **kwargs):
+    made.append(threading.current_thread().name.split("_")[0])
+    return generate(self, *args, **kwargs)
+sampling.PlannedDataLoader.generate_train_batch = recorded
+received = []
+step = trainer.train_step
+def train_step(batch):
+    digest = hashlib.sha256()
+    for t in [batch["data"], *(batch["target"] if isinstance(batch["target"], list) else [batch["target"]])]:
+        digest.update(t.detach().contiguous().numpy().tobytes())
+    received.append([trainer.current_epoch, digest.hexdigest()[:16]])
+    return step(batch)
+trainer.train_step = train_step
+trainer.run_training()
+print(json.dumps({"made": made, "received": received}))
+"""
+
+
+def run(root, tmp_path, trainer: str, prefetch: bool) -> dict:
+    env = nn.env(root, tmp_path / f"results_{int(prefetch)}", PGPS_EPOCHS="4", PGPS_ITERATIONS_PER_EPOCH="3",
+                 PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="0", PGPS_SEED="3")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", RUN, trainer, str(int(prefetch))], env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("trainer", ["nnUNetTrainer_PGPS_CPS", "nnUNetTrainer_PGPS_Performance"])
+def test_the_next_batch_is_made_while_the_step_computes_and_is_the_same_batch(tiny_nnunet, tmp_path, trainer):
+    prefetched, plain = run(tiny_nnunet, tmp_path, trainer, True), run(tiny_nnunet, tmp_path, trainer, False)
+    assert prefetched["received"] == plain["received"]  # the same batches, bit for bit, in the same epochs
+    assert len(plain["received"]) == 4 * 3 and set(plain["made"]) == {"MainThread"}
+    # in each epoch the first batch is made in the training thread, the next ones in the prefetch thread (after a
+    # stage change too: a stage's first batch, with its new loader, is made in the training thread)
+    threads = prefetched["made"]
+    assert len(threads) == 12 and threads[0::3] == ["MainThread"] * 4
+    assert all(name == "pgps-prefetch" for i, name in enumerate(threads) if i % 3), threads
