@@ -7,7 +7,8 @@ Trains the demo's configuration (``pgps synth`` preset ``lesions``, planned by n
 - ``before``: the trainer as before #29: instance norms, each batch loaded between two steps;
 - ``group norms``: instance norms computed as group norms (:func:`pgps.nnunet.norm.use_group_norm`);
 - ``group norms + prefetch``: also the next batch made while the step computes (today's default);
-- ``+ bf16``: also ``PGPS_CPU_AUTOCAST=bf16`` (opt-in; only where the CPU has bfloat16 instructions).
+- ``+ bf16``: prefetch and ``PGPS_CPU_AUTOCAST=bf16`` (opt-in; only where the CPU has bfloat16 instructions;
+  the trainer keeps the instance norms under it, where torch's CPU group norm is the slower one).
 
 Every variant loads in the training process (``nnUNet_n_proc_DA=0``, as the demo) with 2 torch threads and
 ``OMP_WAIT_POLICY=passive``. Reported per variant: the median seconds per training iteration (an epoch's

@@ -105,7 +105,8 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
     - ``prefetch_batches``: on the CPU without loader workers, make the next training batch in a background thread
       while the current step computes (:mod:`pgps.nnunet.loading.batches`; resumes stay exact);
     - ``group_norm_on_channels_last``: on a ``channels_last_3d`` network, compute the instance norms as group norms
-      with one group per channel (the same maths without layout copies: :mod:`pgps.nnunet.norm`);
+      with one group per channel (the same maths without layout copies: :mod:`pgps.nnunet.norm`; in float32 only:
+      under the opt-in bfloat16 autocast torch's CPU group norm is the slower one);
     - ``batch_size_cap``: optional upper limit on the batch size; ``curriculum_seed``: batch plan/RPSS seed;
     - ``rpss_pool``: the stages RPSS draws from (:data:`pgps.schedule.RPSS_POOLS`; ``"miccai"``, the paper's);
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
@@ -246,7 +247,9 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         if self.single_voxel_bottleneck:
             allow_single_voxel_norm(network)
         if self.configuration_manager.configuration.get(MEMORY_FORMAT_KEY) == "channels_last_3d":
-            if self.group_norm_on_channels_last and (count := use_group_norm(network)):
+            # not under bfloat16 autocast: there torch's CPU group norm is the slower one (benchmarks/demo_step.py)
+            bf16 = getattr(self, "cpu_bf16", False)
+            if self.group_norm_on_channels_last and not bf16 and (count := use_group_norm(network)):
                 notes.append(f"{count} instance norms computed as group norms (one group per channel)")
             use_channels_last_3d(network)  # this network only: parameters and inputs (pgps.nnunet.light)
             notes.append("network in channels_last_3d memory format")
