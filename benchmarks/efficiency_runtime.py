@@ -8,7 +8,8 @@ alternating the two ``--repeats`` times. Only the training loop runs (``run_trai
 sliding-window validation), in-process data loading, ``PGPS_SEED=0``. Reported from the trainers'
 own ``pgps_summary.json``: training time (sum of epoch times, validation excluded; SPEC section 2),
 and iterated voxels (the FLOP proxy); the runtime ratio is the median Efficiency time over the
-median CPS time.
+median CPS time. Per stage of PGPS-Efficiency it prints the median time per iteration and the cost per voxel
+relative to its last stage (where a fixed per-iteration cost shows: the first stages' few voxels).
 
     .venv/bin/python benchmarks/efficiency_runtime.py                    # ~5 min on 2 cores
     .venv/bin/python benchmarks/efficiency_runtime.py --epochs 20 --iterations 10 --repeats 3 --json eff.json
@@ -17,7 +18,9 @@ median CPS time.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -94,7 +97,34 @@ def train(work: Path, dataset: str, configuration: str, trainer: str, repeat: in
     wall = time.perf_counter() - start
     fold = results / dataset / f"{trainer}__nnUNetPlans__{configuration}" / "fold_0"
     summary = json.loads((fold / "pgps_summary.json").read_text())
-    return {**summary, "process_wall_s": wall}
+    with open(fold / "pgps_telemetry.csv", newline="") as f:
+        epochs = [{k: row[k] for k in ("stage", "patch_size", "batch_size", "iterations", "epoch_time_s")}
+                  for row in csv.DictReader(f)]  # fmt: skip
+    return {**summary, "process_wall_s": wall, "epochs": epochs}
+
+
+def per_stage(runs: list[dict]) -> list[dict]:
+    """Median seconds per iteration of each stage over every run's epochs of it, and the cost per voxel relative
+    to the last stage (``P_max``): 1 where time follows the voxels, above 1 where a fixed per-iteration cost shows."""
+    times: dict[int, list[float]] = {}
+    shape: dict[int, tuple[str, int]] = {}
+    for run in runs:
+        for epoch in run["epochs"]:
+            index = int(epoch["stage"])
+            times.setdefault(index, []).append(float(epoch["epoch_time_s"]) / int(epoch["iterations"]))
+            shape[index] = (epoch["patch_size"], int(epoch["batch_size"]))
+    rows = []
+    for index in sorted(times):
+        patch, batch = shape[index]
+        voxels = batch * math.prod(int(v) for v in patch.split("x"))
+        rows.append({"stage": index, "patch_size": patch, "batch_size": batch, "voxels": voxels,
+                     "seconds_per_iteration": statistics.median(times[index])})  # fmt: skip
+    last = rows[-1]
+    for row in rows:
+        row["cost_per_voxel"] = (row["seconds_per_iteration"] / row["voxels"]) / (
+            last["seconds_per_iteration"] / last["voxels"]
+        )
+    return rows
 
 
 def main() -> int:
@@ -137,12 +167,18 @@ def main() -> int:
     if mean_stage:  # the article's virtual relative runtime (its P_max epochs stand for CPS epochs)
         virtual = time_eff / (mean_stage * args.epochs)
         print(f"  virtual relative runtime (article, Section 3.2.2): {100 * virtual:.1f}%")
+    stages = per_stage(runs["efficiency"])
+    print("\nPGPS-Efficiency per stage (median over its epochs; cost per voxel relative to the last stage):")
+    for row in stages:
+        ms, cost = 1000 * row["seconds_per_iteration"], row["cost_per_voxel"]
+        print(f"  stage {row['stage']}: {row['patch_size']:>9} x {row['batch_size']}  {ms:7.1f} ms per iteration  "
+              f"{cost:5.2f}x per voxel")  # fmt: skip
     machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "device": args.device}
     print(f"machine: {machine}")
     if args.json:
         out = {"machine": machine, "configuration": configuration, "epochs": args.epochs,
                "iterations": args.iterations, "relative_runtime": runtime, "relative_flops": flops,
-               "runs": runs}  # fmt: skip
+               "efficiency_stages": stages, "runs": runs}  # fmt: skip
         Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
     return 0
 
