@@ -34,6 +34,8 @@ def test_make_workflow_targets_run_as_written(target, last_rule):
     commands = [line for line in proc.stdout.splitlines() if "nnUNet_extTrainer=" in line]
     assert any("nnUNetv2_train" in line or "train-evaluate" in line for line in commands)
     assert all('OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"' in line for line in commands)
+    # and a training job for a fold that another job still trains waits for it (tests/test_runlock.py)
+    assert all('PGPS_WAIT_FOR_LOCK="${PGPS_WAIT_FOR_LOCK:-1}"' in line for line in commands)
 
 
 def test_the_documented_study_command_is_the_makefile_recipe():

@@ -40,6 +40,36 @@ def test_the_lock_names_its_holder_and_dies_with_it(tmp_path):
         os.close(fd)
 
 
+WAITER = """
+import sys
+from pgps.nnunet import runlock
+runlock.hold_or_exit(sys.argv[1])
+print("got the lock", flush=True)
+"""
+
+
+def test_with_the_wait_option_a_second_trainer_says_whom_it_waits_for_and_takes_over(tmp_path):
+    """What the workflow's training rules do (PGPS_WAIT_FOR_LOCK=1): a job started for a fold still being trained
+    (a restarted Snakemake resubmitting a running job) waits for it instead of failing, then takes the fold."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        env = {**os.environ, runlock.WAIT_ENV: "1"}
+        waiter = subprocess.Popen([sys.executable, "-c", WAITER, str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        line = waiter.stderr.readline().strip()
+        assert line == (f"PGPS: {tmp_path} is being trained by host {os.uname().nodename}, pid {holder.pid}, "
+                        f"since {json.loads((tmp_path / runlock.LOCK_FILE).read_text())['started']}; waiting until "
+                        f"it ends ({runlock.WAIT_ENV} is set)")  # fmt: skip
+        time.sleep(0.5)
+        assert waiter.poll() is None  # still waiting
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    out, _ = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0 and out.strip() == "got the lock"
+
+
 def test_a_second_training_of_a_fold_exits_2_naming_the_first(tiny_nnunet, tmp_path):
     trainer, results = "nnUNetTrainer_PGPS_CPS", tmp_path / "results"
     fold = nn.fold_folder(results, trainer)

@@ -71,10 +71,14 @@ def wait_wanted() -> bool:
 
 
 def hold_or_exit(folder: str | os.PathLike) -> int:
-    """:func:`hold`, or one line on stderr and exit status :data:`EXIT_BUSY` when the fold is busy."""
+    """:func:`hold`; when the fold is busy, one line on stderr and exit status :data:`EXIT_BUSY`, or with
+    :data:`WAIT_ENV` one line saying whom it waits for, then the lock once that process is gone."""
     try:
-        return hold(folder, wait=wait_wanted())
+        return hold(folder)
     except FoldBusy as exc:
-        print(f"PGPS: {exc}; not starting a second training of this fold (set {WAIT_ENV}=1 to wait for it)",
-              file=sys.stderr, flush=True)  # fmt: skip
-        raise SystemExit(EXIT_BUSY) from None
+        if not wait_wanted():
+            print(f"PGPS: {exc}; not starting a second training of this fold (set {WAIT_ENV}=1 to wait for it)",
+                  file=sys.stderr, flush=True)  # fmt: skip
+            raise SystemExit(EXIT_BUSY) from None
+        print(f"PGPS: {exc}; waiting until it ends ({WAIT_ENV} is set)", file=sys.stderr, flush=True)
+    return hold(folder, wait=True)

@@ -55,7 +55,8 @@ def nnunet_env(nnunet_dir, results=None, processes=None):
     """``export`` of nnU-Net's paths under ``nnunet_dir`` (raw, preprocessed, ``results`` when given), its process
     count, the pgps trainers (``nnUNet_extTrainer``) and OpenMP's passive wait unless the user chose a policy
     (``OMP_WAIT_POLICY``: libgomp's default spin-wait makes a 2-thread step several times slower whenever another
-    process shares the cores; ``benchmarks/omp_wait.py``), for the start of a shell command: every rule's one way."""
+    process shares the cores; ``benchmarks/omp_wait.py``), the trainers' wait for a fold another job still trains
+    (``PGPS_WAIT_FOR_LOCK``), for the start of a shell command: every rule's one way."""
     parts = [f"nnUNet_raw={nnunet_dir}/raw", f"nnUNet_preprocessed={nnunet_dir}/preprocessed"]
     if results is not None:
         parts.append(f"nnUNet_results={nnunet_dir}/{results}")
@@ -63,6 +64,9 @@ def nnunet_env(nnunet_dir, results=None, processes=None):
         parts.append(f"nnUNet_def_n_proc={processes}")
     parts.append('nnUNet_extTrainer="$(python -m pgps trainers --ext-path)"')
     parts.append('OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-passive}"')
+    # a training job started for a fold that another job still trains (a restarted Snakemake resubmits running
+    # jobs) waits for it, then resumes with --c, instead of failing with exit 2 and being retried (pgps.nnunet.runlock)
+    parts.append('PGPS_WAIT_FOR_LOCK="${PGPS_WAIT_FOR_LOCK:-1}"')
     return f"export {' '.join(parts)};"
 
 
