@@ -27,8 +27,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@touch $(STAMP)
 
+# --rerun-incomplete: after a kill, the jobs it cut short run again (the trainers resume from their checkpoints)
 demo: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) --configfile config.yaml
+	$(BIN)/snakemake --cores $(CORES) --rerun-incomplete --configfile config.yaml
 
 # make test: everything but the end-to-end runs marked slow, in 2 processes (one test file each, so that
 # a file's fixtures are built once); make test-all adds them (another ~10 min on 2 cores)
@@ -42,7 +43,7 @@ test-all: $(STAMP)
 # The synthetic study of the article's four claims (docs/pages/explanation/study.md; its time: docs/pages/timings.md).
 # The target goes first: --configfile takes every word after it (tests/test_makefile.py runs each recipe as written).
 study: $(STAMP)
-	$(BIN)/snakemake study --cores $(CORES) --configfile config.yaml
+	$(BIN)/snakemake study --cores $(CORES) --rerun-incomplete --configfile config.yaml
 
 # On a CUDA machine: every PGPS trainer through every stage of a realistic plan (docs/pages/how-to/nnunet.md: GPU acceptance run).
 gpu-check: $(STAMP)

@@ -25,9 +25,10 @@ def recipe(target: str, bin_folder: Path | str = BIN) -> str:
 
 
 @pytest.mark.parametrize(("target", "last_rule"), [("demo", "all"), ("study", "study_render")])
-def test_make_workflow_targets_run_as_written(target, last_rule):
-    proc = subprocess.run(f"{recipe(target)} --dry-run --printshellcmds", shell=True, cwd=REPO, capture_output=True,
-                          text=True)  # fmt: skip
+def test_make_workflow_targets_run_as_written(target, last_rule, tmp_path):
+    """In a scratch working directory: the checkout's own results (a finished ``make demo``) leave nothing to do."""
+    command = f"{recipe(target)} --dry-run --printshellcmds -s {REPO / 'Snakefile'} -d {tmp_path}"
+    proc = subprocess.run(command, shell=True, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "This was a dry-run" in proc.stdout and re.search(rf"^\s*{last_rule}\b", proc.stdout, re.M)
     # every nnU-Net command (trainings included) waits passively in OpenMP unless the user chose a policy

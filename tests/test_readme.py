@@ -5,6 +5,7 @@ written, and the demo numbers and study verdicts they quote, which must be the o
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 import subprocess
@@ -73,6 +74,42 @@ def test_readme_snakemake_command_dry_runs(tmp_path, args):
     cmd = [SNAKEMAKE, *args, "-n", "--quiet", "rules", "-s", ROOT / "Snakefile", "-d", tmp_path]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
+def test_the_readme_unlock_command_clears_a_lock_left_by_a_killed_snakemake(tmp_path):
+    """The README's recovery after a killed run: ``make demo``'s Snakemake killed (SIGKILL) once it holds its lock;
+    the next run (which reruns the jobs cut short) stops at the lock; the command as written clears it."""
+    import contextlib
+    import signal
+    import time
+
+    found = re.search(r"`(\.venv/bin/snakemake --unlock[^`]*)`", README)
+    assert found, "the README shows no snakemake --unlock command"
+    from tests.test_makefile import recipe
+
+    run = [*shlex.split(recipe("demo")), "-s", ROOT / "Snakefile", "-d", tmp_path]  # make demo's command
+    locks = tmp_path / ".snakemake" / "locks"
+    demo = subprocess.Popen(run, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (locks.is_dir() and any(f.stat().st_size for f in locks.iterdir())):  # the lock names its files
+            assert demo.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        os.killpg(demo.pid, signal.SIGKILL)
+        demo.wait()
+    blocked = subprocess.Popen(run, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # fmt: skip
+    try:
+        out, _ = blocked.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(blocked.pid, signal.SIGKILL)  # had it not stopped at the lock: nothing of it keeps running
+    assert blocked.returncode != 0 and "cannot be locked" in out, out[-2000:]
+    unlock = [SNAKEMAKE, *found[1].split()[1:], "-s", ROOT / "Snakefile", "-d", tmp_path]
+    proc = subprocess.run(unlock, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert not locks.exists() or not any(locks.iterdir())
 
 
 # -- the demo's numbers --------------------------------------------------------------------------------------
