@@ -89,10 +89,36 @@ def test_two_demo_datasets_with_one_id_fail_the_dry_run(tmp_path):
     assert proc.returncode != 0 and "demo.datasets.two: dataset_id 502 is already demo.datasets.one's" in out
 
 
+def test_a_key_repeated_in_the_config_file_fails_the_dry_run_naming_file_and_line(tmp_path):
+    """A second ``demo:`` block used to replace the first silently (turning the demo off)."""
+    config = base_config(tmp_path)
+    text = yaml.safe_dump(config) + "demo:\n  enabled: true\n"
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    command = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path), "-n",
+               "--cores", "1", "--configfile", str(path)]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    first = 1 + text.splitlines().index("demo:")
+    last = len(text.splitlines()) - 1
+    assert proc.returncode != 0
+    message = f"{path}, line {last}: key 'demo' appears twice in one mapping (first at line {first})"
+    assert message in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_number_that_is_not_finite_fails_the_dry_run_naming_the_key(tmp_path, value):
+    config = base_config(tmp_path)
+    config["demo"] = {"enabled": True, "checkpoint_minutes": value}
+    proc = dry_run(tmp_path, config)
+    assert proc.returncode != 0 and f"config demo.checkpoint_minutes: a number must be finite, not {value}" in (
+        proc.stdout + proc.stderr)  # fmt: skip
+
+
 def test_the_repository_configs_pass_the_config_checks():
-    from pgps.experiments.grid import check_config
+    from pgps.experiments.grid import check_config, check_config_files
 
     for path in (ROOT / "config.yaml", ROOT / ".test" / "config.yaml", ROOT / "workflow" / "configs" / "article.yaml"):
+        check_config_files([path])
         config = yaml.safe_load(path.read_text())
         config["schedules"].setdefault("modes", ["cps", "efficiency", "performance"])
         config["schedules"].setdefault("epochs", 1000)

@@ -19,7 +19,9 @@ Torch-free: Snakemake imports this while it builds the DAG.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import math
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -237,6 +239,53 @@ def factors_of_trainer(trainer: str, plans: str = "nnUNetPlans") -> dict[str, An
     return factors
 
 
+def check_config_files(paths: Iterable[str | os.PathLike]) -> None:
+    """Refuse a config file in which a mapping repeats a key: YAML loaders keep the last silently (a second
+    ``demo:`` block would replace the first). Raises ``ValueError`` naming the file, the line and the key."""
+    import yaml
+
+    class Strict(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise ValueError(f"{loader.name}, line {line}: key {key!r} appears twice in one mapping (first at "
+                                 f"line {seen[key]}); YAML would keep only the last")  # fmt: skip
+            seen[key] = key_node.start_mark.line + 1
+        return loader.construct_mapping(node)
+
+    Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    for path in paths:
+        with open(path) as f:
+            loader = Strict(f)
+            loader.name = os.fspath(path)
+            try:
+                loader.get_single_data()
+            finally:
+                loader.dispose()
+
+
+def _non_finite(value: Any, where: str = "") -> tuple[str, float] | None:
+    """The key path and value of the first NaN or infinity in a parsed config, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where, value
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def check_config(config: dict[str, Any]) -> None:
     """What the config schema cannot say and would otherwise fail only at job time; raises ``ValueError``
     naming the key. Run after the schema's ``validate`` (defaults filled in), while Snakemake builds the DAG:
@@ -244,10 +293,14 @@ def check_config(config: dict[str, Any]) -> None:
     - every ``schedules.datasets`` entry builds a schedule in every ``schedules.modes`` (e.g. a patch that
       is not a multiple of its steps);
     - no two ``demo.datasets`` (and no two ``article.datasets``) share a ``dataset_id``: nnU-Net finds a
-      dataset by its id, so they would overwrite each other's folders.
+      dataset by its id, so they would overwrite each other's folders;
+    - every number is finite (``.nan`` passes the schema's ``minimum``; it would fail inside a job).
     """
     from pgps.schedule import make_schedule
 
+    found = _non_finite(config)
+    if found:  # the schema's number type admits them (and every comparison with NaN is false)
+        raise ValueError(f"config {found[0]}: a number must be finite, not {found[1]}")
     schedules = config.get("schedules") or {}
     for name, planned in (schedules.get("datasets") or {}).items():
         for mode in schedules["modes"]:

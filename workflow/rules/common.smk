@@ -105,12 +105,14 @@ from pgps.experiments.grid import (  # noqa: E402
     TRANSFORMER_PLANS,
     TRANSFORMERS,
     check_config,
+    check_config_files,
     dataset_folder,
     factors_of_trainer,
     grid_runs,
 )
 from pgps.report.outputs import OUTPUTS as REPORT_OUTPUTS  # noqa: E402 (light: no pandas/matplotlib)
 
+check_config_files(workflow.configfiles)  # a key repeated in one mapping (YAML keeps the last silently)
 check_config(config)  # what the schema cannot say (patch divisibility, duplicate dataset ids): fail now, not in a job
 
 ARTICLE = config["article"]
