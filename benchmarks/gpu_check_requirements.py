@@ -13,27 +13,19 @@ Requirements outside that image (SimpleITK, imagecodecs: see ``gpu_wheels.txt``)
 from __future__ import annotations
 
 import importlib.metadata as md
-import re
 import sys
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 HERE = Path(__file__).resolve().parent
 
 
 def names(path: Path) -> list[str]:
     """The normalised package names a requirements file lists (comments, pins and blank lines dropped)."""
-    found = []
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            found.append(normalise(re.split(r"[=<>!~;\[ ]", line, maxsplit=1)[0]))
-    return found
-
-
-def normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [canonicalize_name(Requirement(line).name) for line in lines if line]
 
 
 def missing_base_requirements(wheels: list[str], base: set[str], installed: set[str], requires) -> list[str]:
@@ -46,14 +38,14 @@ def missing_base_requirements(wheels: list[str], base: set[str], installed: set[
             requirement = Requirement(text)
             if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
                 continue
-            name = normalise(requirement.name)
+            name = canonicalize_name(requirement.name)
             if name in base and name not in installed:
                 bounds.setdefault(name, set()).update(str(s) for s in requirement.specifier)
     return [name + ",".join(sorted(bounds[name])) for name in sorted(bounds)]
 
 
 def main() -> int:
-    installed = {normalise(d.metadata["Name"]) for d in md.distributions()}
+    installed = {canonicalize_name(d.metadata["Name"]) for d in md.distributions()}
     wheels = names(HERE / "gpu_wheels.txt")
     absent = [w for w in wheels if w not in installed]
     if absent:

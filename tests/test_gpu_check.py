@@ -50,13 +50,18 @@ def clean_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("nnUNet_", "PGPS_"))}
 
 
+def load_benchmark(name: str):
+    """A script of ``benchmarks/`` as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def requirement_names(path: Path) -> set[str]:
-    names = set()
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            names.add(re.sub(r"[-_.]+", "-", re.split(r"[=<>!~ ]", line, maxsplit=1)[0]).lower())
-    return names
+    return set(load_benchmark("gpu_check_requirements").names(path))
 
 
 def test_gpu_check_cpu_mode_on_a_bare_machine(tmp_path):
@@ -103,12 +108,9 @@ def test_gpu_check_ends_within_its_budget_and_names_what_it_left_out():
     """A spent budget: every run is left out, by name, in priority order (the three strategies, the compiled and
     the DDP run, then the rest)."""
     import argparse
-    import importlib.util
     import time
 
-    spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu_check.py")
-    check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(check)
+    check = load_benchmark("gpu_check")
     args = argparse.Namespace(trainers=list(check.TRAINERS), device="cpu", iterations=1, warmup=0,
                               started=time.perf_counter())  # fmt: skip
     results, failed, left_out = check.run_all(args, deadline=time.perf_counter())
@@ -127,11 +129,7 @@ def test_gpu_check_refuses_a_missing_gpu():
 def test_the_py312_environment_takes_from_the_image_what_the_wheels_require():
     """``make gpu-check-py312`` installs beside the wheels the image's packages they require, with every wheel's
     version bounds, and nothing outside the image (SimpleITK stays a stand-in)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_check_requirements", BENCH / "gpu_check_requirements.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("gpu_check_requirements")
     requires = {
         "nnunetv2": ["torch>=2.1.2", "SimpleITK>=2.2.1", "scikit-image>=0.19.3", "timm", "tqdm"],
         "dynamic-network-architectures": ["timm<1.0.23", "numpy"],

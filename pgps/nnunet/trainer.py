@@ -128,6 +128,7 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
     single_voxel_bottleneck: bool = True
     group_norm_on_channels_last: bool = True
     prefetch_batches: bool = True
+    cpu_bf16: bool = False  # set by initialize from PGPS_CPU_AUTOCAST (pgps.nnunet.cpu_autocast), not a setting
     batch_size_cap: int | None = None
     curriculum_seed: int = 0
     rpss_pool: str = "miccai"
@@ -248,12 +249,11 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
             allow_single_voxel_norm(network)
         if self.configuration_manager.configuration.get(MEMORY_FORMAT_KEY) == "channels_last_3d":
             # not under bfloat16 autocast: there torch's CPU group norm is the slower one (benchmarks/demo_step.py)
-            bf16 = getattr(self, "cpu_bf16", False)
-            if self.group_norm_on_channels_last and not bf16 and (count := use_group_norm(network)):
+            if self.group_norm_on_channels_last and not self.cpu_bf16 and (count := use_group_norm(network)):
                 notes.append(f"{count} instance norms computed as group norms (one group per channel)")
             use_channels_last_3d(network)  # this network only: parameters and inputs (pgps.nnunet.light)
             notes.append("network in channels_last_3d memory format")
-        if getattr(self, "cpu_bf16", False):
+        if self.cpu_bf16:
             count = cpu_autocast.prepare(network)
             notes.append(
                 f"training and validation steps under bfloat16 autocast on the CPU ({cpu_autocast.ENV}=bf16); "
@@ -481,7 +481,7 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
 
     def validation_step(self, batch: dict) -> dict:
         """nnU-Net's validation step, under bfloat16 autocast when the training steps are (CPU, opt-in)."""
-        with cpu_autocast.autocast(getattr(self, "cpu_bf16", False)):
+        with cpu_autocast.autocast(self.cpu_bf16):
             return super().validation_step(batch)
 
     def on_validation_epoch_start(self) -> None:
