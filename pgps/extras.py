@@ -24,7 +24,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     ),
     "report": ("matplotlib", "seaborn", "scipy", "pandas"),
     "workflow": (
-        "snakemake", "snakemake_executor_plugin_slurm", "filelock", "matplotlib", "seaborn", "scipy", "pandas",
+        "snakemake", "snakemake_executor_plugin_slurm", "filelock", "yaml", "matplotlib", "seaborn", "scipy", "pandas",
     ),
     "carbon": ("codecarbon",),
 }  # fmt: skip
@@ -32,6 +32,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 
 PACKAGE_EXTRAS = {"pgps.torch": "torch", "pgps.monai": "monai", "pgps.nnunet": "nnunet", "pgps.report": "report",
                   "pgps.data.synth": "synth", "pgps.experiments.gpu_slot": "workflow",
+                  "pgps.experiments.config_files": "workflow",
                   "pgps.metrics.surface": "report"}  # fmt: skip
 """The extra a pgps module needs, by package: a module missing there is named with this extra first."""
 

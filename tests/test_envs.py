@@ -92,8 +92,8 @@ def test_report_stack_covers_pgps_report_imports():
     """The analysis stack can import pgps.report (and the core) without the training stack."""
     stack = {_name(r) for r in _pip_requirements(ROOT / "envs" / "report.yaml")} | {"pgps"}
     # characteristics reads nnU-Net's blosc2 files, synth writes NIfTI and gpu_slot (filelock) wraps the training
-    # jobs: all run in envs/pgps.yaml
-    skip = ("characteristics.py", "synth.py", "gpu_slot.py")
+    # jobs: all run in envs/pgps.yaml; config_files (PyYAML) runs in Snakemake's own process
+    skip = ("characteristics.py", "synth.py", "gpu_slot.py", "config_files.py")
     folders = ("report", "experiments", "metrics", "data")  # the report's and its imports', besides the core
     paths = [*(ROOT / "pgps").glob("*.py"), *(p for f in folders for p in (ROOT / "pgps" / f).glob("*.py"))]
     paths = [p for p in paths if p.name not in skip]
@@ -125,9 +125,15 @@ def test_every_imported_module_is_declared_by_the_extra_of_its_package():
         for module in _third_party_imports(folder.rglob("*.py")) - allowed:
             dists = {_name(d) for d in providers.get(module, [module])}
             assert dists & names, f"pgps/{folder.name} imports {module}, which pgps[{extra}] does not declare"
-    # numpy-only packages but for one module each: synth writes NIfTI (pgps[synth]), gpu_slot wraps the workflow's
-    # training jobs on local GPUs (pgps[workflow]), surface computes the NSD with scipy (pgps[report])
-    own_extra = {"data/synth.py": "synth", "experiments/gpu_slot.py": "workflow", "metrics/surface.py": "report"}
+    # numpy-only packages but for a few modules: synth writes NIfTI (pgps[synth]), gpu_slot wraps the workflow's
+    # training jobs on local GPUs and config_files reads YAML strictly (pgps[workflow]), surface computes the NSD
+    # with scipy (pgps[report])
+    own_extra = {
+        "data/synth.py": "synth",
+        "experiments/gpu_slot.py": "workflow",
+        "experiments/config_files.py": "workflow",
+        "metrics/surface.py": "report",
+    }
     light = [*(ROOT / "pgps").glob("*.py"), *(p for f in ("data", "experiments", "metrics")
                                               for p in (ROOT / "pgps" / f).glob("*.py"))]  # fmt: skip
     core = [p for p in light if p.relative_to(ROOT / "pgps").as_posix() not in own_extra]

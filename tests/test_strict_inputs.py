@@ -115,7 +115,8 @@ def test_a_number_that_is_not_finite_fails_the_dry_run_naming_the_key(tmp_path, 
 
 
 def test_the_repository_configs_pass_the_config_checks():
-    from pgps.experiments.grid import check_config, check_config_files
+    from pgps.experiments.config_files import check_config_files
+    from pgps.experiments.grid import check_config
 
     for path in (ROOT / "config.yaml", ROOT / ".test" / "config.yaml", ROOT / "workflow" / "configs" / "article.yaml"):
         check_config_files([path])

@@ -105,11 +105,11 @@ from pgps.experiments.grid import (  # noqa: E402
     TRANSFORMER_PLANS,
     TRANSFORMERS,
     check_config,
-    check_config_files,
     dataset_folder,
     factors_of_trainer,
     grid_runs,
 )
+from pgps.experiments.config_files import check_config_files  # noqa: E402
 from pgps.report.outputs import OUTPUTS as REPORT_OUTPUTS  # noqa: E402 (light: no pandas/matplotlib)
 
 check_config_files(workflow.configfiles)  # a key repeated in one mapping (YAML keeps the last silently)
