@@ -288,20 +288,27 @@ def _gpu_slot_parser(sub: argparse._SubParsersAction) -> None:
         "gpu-slot",
         help="run a command on one free GPU of this machine (local-gpu profile)",
         description="Take a lock on one of N GPU slots, run COMMAND with CUDA_VISIBLE_DEVICES set to that GPU, "
-        "release the slot when it ends; waits while all N are busy. Example: pgps gpu-slot --slots 4 -- "
+        "release the slot when the command and every process it left in its process group have ended; waits while "
+        "all N are busy. Example: pgps gpu-slot --slots 4 -- "
         "nnUNetv2_train 4 3d_fullres 0 -tr nnUNetTrainer_PGPS_Performance",
     )
     p.add_argument("--slots", type=POSITIVE, required=True, help="number of GPUs shared by the jobs (>= 1)")
-    p.add_argument("--lock-dir", default=None, help="folder of the lock files (default: $PGPS_GPU_LOCK_DIR or /tmp)")
+    p.add_argument("--lock-dir", default=None,
+                   help="a lock folder shared by all users' jobs on this machine (created with mode 0777, lock files "
+                   "0666); default: $PGPS_GPU_LOCK_DIR, else a folder of this user's under /tmp")  # fmt: skip
+    p.add_argument("--grace", type=float, default=None, metavar="SECONDS",
+                   help="how long processes the command leaves behind may run on before they are SIGKILLed and the "
+                   "GPU is freed (default: 10)")  # fmt: skip
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command to run")
     p.set_defaults(func=_run_gpu_slot)
 
 
 def _run_gpu_slot(args: argparse.Namespace) -> int:
-    from pgps.experiments.gpu_slot import run_on_free_gpu
+    from pgps.experiments.gpu_slot import GRACE_S, run_on_free_gpu
 
     command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    return run_on_free_gpu(command, args.slots, Path(args.lock_dir) if args.lock_dir else None)
+    grace = GRACE_S if args.grace is None else args.grace
+    return run_on_free_gpu(command, args.slots, Path(args.lock_dir) if args.lock_dir else None, grace)
 
 
 def _backbone_plans_parser(sub: argparse._SubParsersAction) -> None:

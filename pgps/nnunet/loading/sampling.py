@@ -40,14 +40,10 @@ Two ways to augment a batch:
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import dataclasses
 import math
 import multiprocessing
 import os
-import signal
-import sys
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -59,6 +55,7 @@ from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from threadpoolctl import ThreadpoolController
 
 from pgps.nnunet.loading.batched import AugmentationSpec, RawBatch, augment, centre_offset, sample_parameters
+from pgps.processes import end_with_parent
 from pgps.sampling import BatchPlanner, StepPlan, VolumeRequest, check_strategy, rank_rows
 from pgps.schedule import Schedule, Stage
 
@@ -74,8 +71,6 @@ SMALL_PATCH = 16**3
 (``unfold``), larger ones copied one by one; per voxel on this project's 2-core CPU: 1.6 vs 9 ns at
 8^3, 1.1 vs 2.6 at 12^3, 0.8 vs 1.1 at 16^3, 0.6 vs 0.4 at 24^3."""
 
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
 _THREADPOOLS: list[ThreadpoolController] = []
 
 
@@ -85,17 +80,6 @@ def _one_thread():
     if not _THREADPOOLS:
         _THREADPOOLS.append(ThreadpoolController())
     return _THREADPOOLS[0].limit(limits=1, user_api=None)
-
-
-def end_with_parent(parent: int) -> None:
-    """Have the kernel SIGKILL this process when its parent dies (Linux ``PR_SET_PDEATHSIG``; elsewhere nothing):
-    a worker must not outlive a trainer killed without a chance to finish its workers."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(0)
 
 
 class StepQueue:

@@ -1,0 +1,135 @@
+"""No orphaned workers: a killed training leaves no process behind, and ``pgps gpu-slot`` frees its GPU only when
+the whole process group of its command is gone. Every test counts the live processes afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pgps.experiments import gpu_slot
+from pgps.processes import group_alive
+from tests import nnunet_env as nn
+
+FAULTS = Path(__file__).resolve().parent / "faults"
+
+
+def live(key: int, field: int) -> list[int]:
+    """The live (not zombie) processes whose process group (``field`` 2) or session (``field`` 3) is ``key``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[field]) == key and fields[0] not in ("Z", "X"):
+                found.append(int(stat.parent.name))
+    return found
+
+
+def settle(key: int, field: int, seconds: float) -> list[int]:
+    """The processes of a group or session still alive after waiting up to ``seconds`` for them to end."""
+    deadline = time.monotonic() + seconds
+    while (left := live(key, field)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+def kill_all(key: int, field: int) -> None:
+    for pid in live(key, field):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts processes in /proc (Linux)")
+
+# the command gpu-slot runs: starts a helper that ignores SIGTERM (a worker nobody ends), then waits
+COMMAND = textwrap.dedent("""
+    import os, signal, subprocess, sys, time
+    helper = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                               "signal.SIG_IGN); print('helper', flush=True); time.sleep(600)"], stdout=sys.stdout)
+    time.sleep(0.3)
+    print("command", os.getpid(), os.getpgid(0), helper.pid, flush=True)
+    time.sleep(600)
+""")
+
+
+def start_gpu_slot(tmp_path: Path, grace: float) -> tuple[subprocess.Popen, int, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pgps", "gpu-slot", "--slots", "1", "--lock-dir", str(tmp_path / "locks"), "--grace",
+         str(grace), "--", sys.executable, "-c", COMMAND], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)  # fmt: skip
+    lines = [proc.stdout.readline().split() for _ in range(2)]
+    (_, command, group, helper) = next(line for line in lines if line[0] == "command")
+    assert int(command) == int(group) != os.getpgid(0)  # the command leads a process group of its own
+    return proc, int(group), int(helper)
+
+
+def test_gpu_slot_frees_the_gpu_only_when_the_command_group_is_gone(tmp_path):
+    grace = 1.5
+    proc, group, helper = start_gpu_slot(tmp_path, grace)
+    try:
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # a scheduler cancelling the job: forwarded, the command ends at once
+        deadline = start + grace / 2
+        while time.monotonic() < deadline:  # the helper ignores SIGTERM: the slot stays taken meanwhile
+            assert proc.poll() is None
+            with pytest.raises(TimeoutError):
+                gpu_slot.acquire(1, tmp_path / "locks", poll_s=0.01, timeout_s=0)
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert time.monotonic() - start >= grace
+        assert f"outlived it by {grace:g} s and were killed" in err
+        assert not live(group, 2) and not group_alive(group)  # the helper was SIGKILLed before the slot was freed
+        _, lock = gpu_slot.acquire(1, tmp_path / "locks", timeout_s=0)
+        lock.release()
+    finally:
+        kill_all(proc.pid, 3)
+    assert helper not in live(proc.pid, 3)
+
+
+def test_a_sigkilled_gpu_slot_takes_its_command_with_it(tmp_path):
+    proc, command, helper = start_gpu_slot(tmp_path, 0.5)
+    try:
+        proc.send_signal(signal.SIGKILL)  # the wrapper itself killed: the kernel sends its command SIGTERM
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while command in live(command, 2) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert live(command, 2) == [helper], "the command outlived its gpu-slot"  # (the helper ignores SIGTERM)
+    finally:
+        kill_all(proc.pid, 3)
+
+
+def test_shared_lock_folders_are_usable_by_every_user(tmp_path):
+    folder = tmp_path / "shared" / "locks"
+    _, lock = gpu_slot.acquire(1, folder, shared=True)
+    try:
+        assert (folder.stat().st_mode & 0o7777, (folder / "gpu0.lock").stat().st_mode & 0o777) == (0o777, 0o666)
+    finally:
+        lock.release()
+
+
+@pytest.mark.nnunet
+def test_a_sigkilled_trainer_leaves_no_process_behind(tiny_nnunet, tmp_path):
+    """SIGKILL (as an OOM kill does) the trainer while its two loader workers run: within seconds nothing of the
+    training is left (the kernel ends the workers with their parent: pgps.processes.end_with_parent)."""
+    command = [nn.BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-tr", "nnUNetTrainer_PGPS_Performance", "-device",
+               "cpu"]  # fmt: skip
+    env = nn.env(tiny_nnunet, tmp_path / "results", PGPS_EPOCHS="2", PGPS_ITERATIONS_PER_EPOCH="2",
+                 PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="2", OMP_NUM_THREADS="1", PYTHONPATH=str(FAULTS),
+                 PGPS_FAULT_KILL="iteration:1:1")  # fmt: skip
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == -signal.SIGKILL, out[-3000:]
+        assert settle(proc.pid, 3, 10) == [], "processes of the killed training still run"
+    finally:
+        kill_all(proc.pid, 3)
