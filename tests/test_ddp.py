@@ -242,6 +242,8 @@ def test_the_readme_command_trains_on_two_processes_with_the_global_batch_teleme
             mine = [s for s in steps[rank] if s["epoch"] == int(row["epoch"])]
             assert [s["shape"][0] for s in mine] == [len(ddp.rank_rows(stage.batch_size, rank, 2))] * 2
     assert (folder / "validation" / "summary.json").is_file()  # nnU-Net's final validation ran on both ranks
+    # the spawned ranks fork their loader workers (a spawned worker re-imports torch and nnU-Net at every stage)
+    assert trainings["whole_log"].count("PGPS: loader workers start by fork in this DDP rank") == 2
     assert [s["step"] for s in steps[0]] == [s["step"] for s in steps[1]] == list(range(16))
 
 

@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import multiprocessing
 import os
 import random
+import sys
 import time
 
 import numpy as np
@@ -89,6 +91,18 @@ def _env_int(name: str, value: str, minimum: int | float) -> int | float:
     if not number >= minimum:  # also NaN
         raise ValueError(f"{name} must be a {'positive' if minimum else 'non-negative'} {kind}, got {value!r}")
     return number
+
+
+def fork_loader_workers(log) -> None:
+    """Start loader workers by fork in a DDP rank, as nnU-Net's single-process training does on Linux.
+
+    ``torch.multiprocessing.spawn`` makes ``spawn`` the default start method of its rank processes, so every
+    augmentation worker would import torch and nnU-Net anew: a PGPS trainer starts new workers at each stage,
+    which then stalls each rank for seconds (11 s per stage with two workers per rank on the 2-core CPU). The
+    workers use no CUDA and no process group; they only read the dataset and augment on the CPU."""
+    if sys.platform.startswith("linux") and multiprocessing.get_start_method(allow_none=True) == "spawn":
+        multiprocessing.set_start_method("fork", force=True)
+        log("PGPS: loader workers start by fork in this DDP rank (its processes were spawned)")
 
 
 class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
@@ -378,6 +392,8 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         return AugmentationSpec.from_transform_args(*args, **kwargs)
 
     def get_dataloaders(self):
+        if self.is_ddp:
+            fork_loader_workers(self.print_to_log_file)
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         self.dataset_tr, dataset_val = self.get_tr_and_val_datasets()
