@@ -11,8 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PGPS = ROOT / "pgps"
-CORE = {"batch", "cost", "curriculum", "extras", "io", "lr", "names", "pacing", "plans", "progress", "sampling",
-        "schedule", "sizes", "stages"}  # fmt: skip
+CORE = {"batch", "cost", "curriculum", "extras", "io", "lr", "names", "pacing", "plans", "processes", "progress",
+        "sampling", "schedule", "sizes", "stages"}  # fmt: skip
 """The numpy-only core: schedule, pacing, batch sizing, cost model, sampling plans and their helpers."""
 HEAVY = ("torch", "nnunetv2", "monai", "scipy", "pandas", "matplotlib", "seaborn", "SimpleITK", "snakemake",
          "filelock", "codecarbon", "tqdm")  # fmt: skip

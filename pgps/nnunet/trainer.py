@@ -49,7 +49,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.lr import REFERENCE_BATCH_SIZE, scaled_learning_rate
-from pgps.nnunet import carbon, compiling, cpu_autocast, ddp, losses, runlock
+from pgps.nnunet import carbon, compiling, cpu_autocast, ddp, inputs, losses, runlock
 from pgps.nnunet.carbon import CarbonMixin
 from pgps.nnunet.checkpoints import CheckpointMixin, CurriculumLogger
 from pgps.nnunet.compiling import CompileMixin
@@ -62,6 +62,9 @@ from pgps.nnunet.telemetry import MIXED, Telemetry, TelemetryMixin
 from pgps.plans import configuration_steps
 from pgps.sampling import BatchPlanner, combine_seeds
 from pgps.sizes import fmt_size, numel
+
+if os.path.basename(sys.argv[0]).startswith("nnUNetv2_train"):  # not in a user's own Python session
+    inputs.install_excepthook()  # a damaged input is one line naming it, exit 2
 
 ENV_OVERRIDES = {
     "PGPS_EPOCHS": ("num_epochs", 1),
@@ -397,6 +400,9 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         self.dataset_tr, dataset_val = self.get_tr_and_val_datasets()
+        # a damaged case's properties fail now, naming the file, not when a batch first draws the case
+        inputs.check_case_files(self.preprocessed_dataset_folder, [*self.dataset_tr.identifiers,
+                                                                   *dataset_val.identifiers])  # fmt: skip
         try:  # fails before training, naming the stage, when a strategy cannot build a stage's batch
             self.planner = self.batch_planner(len(self.dataset_tr.identifiers))
         except ValueError as exc:

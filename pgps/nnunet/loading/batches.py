@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from pgps.nnunet.inputs import DamagedInput
 from pgps.nnunet.loading.sampling import PlannedDataLoader, StepQueue, finish_batch
 
 
@@ -38,6 +39,8 @@ class StageLoader:
     def take(self, step: int) -> dict:
         while step not in self.early:
             batch = next(self.augmenter)
+            if "pgps_damaged" in batch:  # a worker could not read a case file
+                raise DamagedInput(*batch["pgps_damaged"])
             delivered = batch.get("pgps_step")
             if delivered is None:  # a worker released by a closing queue
                 continue

@@ -54,6 +54,7 @@ from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 from nnunetv2.training.dataloading.data_loader import nnUNetDataLoader
 from threadpoolctl import ThreadpoolController
 
+from pgps.nnunet.inputs import DamagedInput, read_case
 from pgps.nnunet.loading.batched import AugmentationSpec, RawBatch, augment, centre_offset, sample_parameters
 from pgps.processes import end_with_parent
 from pgps.sampling import BatchPlanner, StepPlan, VolumeRequest, check_strategy, rank_rows
@@ -252,6 +253,15 @@ class PlannedDataLoader(nnUNetDataLoader):
 
     # -- the batch -------------------------------------------------------------------------------
     def generate_train_batch(self) -> dict:
+        try:
+            return self._generate_train_batch()
+        except DamagedInput as exc:
+            if self._worker is None:
+                raise
+            # in a worker: the trainer raises it (StageLoader.take), instead of a worker's traceback and death
+            return {"pgps_step": None, "pgps_damaged": [exc.path, exc.what]}
+
+    def _generate_train_batch(self) -> dict:
         step = self.steps.claim(wait=self._worker is not None, parent=self._worker)
         if step is None:  # the queue was closed while this worker waited: nothing more to produce
             return {"pgps_step": None}
@@ -272,7 +282,7 @@ class PlannedDataLoader(nnUNetDataLoader):
         with torch.no_grad(), _one_thread():
             for request in requests:
                 key = self.indices[request.case]
-                data, seg, seg_prev, properties = self._data.load_case(key)
+                data, seg, seg_prev, properties = read_case(self._data, key)
                 found, fell_back = self.corners(request, data.shape[1:], properties.get("class_locations"))
                 fallbacks += int(fell_back.sum())
                 for corner, row in zip(found.tolist(), request.taken_rows.tolist(), strict=True):
@@ -312,7 +322,7 @@ class PlannedDataLoader(nnUNetDataLoader):
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
-        case = self._data.load_case(key)
+        case = read_case(self._data, key)
         data, seg, seg_prev, properties = case
         size = math.prod(data.shape) * data.dtype.itemsize + math.prod(seg.shape) * seg.dtype.itemsize
         if seg_prev is not None or size > self.cache_bytes // 8:
