@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -30,6 +32,26 @@ def end_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig))
     if os.getppid() != parent:
         os._exit(0)
+
+
+@contextlib.contextmanager
+def spawn_as_fork(enabled: bool = True) -> Iterator[None]:
+    """Within this block ``multiprocessing.get_context("spawn")`` returns the ``fork`` context (where there is
+    one): a pool's workers then start at once instead of importing their parent's modules anew (seconds per
+    pool for torch and nnU-Net). For a parent that uses no CUDA: a forked child of a CUDA process cannot use it."""
+    if not enabled or "fork" not in multiprocessing.get_all_start_methods():
+        yield
+        return
+    original = multiprocessing.get_context
+
+    def get_context(method: str | None = None):
+        return original("fork" if method == "spawn" else method)
+
+    multiprocessing.get_context = get_context
+    try:
+        yield
+    finally:
+        multiprocessing.get_context = original
 
 
 def group_alive(group: int) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pgps import processes
 from pgps.experiments import gpu_slot
 from pgps.processes import group_alive
 from tests import nnunet_env as nn
@@ -133,3 +134,21 @@ def test_a_sigkilled_trainer_leaves_no_process_behind(tiny_nnunet, tmp_path):
         assert settle(proc.pid, 3, 10) == [], "processes of the killed training still run"
     finally:
         kill_all(proc.pid, 3)
+
+
+def _marker() -> int | None:
+    """In a pool worker: the mark its parent set at run time (a forked worker has it, a spawned one does not)."""
+    return getattr(processes, "pgps_test_mark", None)
+
+
+def test_spawn_as_fork_forks_only_inside_its_block_and_only_when_enabled(monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(processes, "pgps_test_mark", os.getpid(), raising=False)
+    with processes.spawn_as_fork():
+        with multiprocessing.get_context("spawn").Pool(1) as pool:  # as nnU-Net's export pool is made
+            assert pool.apply(_marker) == os.getpid()
+        assert multiprocessing.get_context("forkserver").get_start_method() == "forkserver"
+    assert multiprocessing.get_context("spawn").get_start_method() == "spawn"
+    with processes.spawn_as_fork(enabled=False), multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_marker) is None

@@ -60,6 +60,7 @@ from pgps.nnunet.loading.sampling import PlannedDataLoader, StepQueue, Validatio
 from pgps.nnunet.norm import allow_single_voxel_norm, use_group_norm
 from pgps.nnunet.telemetry import MIXED, Telemetry, TelemetryMixin
 from pgps.plans import configuration_steps
+from pgps.processes import spawn_as_fork
 from pgps.sampling import BatchPlanner, combine_seeds
 from pgps.sizes import fmt_size, numel
 
@@ -546,6 +547,12 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
             self.carbon.close()
         super().on_train_end()  # checkpoint_final, then nnU-Net removes checkpoint_latest
         self._training_ended = True
+
+    def perform_actual_validation(self, save_probabilities: bool = False) -> None:
+        """nnU-Net's final validation; on the CPU its export and evaluation pools fork instead of spawning (each
+        spawned worker imports torch and nnU-Net again: 6-8 s of a short CPU run's validation)."""
+        with spawn_as_fork(self.device.type == "cpu"):
+            super().perform_actual_validation(save_probabilities)
 
     def _fold_number(self) -> int:
         """The fold as a seed component (nnU-Net's fold ``"all"`` is 5)."""
