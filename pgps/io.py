@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +42,46 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, durab
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Build a folder in a hidden sibling (``.NAME.partial``) and rename it to ``target`` when the block ends.
+    """Build a folder in a hidden sibling (``.NAME.partial-PID``) and rename it to ``target`` when the block ends.
 
     An existing ``target`` is replaced; on any error (or interruption) the partial folder is removed and
-    ``target`` is left as it was, so a half-written folder never appears under its real name.
+    ``target`` is left as it was, so a half-written folder never appears under its real name. One writer at a
+    time: the block holds the lock ``.NAME.lock`` beside ``target`` (removed at the end); a second writer raises
+    :class:`pgps.processes.Busy` naming the first (host, pid, start time) before it touches anything.
     """
     target = Path(target)
-    partial = target.parent / f".{target.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with writer_lock(target):
+        for stale in target.parent.glob(f".{glob_escape(target.name)}.partial*"):  # left by killed writers
+            shutil.rmtree(stale, ignore_errors=True)
+        partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+        partial.mkdir()
+        try:
+            yield partial
+            if target.exists():
+                shutil.rmtree(target)
+            partial.rename(target)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+
+
+@contextlib.contextmanager
+def writer_lock(target: str | os.PathLike) -> Iterator[None]:
+    """Hold ``.NAME.lock`` beside ``target`` for the block: one process writes ``target`` at a time (a second
+    raises :class:`pgps.processes.Busy` saying who writes it)."""
+    from pgps.processes import Busy, lock_file, release_file
+
+    target = Path(target)
+    lock = target.parent / f".{target.name}.lock"
     try:
-        yield partial
-        if target.exists():
-            shutil.rmtree(target)
-        partial.rename(target)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        fd = lock_file(lock)
+    except Busy as exc:
+        raise Busy(f"{target} is being written by {exc}; wait until it ends") from None
+    try:
+        yield
+    finally:
+        release_file(lock, fd)  # no lock file is left beside the dataset
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> None:

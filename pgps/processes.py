@@ -5,16 +5,20 @@ A training's helpers (nnU-Net's loader workers) must not outlive a trainer kille
 asks the kernel to signal a process when its parent dies (``PR_SET_PDEATHSIG``); elsewhere it does nothing. (The
 workers of a ``multiprocessing`` pool, as in nnU-Net's final validation, end by themselves when their parent
 dies.) :func:`wait_for_group` is how ``pgps gpu-slot`` makes sure a command's whole process group is gone before
-it hands the GPU to the next job.
+it hands the GPU to the next job. :func:`lock_file` is the lock a process holds while it writes a folder
+(a fold being trained, a dataset being written): the kernel drops it when the process dies, by any signal.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
+import json
 import multiprocessing
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -89,3 +93,64 @@ def wait_for_group(group: int, grace_s: float, poll_s: float = 0.05) -> bool:
             return True
         time.sleep(poll_s)
     return False
+
+
+class Busy(OSError):
+    """Another process holds the lock; the message names it (an ``OSError``, as ``EBUSY`` would be)."""
+
+
+def holder(path: str | os.PathLike, patience_s: float = 1.0) -> str:
+    """Who holds (or last held) the lock file ``path``, as it says (a holder that has just taken the lock gets
+    ``patience_s`` seconds to write its name)."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            with open(path) as f:
+                info = json.load(f)
+            return f"host {info['host']}, pid {info['pid']}, since {info['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return "a process that has not written its name yet"
+            time.sleep(0.05)
+
+
+def lock_file(path: str | os.PathLike, wait: bool = False) -> int:
+    """Take an exclusive POSIX record lock (``fcntl.lockf``) on ``path`` (created if missing) and write this
+    process's host, pid and start time into it; returns its file descriptor (closing it releases the lock, and
+    so does the kernel when the process dies). Raises :class:`Busy` naming the holder when another process holds
+    it (``wait``: block until it is free). Without ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        fcntl = None
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            break
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EACCES, errno.EAGAIN):
+                raise Busy(holder(path)) from None
+            raise
+        try:  # a holder that removes its lock file on release (release_file) may have done so meanwhile
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started})
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, info.encode() + b"\n", 0)
+    os.fsync(fd)
+    return fd
+
+
+def release_file(path: str | os.PathLike, fd: int) -> None:
+    """Release a lock of :func:`lock_file` and remove its file (while still holding it, so that no other process
+    can have locked the removed file: :func:`lock_file` checks that the file it locked is still ``path``)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    os.close(fd)

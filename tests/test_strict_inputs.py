@@ -254,6 +254,51 @@ def test_a_run_whose_telemetry_was_cut_is_incomplete(tmp_path, capsys):
     assert np.isnan(results.loc["efficiency", "relative_runtime"])
 
 
+def damage(path: Path, how: str) -> str:
+    """Damage one file of a run as a crash or a bad disk would; returns what the warning must say."""
+    text = path.read_text()
+    if how == "cut":  # the last row loses its tail (its last number too) and its line end
+        path.write_text(text[:-40])
+        return f"{path}, line {text.count(chr(10))}: cut short"
+    if how == "nul":
+        path.write_bytes(text.encode().replace(b"epoch_time_s", b"epoch_\0\0\0e_s", 1))
+        return f"{path}, line 1: NUL bytes"
+    if how == "field":
+        lines = text.splitlines()
+        stage = lines[3].split(",")[1]
+        lines[3] = lines[3].replace(",", ",x", 1)  # the stage of the third epoch: "x" before it
+        path.write_text("\n".join(lines) + "\n")
+        return f"{path}, line 4, column stage: 'x{stage}' is not a number"
+    if how == "list":
+        path.write_text(json.dumps([json.loads(text)]))
+        return f"{path}: not a pgps summary (a JSON object), but a JSON list"
+    path.write_text(json.dumps(json.loads(text) | {"epochs_done": "40"}))
+    return f"{path}: epochs_done is '40', not a number"
+
+
+@pytest.mark.parametrize("how", ["cut", "nul", "field", "list", "number"])
+def test_a_damaged_run_is_collected_as_damaged_naming_file_line_and_column(tmp_path, capsys, how):
+    runs = manifest_with_runs(tmp_path)
+    name = "pgps_summary.json" if how in ("list", "number") else "pgps_telemetry.csv"
+    said = damage(tmp_path / "run1" / name, how)
+    code, _, err = run(capsys, "collect", "--runs", str(runs), "--out", str(tmp_path / "res"), "--quiet")
+    assert code == 0 and f"pgps collect: warning: damaged run: {said}" in err, err
+    results = pd.read_csv(tmp_path / "res" / "results.csv").set_index("mode")
+    assert results.loc["cps", "status"] == "complete" and results.loc["efficiency", "status"] == "damaged"
+    assert results.loc["efficiency", ["dice", "relative_runtime", "iterated_voxels"]].isna().all()
+
+
+def test_report_names_the_line_and_column_of_a_results_field_that_is_not_a_number(tmp_path, capsys):
+    results = collected(tmp_path, capsys) / "results.csv"
+    table = pd.read_csv(results)
+    table["dice"] = table["dice"].astype(object)
+    table.loc[1, "dice"] = "0.8O"
+    table.to_csv(results, index=False)
+    code, _, err = run(capsys, "report", "--results", str(results.parent), "--out", str(tmp_path / "out"))
+    assert code == 2
+    one_line_error(err, f"{results}, line 3, column dice: '0.8O' is not a number")
+
+
 def test_report_refuses_a_published_folder_that_does_not_exist(tmp_path, capsys):
     argv = ["report", "--results", str(collected(tmp_path, capsys)), "--out", str(tmp_path / "out")]
     code, _, err = run(capsys, *argv, "--published", "/nonexistent")

@@ -384,3 +384,52 @@ def test_cli_argparse_errors_exit_2(capsys, tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["synth", "--out", str(tmp_path), "--dataset-id", "5", "--preset", "nope"])
     assert exc.value.code == 2
+
+
+# -- one writer per dataset folder (pgps.io.writer_lock) ---------------------------------------------------------
+HOLD_WRITER = """
+import sys, time
+from pgps.io import writer_lock
+with writer_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def synth_command(out, *extra):
+    return [sys.executable, "-m", "pgps", "synth", "--preset", "lesions", "--cases", "4", "--shape", "24", "24",
+            "24", "--out", str(out), "--dataset-id", "7", "--name", "Race", "--no-progress", *extra]  # fmt: skip
+
+
+def test_a_second_writer_of_a_dataset_folder_fails_naming_the_first_and_changes_nothing(tmp_path):
+    assert subprocess.run(synth_command(tmp_path), capture_output=True).returncode == 0
+    target = tmp_path / "Dataset007_Race"
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_WRITER, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = subprocess.run(synth_command(tmp_path, "--overwrite"), capture_output=True, text=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"pgps synth: error: {target} is being written by host {os.uname().nodename}, pid {holder.pid}, since "
+        f"{json.loads((tmp_path / '.Dataset007_Race.lock').read_text())['started']}; wait until it ends"]  # fmt: skip
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_concurrent_writers_of_one_dataset_never_leave_it_empty(tmp_path):
+    """Two `pgps synth --overwrite` into one folder at once, three rounds: each either writes the whole dataset or
+    fails naming the other; the folder always holds a whole dataset afterwards."""
+    for _ in range(3):
+        procs = [subprocess.Popen(synth_command(tmp_path, "--overwrite"), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+        results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        assert any(code == 0 for code, _ in results), results
+        for code, err in results:
+            assert code == 0 or (code == 2 and "is being written by host" in err), err
+        target = tmp_path / "Dataset007_Race"
+        assert (target / "dataset.json").is_file() and len(list((target / "labelsTr").iterdir())) == 4
+        assert not list(tmp_path.glob(".*partial*"))

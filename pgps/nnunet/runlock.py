@@ -17,13 +17,10 @@ it waits for the lock instead.
 
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import os
-import socket
 import sys
-import time
+
+from pgps import processes
 
 LOCK_FILE = ".pgps_run.lock"
 WAIT_ENV = "PGPS_WAIT_FOR_LOCK"
@@ -37,12 +34,7 @@ class FoldBusy(RuntimeError):
 
 def holder(folder: str | os.PathLike) -> str:
     """Who holds (or last held) the lock of ``folder``, as the lock file says."""
-    try:
-        with open(os.path.join(folder, LOCK_FILE)) as f:
-            info = json.load(f)
-        return f"host {info['host']}, pid {info['pid']}, since {info['started']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "a process that has not written its name yet"
+    return processes.holder(os.path.join(folder, LOCK_FILE))
 
 
 def hold(folder: str | os.PathLike, wait: bool = False) -> int:
@@ -50,20 +42,10 @@ def hold(folder: str | os.PathLike, wait: bool = False) -> int:
 
     Raises :class:`FoldBusy` if another process holds it (``wait``: block until it is free)."""
     os.makedirs(folder, exist_ok=True)
-    fd = os.open(os.path.join(folder, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EACCES, errno.EAGAIN):
-            raise FoldBusy(f"{os.fspath(folder)} is being trained by {holder(folder)}") from None
-        raise
-    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    info = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started})
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, info.encode() + b"\n", 0)
-    os.fsync(fd)
-    return fd
+        return processes.lock_file(os.path.join(folder, LOCK_FILE), wait)
+    except processes.Busy as exc:
+        raise FoldBusy(f"{os.fspath(folder)} is being trained by {exc}") from None
 
 
 def wait_wanted() -> bool:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,9 @@ METRIC_COLUMNS: tuple[str, ...] = (
 channel). ``status``: ``complete`` (nnU-Net's validation summary exists and the telemetry holds every
 epoch of the run's schedule exactly once), ``incomplete`` (validated, but the telemetry is missing or
 holds fewer or repeated epochs: a cut or stale file, or a run resumed without its telemetry),
+``damaged`` (a file of the run cannot be read as written: a telemetry table cut short or holding NUL bytes
+or a field that is not a number, a ``pgps_summary.json`` that is not a JSON object or holds a non-number
+where a number belongs; a warning names the file, row and column; nothing else of the run is counted),
 ``training`` (only pgps telemetry so far) or ``missing``. ``relative_runtime`` is set for complete
 runs only. ``energy_kwh`` and ``co2_kg`` are CodeCarbon's totals for the run (missing without CodeCarbon,
 see :mod:`pgps.nnunet.carbon`). ``nsd*``: from ``validation/pgps_surface.csv`` when ``pgps surface`` wrote it
@@ -130,18 +134,73 @@ def read_cases(fold_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+class DamagedFile(ValueError):
+    """A file of a run that cannot be read as pgps wrote it (the message names file, row and column)."""
+
+
+SUMMARY_NUMBERS = ("epochs_done", "train_time_s", "p_max_epochs_done", "p_max_mean_epoch_time_s", "iterated_voxels",
+                   "planned_iterated_voxels", "planned_relative_voxels", "cps_voxels_per_epoch", "fg_fallbacks",
+                   "energy_kwh", "co2_kg")  # fmt: skip
+"""Keys of ``pgps_summary.json`` that hold a number (or null)."""
+
+TELEMETRY_TEXT = ("patch_size", "crop_size")
+"""The columns of ``pgps_telemetry.csv`` that are not numbers."""
+
+
 def read_summary(fold_dir: str | Path) -> dict[str, Any] | None:
-    """pgps's ``pgps_summary.json`` of a fold folder, or None."""
+    """pgps's ``pgps_summary.json`` of a fold folder, or None; :class:`DamagedFile` when it is not a JSON object
+    with numbers where :data:`SUMMARY_NUMBERS` are."""
     path = Path(fold_dir) / "pgps_summary.json"
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        summary = read_json(path)
+    except ValueError as exc:
+        raise DamagedFile(str(exc)) from None
+    if not isinstance(summary, dict):
+        raise DamagedFile(f"{path}: not a pgps summary (a JSON object), but a JSON {type(summary).__name__}")
+    for key in SUMMARY_NUMBERS:
+        value = summary.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise DamagedFile(f"{path}: {key} is {value!r}, not a number")
+    if summary.get("schedule") is not None and not isinstance(summary["schedule"], dict):
+        raise DamagedFile(f"{path}: schedule is not a JSON object")
+    return summary
 
 
 def read_telemetry(fold_dir: str | Path) -> pd.DataFrame | None:
-    """pgps's per-epoch ``pgps_telemetry.csv`` of a fold folder, or None."""
+    """pgps's per-epoch ``pgps_telemetry.csv`` of a fold folder, or None; :class:`DamagedFile` when it is cut
+    short (its last line has no line end: its last value may be cut too, 4.39 for 4.39e-05), holds NUL bytes, or
+    a field that should be a number is not one."""
     path = Path(fold_dir) / "pgps_telemetry.csv"
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    return read_csv(path, ["epoch"], "telemetry table (pgps_telemetry.csv)")
+    raw = path.read_bytes()
+    if b"\0" in raw:
+        line = raw[: raw.index(b"\0")].count(b"\n") + 1
+        raise DamagedFile(f"{path}, line {line}: NUL bytes (the file was damaged, e.g. by a crash of its disk)")
+    if not raw.endswith(b"\n"):
+        line = raw.count(b"\n") + 1
+        raise DamagedFile(f"{path}, line {line}: cut short (no line end after the last row)")
+    try:
+        df = read_csv(path, ["epoch"], "telemetry table (pgps_telemetry.csv)")
+    except ValueError as exc:
+        raise DamagedFile(str(exc)) from None
+    check_numbers(df, path, [c for c in df.columns if c not in TELEMETRY_TEXT], error=DamagedFile)
+    return df
+
+
+def check_numbers(df: pd.DataFrame, path: str | Path, columns: Iterable[str], error: type = ValueError) -> None:
+    """Raise ``error`` naming the file, line and column of the first field of ``columns`` (those ``df`` has) that is
+    not a number; empty fields are missing values, not errors. Line 1 is the header."""
+    for column in columns:
+        if column not in df.columns or pd.api.types.is_numeric_dtype(df[column]):
+            continue
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = values.isna() & df[column].notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise error(f"{path}, line {i + 2}, column {column}: {df[column].iloc[i]!r} is not a number")
 
 
 def _number(value: Any) -> float:
@@ -160,8 +219,13 @@ def collect_run(fold_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame | No
     from pgps.schedule import Schedule  # torch-free core
 
     dice, per_class = read_validation(fold_dir)
-    summary = read_summary(fold_dir)
-    telemetry = read_telemetry(fold_dir)
+    try:
+        summary = read_summary(fold_dir)
+        telemetry = read_telemetry(fold_dir)
+    except DamagedFile as exc:
+        warnings.warn(f"damaged run: {exc}", stacklevel=2)
+        metrics = dict.fromkeys(METRIC_COLUMNS, math.nan) | {"dice_per_class": "{}", "patch_size_max": ""}
+        return {**metrics, **surface_metrics(fold_dir), "status": "damaged"}, None, None
     s = summary or {}
     schedule = Schedule.from_dict(s["schedule"]) if s.get("schedule") else None
     if math.isfinite(dice):
@@ -337,6 +401,7 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
     if not results_path.is_file():
         raise ValueError(f"{results_path} does not exist; run `pgps collect` first")
     results = read_csv(results_path, RESULTS_REQUIRED, "results table (pgps collect)")
+    check_numbers(results, results_path, RESULTS_NUMBERS)
     try:
         results = with_defaults(results)
     except ValueError as exc:
@@ -370,6 +435,11 @@ def load_results(results_dir: str | Path) -> dict[str, Any]:
         "cases": cases,
     }
 
+
+RESULTS_NUMBERS: tuple[str, ...] = tuple(
+    c for c in METRIC_COLUMNS if c not in ("status", "dice_per_class", "patch_size_max", "nsd_per_class")
+)
+"""The columns of a results table that hold numbers."""
 
 RESULTS_REQUIRED: tuple[str, ...] = ("dataset", "mode", "fold", "dice")
 """Columns every results table must have (the rest take :data:`DEFAULTS` or stay missing)."""

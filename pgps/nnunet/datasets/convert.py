@@ -27,8 +27,10 @@ extracted folder; the dataset root is found up to three folders deep. Formats (:
 nnU-Net's converters write into ``$nnUNet_raw/DatasetXXX_<their name>``; they run in a child Python
 whose ``nnUNet_raw`` is a staging folder (and whose ``nnUNet_preprocessed``/``nnUNet_results`` are
 empty), and the folder they write is renamed to the requested ``DatasetXXX_Name``. Everything is
-written under the hidden ``raw_dir/.DatasetXXX_Name.partial/`` (archives are extracted there too) and
-renamed into place at the end, so an interrupted conversion never leaves a dataset that looks done.
+written under the hidden ``raw_dir/.DatasetXXX_Name.partial-PID/`` (archives are extracted there too) and
+renamed into place at the end, so an interrupted conversion never leaves a dataset that looks done. The
+conversion holds ``raw_dir/.DatasetXXX_Name.lock`` (:func:`pgps.io.writer_lock`): a second writer of the
+same folder (``pgps convert`` or ``pgps synth``) fails at once naming the first.
 ``dataset.json`` gets a ``pgps_convert`` entry (format, source, converter).
 
 ``download(url, out, md5=...)`` fetches a public archive (``pgps download``): streamed to
@@ -40,11 +42,13 @@ imported when used (none of them imports torch).
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 from pathlib import Path
 
 from pgps.data.synth import dataset_folder_name
+from pgps.io import writer_lock
 from pgps.nnunet.datasets.archives import ARCHIVE_SUFFIXES, extract, is_archive
 from pgps.nnunet.datasets.base import Context, ConversionError, Format, annotate
 from pgps.nnunet.datasets.checks import check_cases, check_raw_dataset
@@ -100,31 +104,32 @@ def convert_dataset(
         check_raw_dataset(target)  # already in place: only check it
         check_cases(target, workers, progress)
         return target
-    if raw_dir.is_dir():
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    with writer_lock(target):  # one writer of this dataset folder at a time (a second fails naming the first)
         clashes = sorted(p.name for p in raw_dir.glob(f"Dataset{int(dataset_id):03d}_*") if p.name != folder_name)
         if clashes:
             raise ConversionError(f"{raw_dir} already holds {', '.join(clashes)} with dataset id {int(dataset_id):03d}")
-    if target.exists() and not target.is_dir():
-        raise ConversionError(f"{target} exists and is not a directory")
-    if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise ConversionError(f"{target} exists and is not empty (pass --overwrite to replace it)")
+        if target.exists() and not target.is_dir():
+            raise ConversionError(f"{target} exists and is not a directory")
+        if target.is_dir() and any(target.iterdir()) and not overwrite:
+            raise ConversionError(f"{target} exists and is not empty (pass --overwrite to replace it)")
 
-    staging = raw_dir / f".{folder_name}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)  # left over by an interrupted run
-    staging.mkdir(parents=True)
-    try:
-        extracted = source.is_file()
-        root = spec.locate(extract(source, staging / "source", progress) if extracted else source)
-        out = staging / "out" / folder_name
-        context = Context(staging=staging, workers=workers, progress=progress, source_is_extracted=extracted)
-        converter = spec.convert(root, out, int(dataset_id), name, context)
-        check_raw_dataset(out)
-        check_cases(out, workers, progress)
-        annotate(out, name, {"format": fmt, "source": str(source.resolve()), "converter": converter})
-        if target.exists():
-            target.rename(staging / "replaced")
-        out.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        for stale in raw_dir.glob(f".{glob.escape(folder_name)}.partial*"):
+            shutil.rmtree(stale, ignore_errors=True)  # left over by an interrupted run
+        staging = raw_dir / f".{folder_name}.partial-{os.getpid()}"
+        staging.mkdir(parents=True)
+        try:
+            extracted = source.is_file()
+            root = spec.locate(extract(source, staging / "source", progress) if extracted else source)
+            out = staging / "out" / folder_name
+            context = Context(staging=staging, workers=workers, progress=progress, source_is_extracted=extracted)
+            converter = spec.convert(root, out, int(dataset_id), name, context)
+            check_raw_dataset(out)
+            check_cases(out, workers, progress)
+            annotate(out, name, {"format": fmt, "source": str(source.resolve()), "converter": converter})
+            if target.exists():
+                target.rename(staging / "replaced")
+            out.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return target
