@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -27,7 +28,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, durab
     path = os.fspath(path)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        write(tmp)
+        try:
+            write(tmp)
+        except Exception as exc:
+            if _out_of_space(tmp):  # e.g. torch.save's "unexpected pos 195520 vs 195408" on a full disk
+                raise OSError(errno.ENOSPC, f"no space left on device while writing {path}; the previous file (if "
+                              "any) is intact") from exc  # fmt: skip
+            raise
         if not os.path.exists(tmp):  # the writer decided not to write (e.g. checkpointing disabled)
             return
         if durable:
@@ -41,6 +48,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, durab
 
 
 @contextlib.contextmanager
+def _out_of_space(tmp: str) -> bool:
+    """Whether writing more to the file ``tmp`` fails for want of space (a write of a few blocks, synced)."""
+    if not os.path.exists(tmp):
+        return False
+    try:
+        with open(tmp, "ab") as f:
+            f.write(bytes(1 << 16))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return False
+
+
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a hidden sibling (``.NAME.partial-PID``) and rename it to ``target`` when the block ends.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import itertools
 import json
 import os
@@ -359,3 +360,19 @@ def test_a_checkpoint_of_an_earlier_pgps_resumes_at_its_epoch_and_says_so_once(t
     assert (stub.curriculum.epoch, stub.curriculum.iteration) == (3, 0)
     assert stub.telemetry_rows == rows[:3] and stub._saved_planner is None
     assert logged[0].startswith("PGPS: a checkpoint of an earlier pgps") and logged[-1].startswith("PGPS: resuming")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_checkpoint_write_on_a_full_disk_says_no_space_left_and_keeps_the_previous_one(tmp_path):
+    """torch.save on a full disk fails with "unexpected pos ..."; the checkpoint writer names the cause and the
+    file, and the previous checkpoint is intact. The temporary file is a link to /dev/full, where every write
+    fails with ENOSPC, as on a full disk."""
+    from pgps.io import atomic_write
+
+    path = tmp_path / "checkpoint_latest.pth"
+    torch.save({"epoch": 1}, path)
+    os.symlink("/dev/full", f"{path}.tmp{os.getpid()}")
+    with pytest.raises(OSError, match=rf"no space left on device while writing {re.escape(str(path))}") as raised:
+        atomic_write(path, lambda tmp: torch.save({"epoch": 2, "weights": torch.zeros(10**5)}, tmp))
+    assert raised.value.errno == errno.ENOSPC and "unexpected pos" in str(raised.value.__cause__)
+    assert torch.load(path)["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
