@@ -47,7 +47,6 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None], *, durab
             os.remove(tmp)
 
 
-@contextlib.contextmanager
 def _out_of_space(tmp: str) -> bool:
     """Whether writing more to the file ``tmp`` fails for want of space (a write of a few blocks, synced)."""
     if not os.path.exists(tmp):
@@ -62,6 +61,7 @@ def _out_of_space(tmp: str) -> bool:
     return False
 
 
+@contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     """Build a folder in a hidden sibling (``.NAME.partial-PID``) and rename it to ``target`` when the block ends.
 

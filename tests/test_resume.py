@@ -376,3 +376,10 @@ def test_a_checkpoint_write_on_a_full_disk_says_no_space_left_and_keeps_the_prev
         atomic_write(path, lambda tmp: torch.save({"epoch": 2, "weights": torch.zeros(10**5)}, tmp))
     assert raised.value.errno == errno.ENOSPC and "unexpected pos" in str(raised.value.__cause__)
     assert torch.load(path)["epoch"] == 1 and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+    def broken(tmp: str) -> None:  # a failure with space left is not called a full disk
+        Path(tmp).write_bytes(b"half")
+        raise RuntimeError("unexpected pos 4 vs 8")
+
+    with pytest.raises(RuntimeError, match="unexpected pos 4 vs 8"):
+        atomic_write(path, broken)
