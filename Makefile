@@ -19,12 +19,13 @@ export OMP_WAIT_POLICY ?= passive
 
 venv: $(STAMP)
 
-# Reinstall when the dependencies change. pip's notes about the machine's local index
-# ("Location ... is ignored") are filtered; errors still fail the build (pipefail).
-$(STAMP): pyproject.toml
+# Reinstall when the dependencies change. The lock, envs/constraints.txt, pins every package exactly (pyproject's
+# extras state ranges). pip's notes about the machine's local index ("Location ... is ignored") are filtered;
+# errors still fail the build (pipefail).
+$(STAMP): pyproject.toml envs/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing pgps and its pinned dependencies into $(VENV) (first time: a few minutes)"
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[$(EXTRAS)]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@echo "installing pgps and its locked dependencies into $(VENV) (first time: a few minutes)"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -c envs/constraints.txt -e ".[$(EXTRAS)]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	@touch $(STAMP)
 
 # --rerun-incomplete: after a kill, the jobs it cut short run again (the trainers resume from their checkpoints)

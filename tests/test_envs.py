@@ -1,5 +1,6 @@
-"""Packaging: the core needs numpy only, each extra declares what its code imports, and the conda environment
-files under envs/ pin exactly what pyproject.toml's extras pin."""
+"""Packaging: the core needs numpy only, each extra declares what its code imports and states a compatible range,
+the artifact's lock (envs/constraints.txt, what make installs) pins every package exactly inside those ranges, and
+the conda environment files under envs/ pin what the lock pins."""
 
 import ast
 import importlib.metadata
@@ -36,13 +37,32 @@ def _extra(extra: str) -> set[str]:
     return out
 
 
-WANTED = {r.replace(" ", "") for r in CORE} | {r for extra in OPTIONAL if extra != "test" for r in _extra(extra)}
+LOCK = ROOT / "envs" / "constraints.txt"
+
+
+def _lock() -> dict[str, str]:
+    """The lock's pins: normalised name -> version."""
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"{LOCK}: {line!r} is not an exact pin"
+            pins[_name(name)] = version
+    return pins
+
+
+def _locked(requirements: set[str]) -> set[str]:
+    """``name==version`` of the lock for each requirement's distribution."""
+    lock = _lock()
+    return {f"{_name(r)}=={lock[_name(r)]}" for r in requirements}
 
 
 def _pip_requirements(env_file: Path) -> set[str]:
     env = yaml.safe_load(env_file.read_text())
     pip = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
-    return {r.replace(" ", "") for r in pip[0] if not r.startswith("-e")}
+    return {f"{_name(r)}=={r.split('==', 1)[1].strip()}" if "==" in r else r.replace(" ", "") for r in pip[0]
+            if not r.startswith("-e")}  # fmt: skip
 
 
 OPTIONAL_IMPORTS = {"progress.py": {"tqdm"}}
@@ -69,17 +89,39 @@ def test_core_needs_numpy_only():
     assert _extra("all") == everything  # the tools of the tests and of the documentation site are not in [all]
 
 
-def test_full_stack_env_matches_pyproject():
-    assert _pip_requirements(ROOT / "envs" / "pgps.yaml") == {r.replace(" ", "") for r in CORE} | _extra("all")
+def test_full_stack_env_pins_what_the_lock_pins():
+    assert _pip_requirements(ROOT / "envs" / "pgps.yaml") == _locked(set(CORE) | _extra("all"))
 
 
-def test_every_stack_pins_what_pyproject_pins():
+def test_every_stack_pins_what_the_lock_pins():
     env_files = sorted((ROOT / "envs").glob("*.yaml"))
     assert len(env_files) >= 2, "envs/ should have the full stack and the analysis stack"
-    for env_file in env_files:
-        requirements = _pip_requirements(env_file)
-        assert requirements <= WANTED, f"{env_file.name}: {sorted(requirements - WANTED)} differ from pyproject.toml"
-    assert _pip_requirements(ROOT / "envs" / "report.yaml") == {r.replace(" ", "") for r in CORE} | _extra("report")
+    assert _pip_requirements(ROOT / "envs" / "report.yaml") == _locked(set(CORE) | _extra("report"))
+
+
+def test_the_lock_pins_every_requirement_inside_its_range():
+    """Every requirement of the core and of every extra (the test and documentation tools too) is pinned by the
+    lock, at a version its range allows; and the ranges are ranges (a user's environment may differ)."""
+    from packaging.requirements import Requirement
+
+    lock = _lock()
+    for extra in [None, *OPTIONAL]:
+        requirements = CORE if extra is None else [r for r in OPTIONAL[extra] if _name(r) != "pgps"]
+        for text in requirements:
+            requirement = Requirement(text)
+            name = _name(requirement.name)
+            assert name in lock, f"{LOCK} does not pin {name} (pgps[{extra}])"
+            assert requirement.specifier.contains(lock[name], prereleases=True), (extra, text, lock[name])
+            assert not any(s.operator in ("==", "===") for s in requirement.specifier), f"{text}: a pin, not a range"
+    assert (lock["torch"], lock["torchvision"]) == ("2.14.1", "0.29.1")  # the pair that imports cleanly (SPEC 6)
+
+
+def test_make_installs_from_the_lock():
+    """make's install line passes the lock as pip constraints, and a changed lock reinstalls."""
+    makefile = (ROOT / "Makefile").read_text()
+    install = [line for line in makefile.splitlines() if "pip install" in line and "-e" in line and "EXTRAS" in line]
+    assert len(install) == 1 and "-c envs/constraints.txt" in install[0], install
+    assert re.search(r"^\$\(STAMP\): pyproject\.toml envs/constraints\.txt$", makefile, flags=re.M)
 
 
 def test_every_conda_env_named_by_a_rule_exists():
@@ -142,14 +184,6 @@ def test_every_imported_module_is_declared_by_the_extra_of_its_package():
         declared = {_name(r) for r in _extra(extra)}
         for module in _third_party_imports([ROOT / "pgps" / name]) - {"numpy"}:
             assert {_name(d) for d in providers.get(module, [module])} & declared, (name, module)
-
-
-def test_torch_is_pinned():
-    for extra in OPTIONAL:
-        requirements = _extra(extra) if extra != "test" else set(OPTIONAL[extra])
-        torch = [r for r in requirements if _name(r) in ("torch", "torchvision")]
-        assert not torch or sorted(torch) == ["torch==2.14.1", "torchvision==0.29.1"], (extra, torch)
-    assert "torch==2.14.1" in _extra("torch") and "torch==2.14.1" in _extra("nnunet")
 
 
 def test_a_missing_module_of_an_extra_names_the_extra(monkeypatch):

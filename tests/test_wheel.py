@@ -1,8 +1,8 @@
 """The light install: the wheel built from this checkout, in a fresh virtual environment with numpy and nothing else.
 
-Everything comes from local files, no network: the wheel is built without build isolation (the
-setuptools of the test environment) and numpy is installed from a local package source, the
-find-links folders and ``file://`` indexes of pip's own configuration (or ``PGPS_NUMPY_WHEELS``).
+The wheel is built without build isolation (the setuptools of the test environment); numpy comes from a local
+package source, the find-links folders and ``file://`` indexes of pip's own configuration (or
+``PGPS_NUMPY_WHEELS``), else from the package registry.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ def light(tmp_path_factory):
     sources = _local_sources()
     got = _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
                *sources, "-d", dist, numpy_pin, check=False)  # fmt: skip
+    if got.returncode:  # no local source: the package registry (reachable from CI too)
+        got = _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:", "-d",
+                   dist, numpy_pin, check=False)  # fmt: skip
     if got.returncode:
         pytest.skip(
             f"no {numpy_pin} wheel in a local package source (pip's find-links or file:// indexes, or "
@@ -128,6 +131,27 @@ def test_light_install_imports_the_core_and_plans_schedules(light):
     from_plans = json.loads(_run(script, "schedule", "--plans", PLANS, "--json").stdout)  # the plans reader
     assert from_plans["patch_size_max"] == [40, 56, 40] and from_plans["stages"][0]["batch_size"] == 1575
     assert _run(script, "--version").stdout.strip() == f"pgps {pgps.__version__}"
+
+
+def test_pgps_torch_joins_an_environment_that_has_another_torch(light):
+    """The extras state ranges, not pins: resolving ``pgps[torch]`` where torch 2.15.0 is installed changes nothing
+    (pip's dry run, offline; the installed torch is its metadata only, all the resolver reads)."""
+    python, _, wheel = light
+    site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
+    fake = site / "torch-2.15.0.dist-info"
+    fake.mkdir()
+    try:
+        (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: torch\nVersion: 2.15.0\n")
+        (fake / "RECORD").write_text("")
+        (fake / "INSTALLER").write_text("pip\n")
+        # no pip configuration, no PIP_* variables: a machine's own constraints (a cap on torch) must not decide
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+        proc = _run(python, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-", "--no-index",
+                    "--find-links", wheel.parent, "pgps[torch]", env=env)  # fmt: skip
+        report = json.loads(proc.stdout)
+        assert [item["metadata"]["name"] for item in report["install"]] == [], report["install"]
+    finally:
+        shutil.rmtree(fake)
 
 
 @pytest.mark.parametrize(
