@@ -416,6 +416,36 @@ def test_existing_output_needs_overwrite(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Dataset220_KiTS2023"]
 
 
+@pytest.mark.parametrize("fmt", ["msd", "kits23", "amos22", "toothfairy2", "totalsegmentator", "nnunet"])
+def test_a_label_cut_short_is_named_as_the_source_has_it(tmp_path, fmt):
+    """Half of a source label's bytes: the conversion stops naming that source file (not a staging copy),
+    before any converter reads it, and writes nothing."""
+    source = FAKES[fmt](tmp_path / "sources" / fmt)
+    files = sorted(p for p in source.rglob("*") if p.name.endswith((".nii.gz", ".mha")))
+    labels = [p for p in files if re.search(r"label|segmentation", str(p.relative_to(source)))]
+    cut = (labels or files)[0]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    raw = tmp_path / "raw"
+    with pytest.raises(ConversionError) as raised:
+        convert_dataset(fmt, source, raw, IDS[fmt], "Cut", progress=False)
+    assert str(raised.value).startswith(f"{cut}: cannot be read to its end"), str(raised.value)
+    assert "is it cut short?" in str(raised.value) and ".partial" not in str(raised.value)
+    assert not raw.exists() or not any(p for p in raw.iterdir() if not p.name.startswith("."))
+
+
+def test_toothfairy2_refuses_an_undeclared_label_value_before_nnunets_mapping_erases_it(tmp_path):
+    source = fake_toothfairy2(tmp_path / "sources")
+    label = next((source / "Dataset112_ToothFairy2" / "labelsTr").glob("*.mha"))
+    image = sitk.ReadImage(str(label))
+    array = sitk.GetArrayFromImage(image)
+    array[0, 0, 0] = 77
+    changed = sitk.GetImageFromArray(array)
+    changed.CopyInformation(image)
+    sitk.WriteImage(changed, str(label))
+    with pytest.raises(ConversionError, match=r"holds label value\(s\) \[77\] that dataset.json does not declare"):
+        convert_dataset("toothfairy2", source, tmp_path / "raw", 119, "Cut", progress=False)
+
+
 def test_same_id_other_name_is_refused(tmp_path):
     (tmp_path / "raw" / "Dataset017_Other").mkdir(parents=True)
     with pytest.raises(ConversionError, match="Dataset017_Other with dataset id 017"):

@@ -89,8 +89,14 @@ def check_cases(folder: str | os.PathLike[str], workers: int = 1, progress: bool
     cases = get_filenames_of_train_images_and_targets(str(folder), meta)
     jobs = [(case, cases[case]["images"], cases[case]["label"], sorted(allowed), str(folder)) for case in sorted(cases)]
     bar = Progress(f"check {folder.name}", len(jobs), progress, unit="case")
+    return _first_problem(_check_case, jobs, workers, bar)
+
+
+def _first_problem(function: Callable[[Any], str | None], jobs: list, workers: int, bar: Progress) -> int:
+    """Run ``function`` on every job (:func:`run_jobs`); raise :class:`ConversionError` with the first problem it
+    reports; return the number of jobs."""
     try:
-        for problem in run_jobs(_check_case, jobs, workers):
+        for problem in run_jobs(function, jobs, workers):
             if problem:
                 raise ConversionError(problem)
             bar.advance()
@@ -154,3 +160,61 @@ def run_jobs(function: Callable[[Any], Any], jobs: list, workers: int) -> Iterat
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         yield from pool.map(function, jobs)
+
+
+# -- the source files, read to the end before any converter touches them --------------------------------------------
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
+"""Image files of a source dataset that :func:`check_source_files` reads to the end."""
+
+
+def check_source_files(root: str | os.PathLike[str], workers: int = 1, progress: bool | None = None) -> int:
+    """Read every image file under ``root`` (a located source dataset) to its end; return how many. A file that
+    cannot be (a ``.gz`` stream cut short or corrupt, a NIfTI whose voxels stop before its header says, a header
+    SimpleITK cannot read) raises :class:`ConversionError` naming it, before a converter copies it under another
+    name or reads it with a traceback."""
+    files = sorted(str(p) for p in Path(root).rglob("*") if p.name.endswith(IMAGE_SUFFIXES) and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))  # fmt: skip
+    bar = Progress(f"read {Path(root).name}", len(files), progress, unit="file")
+    return _first_problem(_source_problem, files, workers, bar)
+
+
+def _source_problem(path: str) -> str | None:
+    """What keeps one source image file from being read to its end, or None."""
+    import gzip
+    import zlib
+
+    try:
+        size = os.path.getsize(path)
+        if path.endswith(".gz"):  # the whole stream: a cut or corrupt one fails here
+            size = 0
+            with gzip.open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    size += len(chunk)
+        if path.endswith((".nii", ".nii.gz")):
+            return _nifti_problem(path, size)
+        import SimpleITK as sitk
+
+        try:  # .mha, .nrrd: SimpleITK reads the voxels to their end
+            sitk.ReadImage(path)
+        except RuntimeError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            return f"{path}: cannot be read to its end (SimpleITK: {reason}); is it cut short?"
+    except (EOFError, OSError, zlib.error) as exc:
+        return f"{path}: cannot be read to its end ({exc}); is it cut short?"
+    return None
+
+
+def _nifti_problem(path: str, size: int) -> str | None:
+    """A NIfTI file (``size`` bytes, uncompressed) whose voxel data is shorter than its header says (the header
+    read with nibabel)."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+    except Exception as exc:
+        return f"{path}: not a NIfTI image ({exc})"
+    header = image.header
+    needed = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    if size < needed:
+        return f"{path}: holds {size} bytes of voxel data and header, its header needs {needed}; is it cut short?"
+    return None

@@ -51,7 +51,7 @@ from pgps.data.synth import dataset_folder_name
 from pgps.io import writer_lock
 from pgps.nnunet.datasets.archives import ARCHIVE_SUFFIXES, extract, is_archive
 from pgps.nnunet.datasets.base import Context, ConversionError, Format, annotate
-from pgps.nnunet.datasets.checks import check_cases, check_raw_dataset
+from pgps.nnunet.datasets.checks import check_cases, check_raw_dataset, check_source_files
 from pgps.nnunet.datasets.download import download
 from pgps.nnunet.datasets.formats import BTCV_CLASSES, FORMATS, TOTALSEGMENTATOR_CLASSES
 
@@ -121,6 +121,7 @@ def convert_dataset(
         try:
             extracted = source.is_file()
             root = spec.locate(extract(source, staging / "source", progress) if extracted else source)
+            check_source_files(root, workers, progress)  # every image read to its end, named as the source has it
             out = staging / "out" / folder_name
             context = Context(staging=staging, workers=workers, progress=progress, source_is_extracted=extracted)
             converter = spec.convert(root, out, int(dataset_id), name, context)
@@ -130,6 +131,10 @@ def convert_dataset(
             if target.exists():
                 target.rename(staging / "replaced")
             out.rename(target)
+        except ConversionError as exc:  # name the source, or the dataset being written, never the staging folder
+            text = str(exc).replace(str(staging / "source"), f"{source} (archive)")
+            text = text.replace(str(staging / "out" / folder_name), f"{target} (being written)")
+            raise ConversionError(text) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return target

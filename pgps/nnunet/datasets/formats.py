@@ -24,7 +24,7 @@ from pgps.nnunet.datasets.base import (
     subfolders,
     write_dataset_json,
 )
-from pgps.nnunet.datasets.checks import NNUNET_KEYS, check_raw_dataset, run_jobs
+from pgps.nnunet.datasets.checks import NNUNET_KEYS, check_cases, check_raw_dataset, run_jobs
 from pgps.nnunet.datasets.child import run_nnunet
 from pgps.progress import Progress
 
@@ -280,6 +280,10 @@ def _locate_toothfairy2(base: Path) -> Path:
 
 
 def _convert_toothfairy2(root: Path, out: Path, dataset_id: int, name: str, ctx: Context) -> str:
+    try:  # the source's labels against its dataset.json: nnU-Net's mapping turns an undeclared value into background
+        check_cases(root, ctx.workers, ctx.progress)
+    except ConversionError as exc:
+        raise ConversionError(f"{root}: {exc}") from None
     expected = len(files_in(root / "labelsTr")) + len(files_in(root / "imagesTr"))
     call = {"kind": "toothfairy2", "source": str(root), "dataset_id": dataset_id, "workers": ctx.workers}
     run_nnunet(call, out, dataset_id, expected, ctx)
