@@ -446,6 +446,17 @@ def test_toothfairy2_refuses_an_undeclared_label_value_before_nnunets_mapping_er
         convert_dataset("toothfairy2", source, tmp_path / "raw", 119, "Cut", progress=False)
 
 
+def test_an_archived_nnunet_dataset_without_images_names_the_archive_not_a_staging_path(tmp_path):
+    import shutil
+
+    source = fake_nnunet(tmp_path / "n")
+    shutil.rmtree(source / "imagesTr")
+    archive = tar_of(source, tmp_path / "broken.tar")
+    with pytest.raises(ConversionError) as raised:
+        convert_dataset("nnunet", archive, tmp_path / "raw", 8, "Broken", progress=False)
+    assert f"{archive} (archive)" in str(raised.value) and ".partial" not in str(raised.value), str(raised.value)
+
+
 def test_same_id_other_name_is_refused(tmp_path):
     (tmp_path / "raw" / "Dataset017_Other").mkdir(parents=True)
     with pytest.raises(ConversionError, match="Dataset017_Other with dataset id 017"):
