@@ -223,6 +223,7 @@ def make_schedule(
     batch_size_cap: int | None = None,
     seed: int = 0,
     rpss_pool: str = "miccai",
+    growth: str = "code",
 ) -> Schedule:
     """Build the schedule of a curriculum ``mode`` (one of :data:`MODES`).
 
@@ -232,12 +233,16 @@ def make_schedule(
     for an architecture whose normalisation cannot train on a single-voxel bottleneck: ``P_min``
     then moves one stage up and the schedule's notes say so. ``batch_size_cap`` limits the
     batch size of every stage. ``rpss_pool`` (RPSS only, one of :data:`RPSS_POOLS`) names the stages RPSS
-    draws from; the schedule's notes say which.
+    draws from; the schedule's notes say which. ``growth`` (journal modes, one of :data:`pgps.stages.GROWTH`):
+    which axis grows next, ``"code"`` (the authors' implementation, default) or ``"text"`` (the article's
+    wording); a schedule grown by the text says so in its notes.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
     if rpss_pool not in RPSS_POOLS:
         raise ValueError(f"unknown RPSS pool {rpss_pool!r}; choose one of: {', '.join(RPSS_POOLS)}")
+    if growth not in stage_lists.GROWTH:
+        raise ValueError(f"unknown stage growth {growth!r}; choose one of: {', '.join(stage_lists.GROWTH)}")
     if isinstance(batch_size_base, bool) or int(batch_size_base) != batch_size_base or batch_size_base < 1:
         raise ValueError(f"batch_size_base must be a positive integer, got {batch_size_base!r}")
     batch_size_base = int(batch_size_base)
@@ -253,7 +258,9 @@ def make_schedule(
     elif mode in ("miccai", "miccai-plus") or (mode == "rpss" and rpss_pool == "miccai"):
         sizes = stage_lists.legacy_stages(p_max, step, patch_size_min)
     else:
-        sizes = stage_lists.journal_stages(p_max, step, patch_size_min)
+        sizes = stage_lists.journal_stages(p_max, step, patch_size_min, growth)
+        if growth != "code":
+            notes.append(f"stage growth: {stage_lists.GROWTH[growth]}")
         if not single_voxel_bottleneck and len(sizes) > 1 and sizes[0] == step:
             notes.append(
                 f"P_min moved one stage up from {fmt_size(sizes[0])} to {fmt_size(sizes[1])}: "

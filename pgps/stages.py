@@ -1,8 +1,12 @@
 """Stage lists: the patch sizes a curriculum trains on, from ``P_min`` to ``P_max``.
 
 Journal modes (PGPS-Efficiency / -Performance, journal Sec. 2.4.2 and Algorithm 1):
-start at ``P_min`` and repeatedly grow the axis whose *next* value (current + step) is
-smallest among the axes still below ``P_max``; ties go to the lowest axis index.
+start at ``P_min`` and repeatedly grow one axis among those still below ``P_max``; ties go to
+the lowest axis index. Which axis is a choice (:data:`GROWTH`): the authors' journal code grows
+the axis whose *next* value (current + step) is smallest (``"code"``, the default: it is what
+produced the article's results); the article's text (Sec. 2, Algorithm 1) says the axis that is
+*currently* smallest (``"text"``). The two differ once the steps differ between axes, e.g. on
+MSD Heart from the fourth stage on: (64, 32, 32) by the code, (48, 64, 32) by the text.
 
 MICCAI 2024 legacy modes (PGPS / PGPS+): start at ``P_min`` doubled on axis 0 (a 2x1x1
 bottleneck), then grow the axes round-robin in the order 1, 2, 0, skipping axes already at
@@ -16,6 +20,12 @@ from collections.abc import Sequence
 from pgps.sizes import Size, as_size, check_divisible, check_not_larger
 
 LEGACY_AXIS_ORDER = (1, 2, 0)
+
+GROWTH = {
+    "code": "the axis whose next value (current + step) is smallest (the authors' journal code)",
+    "text": "the axis that is currently smallest (the article's text, Sec. 2 and Algorithm 1)",
+}
+"""The journal modes' rules for the axis to grow next."""
 
 
 def validate(
@@ -32,18 +42,24 @@ def validate(
 
 
 def journal_stages(
-    patch_size_max: Sequence[int], steps: Sequence[int], patch_size_min: Sequence[int] | None = None
+    patch_size_max: Sequence[int],
+    steps: Sequence[int],
+    patch_size_min: Sequence[int] | None = None,
+    growth: str = "code",
 ) -> list[Size]:
-    """Stages of the journal modes, ``P_min`` first and ``P_max`` last.
+    """Stages of the journal modes, ``P_min`` first and ``P_max`` last; ``growth`` one of :data:`GROWTH`.
 
     >>> [s for s in journal_stages((128, 128, 128), (32, 32, 32))][:4]
     [(32, 32, 32), (64, 32, 32), (64, 64, 32), (64, 64, 64)]
     """
+    if growth not in GROWTH:
+        raise ValueError(f"unknown stage growth {growth!r}; choose one of: {', '.join(GROWTH)}")
     p_max, step, p = validate(patch_size_max, steps, patch_size_min)
+    ahead = 1 if growth == "code" else 0
     stages = [p]
     while p != p_max:
         growable = [a for a in range(3) if p[a] < p_max[a]]
-        axis = min(growable, key=lambda a: (p[a] + step[a], a))
+        axis = min(growable, key=lambda a: (p[a] + ahead * step[a], a))
         grown = list(p)
         grown[axis] += step[axis]
         p = (grown[0], grown[1], grown[2])

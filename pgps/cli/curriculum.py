@@ -14,6 +14,7 @@ from pgps.cli.common import (
 )
 from pgps.plans import planned_configuration
 from pgps.schedule import MODES, RPSS_POOLS, make_schedule
+from pgps.stages import GROWTH
 
 
 def _schedule_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +52,13 @@ def _schedule_parser(sub: argparse._SubParsersAction) -> None:
         choices=list(RPSS_POOLS),
         help="stages RPSS draws from: miccai (the MICCAI 2024 paper's, default) or journal",
     )
+    p.add_argument(
+        "--growth",
+        default="code",
+        choices=list(GROWTH),
+        help="journal modes: the axis grown next, code (next value smallest: the authors' code, default) or text "
+        "(currently smallest: the article's wording)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON (mode, patch_size_max, ..., relative_voxels)")
     p.set_defaults(func=_run_schedule)
 
@@ -87,6 +95,7 @@ def _run_schedule(args: argparse.Namespace) -> int:
         batch_size_cap=args.batch_size_cap,
         seed=args.seed,
         rpss_pool=args.rpss_pool,
+        growth=args.growth,
     )
     if args.json:
         json.dump(schedule.summary(), sys.stdout)
