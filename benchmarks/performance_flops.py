@@ -11,10 +11,13 @@ Supplemental Table 3: P_max, per-axis steps and b_base of nnU-Net's plans) and s
 - ``even``: our batch sizes rounded down to an even number (a 50:50 foreground split without a remainder);
 - ``no_1x1x1``: without the single-voxel-bottleneck stage (P_min one step up);
 - ``no_remainder``: the last stage's remainder epochs not counted (floor(E/k) epochs for every stage);
-- ``cap_N``: batch sizes capped at N.
+- ``cap_N``: batch sizes capped at N;
+- ``article``: our schedule, the first stage's voxels not counted (``pgps.cost`` accounting ``"article"``).
 
 Prints one table (relative FLOPs in % of CPS) and, per candidate, the mean and largest absolute difference to the
-printed values. Run: ``.venv/bin/python benchmarks/performance_flops.py`` (about a minute on a CPU).
+printed values. Run: ``.venv/bin/python benchmarks/performance_flops.py`` (about a minute on a CPU);
+``--markdown`` prints only the fit table of docs/pages/explanation/flops.md (per task: printed, ours, the article's
+accounting; tests/test_docs.py checks that the page holds it).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import statistics
 import sys
 
 import pgps
+from pgps.cost import relative_voxels
 from pgps.sizes import numel
 
 # MICCAI 2024 Supplemental Table 3 (pgps-miccai-2024.txt l. 375-409): P_max, steps per axis, b_base.
@@ -103,6 +107,8 @@ def candidates(p_max, steps, b_base, with_profiler=True) -> dict[str, float]:
     }
     for cap in (64, 256):
         out[f"cap_{cap}"] = relative(journal, pgps.cap_batch_sizes(ours, cap, b_base))
+    schedule = pgps.make_schedule("performance", p_max, steps, b_base, epochs=EPOCHS)
+    out["article"] = 100 * relative_voxels(schedule, accounting="article")
     if with_profiler:
         out["profiler"] = relative(journal, ours, cost=profiler_cost(p_max, steps))
     return out
@@ -121,7 +127,26 @@ def sweep() -> tuple[float, float]:
     return min(values), max(values)
 
 
+def fit_table() -> str:
+    """The page's table: per MSD task the printed value, ours and the article's accounting, then the fit."""
+    rows = ["| task | printed | ours | article's accounting |", "|---|--:|--:|--:|"]
+    values = {}
+    for task, (p_max, steps, b_base) in PLANS.items():
+        schedule = pgps.make_schedule("performance", p_max, steps, b_base, epochs=EPOCHS)
+        values[task] = [100 * relative_voxels(schedule, accounting=a) for a in ("ours", "article")]
+        rows.append(f"| {task.removeprefix('MSD_')} | {PRINTED[task]} | " + " | ".join(f"{v:.2f}" for v in values[task])
+                    + " |")  # fmt: skip
+    equal = [sum(round(v[i]) == PRINTED[t] for t, v in values.items()) for i in (0, 1)]
+    mean = [statistics.fmean(abs(v[i] - PRINTED[t]) for t, v in values.items()) for i in (0, 1)]
+    rows.append(f"| equal after rounding to whole % | | {equal[0]} of {len(values)} | {equal[1]} of {len(values)} |")
+    rows.append(f"| mean absolute difference [points] | | {mean[0]:.2f} | {mean[1]:.2f} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
+    if "--markdown" in sys.argv[1:]:
+        print(fit_table())
+        return 0
     results = {task: candidates(*plan) for task, plan in PLANS.items()}
     names = list(next(iter(results.values())))
     print("Relative FLOPs of PGPS-Performance [% of CPS], MSD tasks (plans of MICCAI 2024 Supp. Table 3)")

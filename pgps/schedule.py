@@ -203,7 +203,11 @@ class Schedule:
         lines += [f"note: {n}" for n in self.notes]
         lines.append("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
         lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
-        lines.append(f"relative voxels (FLOPs proxy) vs CPS: {relative_voxels(self):.4f}")
+        line = f"relative voxels (FLOPs proxy) vs CPS: {relative_voxels(self):.4f}"
+        if self.num_stages > 1:
+            article = relative_voxels(self, accounting="article")
+            line += f" (the article's accounting, first stage not counted: {article:.4f})"
+        lines.append(line)
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -40,6 +40,17 @@ def test_generated_pages_are_what_the_code_writes(name):
     assert (DOCS / "pages" / name).read_text() == generated(name), f"run: python docs/gen_pages.py ({name})"
 
 
+def test_the_flops_page_holds_the_fit_table_the_benchmark_computes():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("performance_flops", ROOT / "benchmarks" / "performance_flops.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (DOCS / "pages" / "explanation" / "flops.md").read_text()
+    table = page.split("(tests/test_docs.py checks it) -->\n", 1)[1].split("\n<!-- end of fit table -->", 1)[0]
+    assert table == module.fit_table(), "run: .venv/bin/python benchmarks/performance_flops.py --markdown"
+
+
 def test_every_page_is_in_the_navigation():
     nav = yaml.safe_load((DOCS / "mkdocs.yml").read_text())["nav"]
 
