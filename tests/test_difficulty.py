@@ -127,10 +127,11 @@ def test_difficulty_csv_round_trip_and_regrouping(tmp_path):
         ("root", 5, {"start": 0.2}, [2, 5, 7, 8, 9]),
         # Hacohen & Weinshall fixed exponential: 0.1 * 2^(e // 2)
         ("exponential", 8, {"start": 0.1, "increase": 2, "step_length": 2}, [1, 1, 2, 2, 4, 4, 8, 8]),
-        # DeepSpeed fixed_linear: floor(e/4 * (10-2) + 2), multiples of 2
-        ("fixed_linear", 6, {"min_cases": 2, "max_cases": 10, "total_epochs": 4, "step": 2}, [2, 4, 6, 8, 10, 10]),
-        # DeepSpeed fixed_root: floor(sqrt(e/4) * 8 + 1) = 1, 5, 6.66, 7.93, 9
-        ("fixed_root", 5, {"min_cases": 1, "max_cases": 9, "total_epochs": 4}, [1, 5, 6, 7, 9]),
+        # DeepSpeed fixed_linear, evaluated at step s = e + 1 as its engine does: floor(s/4 * (10-2) + 2), multiples
+        # of 2, capped at 10
+        ("fixed_linear", 6, {"min_cases": 2, "max_cases": 10, "total_epochs": 4, "step": 2}, [4, 6, 8, 10, 10, 10]),
+        # DeepSpeed fixed_root at s = e + 1: floor(sqrt(s/4) * 8 + 1) = 5, 6.66, 7.93, 9, then capped
+        ("fixed_root", 5, {"min_cases": 1, "max_cases": 9, "total_epochs": 4}, [5, 6, 7, 9, 9]),
         # DeepSpeed fixed_discrete: 2 cases before epoch 2, 5 before epoch 4, then 9
         ("fixed_discrete", 6, {"difficulty": [2, 5, 9], "max_epoch": [2, 4]}, [2, 2, 5, 5, 9, 9]),
         ("none", 3, {}, [10, 10, 10]),
@@ -139,6 +140,23 @@ def test_difficulty_csv_round_trip_and_regrouping(tmp_path):
 def test_pacing_functions_by_hand(kind, epochs, params, expected):
     usable = 7 if kind == "easy_then_hard" else 10
     assert dc.pacing_counts(kind, epochs, 3, usable, params) == expected
+
+
+def deepspeed_fixed_root(global_steps: int, total_step: int, min_d: int, max_d: int, step: int, degree: float) -> int:
+    """DeepSpeed's documented fixed_root schedule (fixed_linear: degree 1), written out from its curriculum
+    scheduler: floor((steps / total_step)^(1/degree) * (max - min) + min), less its remainder modulo the difficulty
+    step, at most max. Its engine calls it with global_steps + 1."""
+    d = math.floor((global_steps / total_step) ** (1.0 / degree) * (max_d - min_d) + min_d)
+    return min(d - d % step, max_d)
+
+
+@pytest.mark.parametrize(("kind", "degree"), [("fixed_linear", 1.0), ("fixed_root", 2.0), ("fixed_root", 3.0)])
+def test_fixed_schedules_follow_deepspeed_and_reach_every_case_at_the_last_epoch(kind, degree):
+    epochs, usable = 37, 23
+    params = {"min_cases": 3, "step": 1} | ({"degree": degree} if kind == "fixed_root" else {})
+    counts = dc.pacing_counts(kind, epochs, 5, usable, params)
+    assert counts == [deepspeed_fixed_root(e + 1, epochs, 3, usable, 1, degree) for e in range(epochs)]
+    assert counts[-1] == usable  # numbered from 0 it stopped at 22 of 23 cases
 
 
 def test_pacing_rejects_unknown_kinds_and_parameters():

@@ -19,9 +19,12 @@ Pacing functions (``kind``):
   ``g(t) = min(start * increase^floor(t / step_length), 1)`` with ``step_length`` in epochs.
 - ``fixed_linear``, ``fixed_root``, ``fixed_discrete``: DeepSpeed's curriculum schedule types
   (``deepspeed/runtime/data_pipeline/curriculum_scheduler.py``) with the *number of cases* as
-  the difficulty: ``d(t) = floor((t / total_epochs)^(1 / degree) (max - min) + min)`` rounded
-  down to a multiple of ``step`` and capped at ``max`` (``fixed_linear``: degree 1);
-  ``fixed_discrete``: ``difficulty[i]`` cases while ``t < max_epoch[i]``, the last one after.
+  the difficulty: ``d(s) = floor((s / total_epochs)^(1 / degree) (max - min) + min)`` rounded
+  down to a multiple of ``step`` and capped at ``max`` (``fixed_linear``: degree 1), evaluated
+  as DeepSpeed's engine evaluates it, at ``s = t + 1`` (``update_difficulty(global_steps + 1)``):
+  a run whose ``total_epochs`` is its epochs trains on all usable cases in its last epoch;
+  ``fixed_discrete``: ``difficulty[i]`` cases while ``t < max_epoch[i]`` (``s <= max_epoch[i]``,
+  as DeepSpeed), the last one after.
 - ``none``: every usable case from the first epoch (a data curriculum that only drops the
   erroneous cases).
 
@@ -137,7 +140,7 @@ def pacing_counts(
             raise ValueError(f"fixed_root degree must be positive, got {degree}")
         counts = []
         for e in range(epochs):
-            d = math.floor(min(e / total, 1.0) ** (1 / degree) * (hi - lo) + lo)
+            d = math.floor(min((e + 1) / total, 1.0) ** (1 / degree) * (hi - lo) + lo)  # DeepSpeed's step e + 1
             counts.append(max(lo, min(d - d % step, hi)))
         return counts
     # fixed_discrete
