@@ -99,19 +99,26 @@ class Busy(OSError):
     """Another process holds the lock; the message names it (an ``OSError``, as ``EBUSY`` would be)."""
 
 
-def holder(path: str | os.PathLike, patience_s: float = 1.0) -> str:
+def holder(path: str | os.PathLike, patience_s: float = 1.0, locked: os.stat_result | None = None) -> str | None:
     """Who holds (or last held) the lock file ``path``, as it says (a holder that has just taken the lock gets
-    ``patience_s`` seconds to write its name)."""
+    ``patience_s`` seconds to write its name). With ``locked`` (the file found locked): None once ``path`` is no
+    longer that file, i.e. its holder has released and removed it."""
     deadline = time.monotonic() + patience_s
     while True:
         try:
+            if locked is not None and not os.path.samestat(os.stat(path), locked):
+                return None
             with open(path) as f:
                 info = json.load(f)
             return f"host {info['host']}, pid {info['pid']}, since {info['started']}"
+        except FileNotFoundError:
+            if locked is not None:
+                return None
         except (OSError, ValueError, KeyError, TypeError):
-            if time.monotonic() >= deadline:
-                return "a process that has not written its name yet"
-            time.sleep(0.05)
+            pass
+        if time.monotonic() >= deadline:
+            return "a process that has not written its name yet"
+        time.sleep(0.05)
 
 
 def lock_file(path: str | os.PathLike, wait: bool = False) -> int:
@@ -130,10 +137,14 @@ def lock_file(path: str | os.PathLike, wait: bool = False) -> int:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            locked = os.fstat(fd)
             os.close(fd)
-            if exc.errno in (errno.EACCES, errno.EAGAIN):
-                raise Busy(holder(path)) from None
-            raise
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            who = holder(path, locked=locked)
+            if who is None:  # released and removed meanwhile: try again
+                continue
+            raise Busy(who) from None
         try:  # a holder that removes its lock file on release (release_file) may have done so meanwhile
             if os.path.samestat(os.fstat(fd), os.stat(path)):
                 break
