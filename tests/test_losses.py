@@ -217,3 +217,19 @@ def test_variant_names_resolve_to_classes():
         with pytest.raises(ValueError, match="not a pgps trainer"):
             variants.split_variant_name(bad)
         assert not hasattr(variants, bad)
+
+
+def test_the_trainers_focal_alpha_reaches_the_focal_term_and_only_it():
+    """A trainer's ``focal_alpha`` (pgps.nnunet.trainer) weights the focal term as MONAI's scalar alpha does; it is
+    refused for the other losses instead of being ignored."""
+    default = _default(ignore_label=None)
+    weighted = vary_loss(default, "dice_focal", has_regions=False, ignore_label=None, batch_dice=True, is_ddp=False,
+                         focal_alpha=0.25)  # fmt: skip
+    logits, target = _batch(3)
+    torch.testing.assert_close(weighted.loss.ce(logits, target[:, 0]), FocalLoss(alpha=0.25)(logits, target))
+    plain = vary_loss(_default(ignore_label=None), "dice_focal", has_regions=False, ignore_label=None,
+                      batch_dice=True, is_ddp=False)  # fmt: skip
+    assert plain.loss.ce.alpha is None
+    with pytest.raises(ValueError, match="focal_alpha applies to the dice_focal loss, not to dice_topk10"):
+        vary_loss(_default(), "dice_topk10", has_regions=False, ignore_label=None, batch_dice=True, is_ddp=False,
+                  focal_alpha=0.25)  # fmt: skip

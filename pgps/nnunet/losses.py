@@ -12,8 +12,9 @@ DDP-aware), the ignore label and the deep-supervision weights stay exactly nnU-N
 - ``dice_ce``: nnU-Net's loss, unchanged.
 - ``dice_focal``: the cross-entropy term replaced by :class:`FocalLoss`, ``-(1 - p_t)**gamma *
   log(p_t)`` per voxel (Lin et al. 2017, Eq. 4; ``gamma`` = 2, their best value; their
-  ``alpha`` balancing is optional and off, since a multi-class segmentation has no single
-  "rare" class), averaged over the annotated voxels; softmax over classes, or a sigmoid per
+  ``alpha`` balancing is an option, ``focal_alpha``, off by default: Lin et al. pair gamma = 2 with
+  alpha = 0.25 for one binary "object" class, and a multi-class segmentation has no single rare
+  class to weight), averaged over the annotated voxels; softmax over classes, or a sigmoid per
   channel for region-based datasets (Lin et al.'s own binary form).
 - ``dice_topk10``: nnU-Net's ``DC_and_topk_loss`` with ``k`` = 10, as its
   ``nnUNetTrainerDiceTopK10Loss`` builds it (cross-entropy over the 10% hardest voxels; not for
@@ -194,8 +195,10 @@ def vary_loss(
     ignore_label: int | None,
     batch_dice: bool,
     is_ddp: bool,
+    focal_alpha: float | None = None,
 ) -> nn.Module:
-    """nnU-Net's default training loss ``default`` (from ``nnUNetTrainer._build_loss``) as ``variant``.
+    """nnU-Net's default training loss ``default`` (from ``nnUNetTrainer._build_loss``) as ``variant``
+    (``focal_alpha``: :class:`FocalLoss`'s ``alpha`` for ``dice_focal``; None: no class weighting).
 
     The Dice term, the ignore label and the deep-supervision wrapper and weights are kept; only the
     second term changes (Dice + TopK10 is nnU-Net's own ``DC_and_topk_loss``, built as its
@@ -203,6 +206,8 @@ def vary_loss(
     """
     if variant not in LOSS_VARIANTS:
         raise ValueError(f"loss_variant must be one of {', '.join(LOSS_VARIANTS)}, got {variant!r}")
+    if focal_alpha is not None and variant != "dice_focal":
+        raise ValueError(f"focal_alpha applies to the dice_focal loss, not to {variant}")
     if variant == "dice_ce":
         return default
     compound = _compound(default)
@@ -221,6 +226,7 @@ def vary_loss(
     elif variant == "dice_focal":
         elementwise = has_regions and getattr(compound, "use_ignore_label", False)
         compound.ce = FocalLoss(
+            alpha=focal_alpha,
             ignore_index=None if has_regions else ignore_label,
             sigmoid=has_regions,
             reduction="none" if elementwise else "mean",

@@ -130,6 +130,8 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
     - ``batched_augmentation``: with a ``batch_sampling`` strategy, augment each batch at once
       (:mod:`pgps.nnunet.loading.batched`; on the GPU when training on one) instead of patch by patch;
     - ``loss_variant``: a loss of :data:`pgps.nnunet.losses.LOSS_VARIANTS` (``"dice_ce"``: nnU-Net's);
+      ``focal_alpha``: the focal loss's class weight (``dice_focal`` only; None, the default: none; Lin et al.'s
+      RetinaNet value is 0.25);
     - ``lr_scaling``: ``None`` (nnU-Net's learning rate), ``"linear"`` or ``"sqrt"`` in the planned batch
       size relative to ``lr_reference_batch_size`` (:func:`pgps.lr.scaled_learning_rate`);
     - ``checkpoint_every_epochs`` / ``checkpoint_every_minutes``: write ``checkpoint_latest.pth`` every
@@ -152,6 +154,7 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
     rpss_pool: str = "miccai"
     batched_augmentation: bool = True
     loss_variant: str = "dice_ce"
+    focal_alpha: float | None = None
     lr_scaling: str | None = None
     lr_reference_batch_size: int = REFERENCE_BATCH_SIZE
     checkpoint_every_epochs: int = 50
@@ -285,7 +288,7 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         lm = self.label_manager
         return losses.vary_loss(
             super()._build_loss(), self.loss_variant, has_regions=lm.has_regions, ignore_label=lm.ignore_label,
-            batch_dice=self.configuration_manager.batch_dice, is_ddp=self.is_ddp,
+            batch_dice=self.configuration_manager.batch_dice, is_ddp=self.is_ddp, focal_alpha=self.focal_alpha,
         )  # fmt: skip
 
     # -- loaders ----------------------------------------------------------------------------------
