@@ -58,6 +58,21 @@ def message(what: str, extra: str, module: str) -> str:
     return f"{what} needs the '{extra}' extra (no module named '{module}'): pip install 'pgps[{extra}]'"
 
 
+def require(what: str, needs: dict[str, tuple[str, ...]]) -> None:
+    """Raise :class:`MissingExtra` naming *every* extra ``what`` still needs, in one message, when a module it
+    needs (``needs``: extra -> its modules that ``what`` imports) is missing; nothing when all are there."""
+    import importlib.util
+
+    missing = {extra: [m for m in modules if importlib.util.find_spec(m) is None] for extra, modules in needs.items()}
+    missing = {extra: modules for extra, modules in missing.items() if modules}
+    if not missing:
+        return
+    names = " and ".join(f"'{extra}'" for extra in missing)
+    modules = ", ".join(f"'{m}'" for ms in missing.values() for m in ms)
+    raise MissingExtra(f"{what} needs the {names} extra{'s' if len(missing) > 1 else ''} (no module named {modules}): "
+                       f"pip install 'pgps[{','.join(needs)}]'")  # fmt: skip
+
+
 class _MissingExtraFinder(importlib.abc.MetaPathFinder):
     """Last on ``sys.meta_path``, so asked only about a module that no other finder found: when a pgps
     module outside the core imports it and an extra installs it, the import fails with :class:`MissingExtra`.

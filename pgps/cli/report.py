@@ -88,6 +88,10 @@ def _characteristics_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_characteristics(args: argparse.Namespace) -> int:
+    from pgps.extras import EXTRAS, require
+
+    # the report stack, and blosc2 from pgps[nnunet] to read nnU-Net's preprocessed files: named at once
+    require("pgps characteristics", {"report": EXTRAS["report"], "nnunet": ("blosc2",)})
     from pgps.report.results import write_characteristics
 
     datasets: dict[str, str] = {}
