@@ -73,10 +73,7 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(target):
-        for stale in target.parent.glob(f".{glob_escape(target.name)}.partial*"):  # left by killed writers
-            shutil.rmtree(stale, ignore_errors=True)
-        partial = target.parent / f".{target.name}.partial-{os.getpid()}"
-        partial.mkdir()
+        partial = fresh_partial(target)
         try:
             yield partial
             if target.exists():
@@ -85,6 +82,17 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
+
+
+def fresh_partial(target: str | os.PathLike) -> Path:
+    """This process's new, empty ``.NAME.partial-PID`` beside ``target``, after removing those that killed writers
+    left behind. Call it holding :func:`writer_lock` on ``target``."""
+    target = Path(target)
+    for stale in target.parent.glob(f".{glob_escape(target.name)}.partial*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    partial = target.parent / f".{target.name}.partial-{os.getpid()}"
+    partial.mkdir()
+    return partial
 
 
 @contextlib.contextmanager

@@ -58,19 +58,30 @@ def spawn_as_fork(enabled: bool = True) -> Iterator[None]:
         multiprocessing.get_context = original
 
 
-def group_alive(group: int) -> bool:
-    """Whether a live process of process group ``group`` remains. On Linux zombies do not count (a container's
-    first process may never reap the orphans it inherits); elsewhere any member counts."""
+def live_members(*, group: int | None = None, session: int | None = None) -> list[int] | None:
+    """The live processes (zombies do not count: a container's first process may never reap the orphans it
+    inherits) of process group ``group`` or session ``session``, read from ``/proc``; None without ``/proc``."""
     proc = Path("/proc")
-    if proc.is_dir():
-        for stat in proc.glob("[0-9]*/stat"):
-            try:
-                state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-            except (OSError, ValueError):
-                continue  # it ended while we looked
-            if int(pgrp) == group and state not in ("Z", "X"):
-                return True
-        return False
+    if not proc.is_dir():
+        return None
+    key, field = (group, 2) if group is not None else (session, 3)
+    found = []
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command: state, ppid, pgrp, session
+            if int(fields[field]) == key and fields[0] not in ("Z", "X"):
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # it ended while we looked
+    return found
+
+
+def group_alive(group: int) -> bool:
+    """Whether a live process of process group ``group`` remains (:func:`live_members`; without ``/proc`` any
+    member, zombies too, counts)."""
+    members = live_members(group=group)
+    if members is not None:
+        return bool(members)
     try:
         os.killpg(group, 0)
     except ProcessLookupError:

@@ -180,3 +180,17 @@ def add_transformer_plans(root: Path) -> Path:
     out = folder / f"{TRANSFORMER_PLANS}.json"
     out.write_text(json.dumps(plans, indent=1))
     return out
+
+
+def kill_session(session: int) -> None:
+    """SIGKILL what is left of a launched command's session (started with ``start_new_session=True``): a job killed
+    by SIGKILL may orphan processes, which a cluster's scheduler kills with the job (its cgroup) and a test must
+    kill itself."""
+    import contextlib
+    import signal
+
+    from pgps import processes
+
+    for pid in processes.live_members(session=session) or []:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

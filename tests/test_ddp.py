@@ -17,13 +17,10 @@ before a kill and after the resume; the final weights.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -55,18 +52,6 @@ VARIANT = ["--patch-size", *map(str, nn.PATCH), "--batch-size", "4"]  # the tiny
 KILL_STEP = 15  # epoch 7, iteration 1: in the last stage (epochs 6-7), after the checkpoint of epoch 6
 
 
-def kill_session(session: int) -> None:
-    """SIGKILL what is left of a launch's session (augmentation workers a SIGKILLed rank orphaned)."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-
-
 def launch(command: list, env: dict, log: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``command`` in a session of its own, its output to ``log`` (not a pipe, which a process it orphaned could
     hold open), and kill what is left of the session when it ends."""
@@ -75,7 +60,7 @@ def launch(command: list, env: dict, log: Path, timeout: int = 600) -> subproces
         try:
             proc.wait(timeout=timeout)
         finally:
-            kill_session(proc.pid)
+            nn.kill_session(proc.pid)
     return subprocess.CompletedProcess(command, proc.returncode, log.read_text(), "")
 
 

@@ -3,7 +3,6 @@ the whole process group of its command is gone. Every test counts the live proce
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -16,35 +15,18 @@ import pytest
 
 from pgps import processes
 from pgps.experiments import gpu_slot
-from pgps.processes import group_alive
+from pgps.processes import group_alive, live_members
 from tests import nnunet_env as nn
 
 FAULTS = Path(__file__).resolve().parent / "faults"
 
 
-def live(key: int, field: int) -> list[int]:
-    """The live (not zombie) processes whose process group (``field`` 2) or session (``field`` 3) is ``key``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[field]) == key and fields[0] not in ("Z", "X"):
-                found.append(int(stat.parent.name))
-    return found
-
-
-def settle(key: int, field: int, seconds: float) -> list[int]:
-    """The processes of a group or session still alive after waiting up to ``seconds`` for them to end."""
+def settle(session: int, seconds: float) -> list[int]:
+    """The processes of a session still alive after waiting up to ``seconds`` for them to end."""
     deadline = time.monotonic() + seconds
-    while (left := live(key, field)) and time.monotonic() < deadline:
+    while (left := live_members(session=session)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return left
-
-
-def kill_all(key: int, field: int) -> None:
-    for pid in live(key, field):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
 
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts processes in /proc (Linux)")
@@ -87,12 +69,13 @@ def test_gpu_slot_frees_the_gpu_only_when_the_command_group_is_gone(tmp_path):
         assert proc.returncode == 128 + signal.SIGTERM
         assert time.monotonic() - start >= grace
         assert f"outlived it by {grace:g} s and were killed" in err
-        assert not live(group, 2) and not group_alive(group)  # the helper was SIGKILLed before the slot was freed
+        # the helper was SIGKILLed before the slot was freed
+        assert not live_members(group=group) and not group_alive(group)
         _, lock = gpu_slot.acquire(1, tmp_path / "locks", timeout_s=0)
         lock.release()
     finally:
-        kill_all(proc.pid, 3)
-    assert helper not in live(proc.pid, 3)
+        nn.kill_session(proc.pid)
+    assert helper not in live_members(session=proc.pid)
 
 
 def test_a_sigkilled_gpu_slot_takes_its_command_with_it(tmp_path):
@@ -101,11 +84,12 @@ def test_a_sigkilled_gpu_slot_takes_its_command_with_it(tmp_path):
         proc.send_signal(signal.SIGKILL)  # the wrapper itself killed: the kernel sends its command SIGTERM
         proc.wait()
         deadline = time.monotonic() + 10
-        while command in live(command, 2) and time.monotonic() < deadline:
+        while command in live_members(group=command) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert live(command, 2) == [helper], "the command outlived its gpu-slot"  # (the helper ignores SIGTERM)
+        # (the helper ignores SIGTERM)
+        assert live_members(group=command) == [helper], "the command outlived its gpu-slot"
     finally:
-        kill_all(proc.pid, 3)
+        nn.kill_session(proc.pid)
 
 
 def test_shared_lock_folders_are_usable_by_every_user(tmp_path):
@@ -131,9 +115,9 @@ def test_a_sigkilled_trainer_leaves_no_process_behind(tiny_nnunet, tmp_path):
     try:
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == -signal.SIGKILL, out[-3000:]
-        assert settle(proc.pid, 3, 10) == [], "processes of the killed training still run"
+        assert settle(proc.pid, 10) == [], "processes of the killed training still run"
     finally:
-        kill_all(proc.pid, 3)
+        nn.kill_session(proc.pid)
 
 
 def _marker() -> int | None:

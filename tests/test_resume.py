@@ -10,14 +10,12 @@ or validation case); the kill points are drawn from a seeded generator.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import errno
 import itertools
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,19 +77,6 @@ def fold_dir(nnunet: Path) -> Path:
     return nn.fold_folder(nnunet / "results", TRAINER)
 
 
-def kill_session(session: int) -> None:
-    """SIGKILL what is left of a launch's session: a job killed by SIGKILL orphans its worker processes (nnU-Net's
-    export pool), which a cluster's scheduler kills with the job (the whole cgroup) and a test must kill itself."""
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session:  # after the command: state, ppid, pgrp, session
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(stat.parent.name), signal.SIGKILL)
-
-
 def launch(work: Path, cores: int, kill: str = "", record: Path | None = None) -> tuple[int, str]:
     """One re-submission: the workflow's rule for the fold, with a fault; returns Snakemake's status and the job log."""
     nnunet = work / "nnunet"
@@ -109,7 +94,7 @@ def launch(work: Path, cores: int, kill: str = "", record: Path | None = None) -
         try:
             stdout, stderr = proc.communicate(timeout=900)
         finally:
-            kill_session(proc.pid)
+            nn.kill_session(proc.pid)
     log = "\n".join(p.read_text() for p in (work / "results" / "logs").rglob("*.log"))
     return proc.returncode, log + stdout[-3000:] + stderr[-3000:]
 

@@ -53,10 +53,6 @@ def shared_lock_dir() -> Path | None:
     return Path(os.environ["PGPS_GPU_LOCK_DIR"]) if os.environ.get("PGPS_GPU_LOCK_DIR") else None
 
 
-def default_lock_dir() -> Path:
-    return shared_lock_dir() or user_lock_dir()
-
-
 def _make_shared(lock_dir: Path) -> None:
     """Create a shared lock folder world-writable without the sticky bit (an existing one is left as it is)."""
     if not lock_dir.is_dir():

@@ -23,7 +23,7 @@ import json
 import os
 import pickle
 import sys
-import types
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -53,20 +53,12 @@ def describe(exc: BaseException) -> str:
     return f"cannot be read ({type(exc).__name__}: {exc})"
 
 
-def _frames(tb: types.TracebackType | None) -> list[types.FrameType]:
-    frames = []
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    return frames
-
-
 def file_of(exc: BaseException) -> str | None:
     """The file a decoding error was raised for: the argument of the innermost reader (:data:`READERS`) of its
     traceback; None if it was not raised inside one."""
     if not isinstance(exc, DECODING):
         return None
-    for frame in reversed(_frames(exc.__traceback__)):
+    for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
         argument = READERS.get(frame.f_code.co_name)
         value = frame.f_locals.get(argument) if argument else None
         if isinstance(value, str | os.PathLike):

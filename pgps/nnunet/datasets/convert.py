@@ -42,13 +42,12 @@ imported when used (none of them imports torch).
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 from pathlib import Path
 
 from pgps.data.synth import dataset_folder_name
-from pgps.io import writer_lock
+from pgps.io import fresh_partial, writer_lock
 from pgps.nnunet.datasets.archives import ARCHIVE_SUFFIXES, extract, is_archive
 from pgps.nnunet.datasets.base import Context, ConversionError, Format, annotate
 from pgps.nnunet.datasets.checks import check_cases, check_raw_dataset, check_source_files
@@ -114,10 +113,7 @@ def convert_dataset(
         if target.is_dir() and any(target.iterdir()) and not overwrite:
             raise ConversionError(f"{target} exists and is not empty (pass --overwrite to replace it)")
 
-        for stale in raw_dir.glob(f".{glob.escape(folder_name)}.partial*"):
-            shutil.rmtree(stale, ignore_errors=True)  # left over by an interrupted run
-        staging = raw_dir / f".{folder_name}.partial-{os.getpid()}"
-        staging.mkdir(parents=True)
+        staging = fresh_partial(target)  # (an interrupted run's is removed)
         try:
             extracted = source.is_file()
             root = spec.locate(extract(source, staging / "source", progress) if extracted else source)
