@@ -172,5 +172,18 @@ def test_committed_study_outputs_are_what_the_study_writes():
     assert committed == set(study_outputs())
 
 
+def test_committed_study_runs_name_their_folders_relative_to_the_study():
+    """No machine's absolute path in the committed study: every run folder is relative to the study's nnU-Net folder."""
+    import csv
+
+    with (STUDY / "tables" / "study_runs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows and "fold_dir" not in rows[0]
+    assert all(r["run_dir"].startswith("results/length") for r in rows)
+    for path in STUDY.rglob("*"):
+        if path.suffix in (".csv", ".md", ".tex"):
+            assert str(ROOT) not in path.read_text() and "/home/" not in path.read_text(), path
+
+
 if __name__ == "__main__":
     print(study_results_block() if sys.argv[1:] == ["study"] else demo_numbers_block())

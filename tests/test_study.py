@@ -5,6 +5,7 @@ written into this test: the second run is compared with the first). Also: a run 
 ``pgps train-evaluate`` process equals the same run alone, and the in-process evaluation equals nnU-Net's
 own validation."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -83,7 +85,7 @@ def test_miniature_study_renders_every_output(mini):
     assert len(results) == 2 * 3 * 2 and results["status"].eq("complete").all()
     assert results["dice"].between(0, 1).all()
     text = (out / "results.md").read_text()
-    assert text.count("**Claim ") == 4 and f"{len(results)} of {len(results)} runs finished" in text
+    assert text.count("**Claim ") == 5 and f"{len(results)} of {len(results)} runs finished" in text
     # every run trained the epochs and iterations of its length, on the training split only
     for r in results.itertuples():
         assert r.epochs == MINI["epochs"] and r.iterations_per_epoch == study.iterations(MINI, r.length)
@@ -91,6 +93,19 @@ def test_miniature_study_renders_every_output(mini):
         next((workdir / "results" / "study" / "nnunet" / "preprocessed").glob("*/splits_final.json")).read_text()
     )
     assert len(split) == 1 and len(split[0]["train"]) == MINI["train_cases"]
+    # each dataset is the one its replicate's seed draws (the training seed is the same: PGPS_SEED)
+    import SimpleITK as sitk
+
+    from pgps.data import synth
+
+    for replicate in study.replicates(MINI):
+        config = synth.configure(
+            "imbalance", replicate.level.share, num_cases=MINI["cases"], shape=tuple(MINI["shape"]), seed=replicate.seed
+        )
+        path = workdir / "results" / "study" / "nnunet" / "raw" / replicate.folder / "labelsTr" / "case_000.nii.gz"
+        written = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        assert np.array_equal(written, synth.make_label(config, 0)), replicate
+        assert not np.array_equal(written, synth.make_label(dataclasses.replace(config, seed=replicate.seed + 1), 0))
     summary = json.loads(Path(results["fold_dir"].iloc[0], "validation", "summary.json").read_text())
     assert sorted(Path(c["reference_file"]).name for c in summary["metric_per_case"]) == [
         f"{case}.nii.gz" for case in split[0]["val"]
@@ -109,7 +124,13 @@ def test_same_seeds_give_the_same_numbers(mini):
         first_epochs.set_index(epoch_key).sort_index()[columns],
         second_epochs.set_index(epoch_key).sort_index()[columns],
     )
-    for name in ("study_wilcoxon.csv", "study_spearman.csv", "study_claims.csv", "study_dice.csv"):
+    for name in (
+        "study_tests.csv",
+        "study_comparisons.csv",
+        "study_spearman.csv",
+        "study_claims.csv",
+        "study_dice.csv",
+    ):
         assert (workdir / "first_render" / "tables" / name).read_text() == (
             workdir / "paper_figures" / "study" / "tables" / name
         ).read_text(), name
@@ -135,13 +156,15 @@ def _pgps(*args: str, env: dict) -> None:
 def test_a_run_does_not_depend_on_the_runs_before_it_in_the_process(mini, tmp_path):
     """The study trains CPS, Efficiency and Performance in one process; Performance alone gives the same run."""
     workdir, results, _ = mini
-    level = study.levels({**MINI, "dataset_id": MINI["dataset_id"]})[1]
+    replicate = study.replicates(MINI)[1]
     length = MINI["lengths"][-1]
-    _pgps("train-evaluate", str(level.dataset_id), "3d_study", "0", "-tr", study.trainer("performance"),
+    _pgps("train-evaluate", str(replicate.dataset_id), "3d_study", "0", "-tr", study.trainer("performance"),
           env=_env(workdir, tmp_path, length))  # fmt: skip
     alone = next(tmp_path.rglob("pgps_telemetry.csv")).parent
     row = results[
-        (results["dataset"] == level.name) & (results["mode"] == "performance") & (results["length"] == length)
+        (results["dataset"] == replicate.level.name)
+        & (results["mode"] == "performance")
+        & (results["length"] == length)
     ]
     in_study = Path(row["fold_dir"].iloc[0])
     columns = ["train_loss", "fg_voxel_share", "iterated_voxels", "batch_size"]
@@ -162,7 +185,7 @@ def test_in_process_evaluation_equals_nnunets_validation(mini, tmp_path):
     workdir, results, _ = mini
     row = results[(results["mode"] == "cps") & (results["length"] == MINI["lengths"][-1])].iloc[0]
     source = Path(row["fold_dir"])
-    level = next(lv for lv in study.levels(MINI) if lv.name == row["dataset"])
+    level = next(r for r in study.replicates(MINI) if r.level.name == row["dataset"] and r.seed == row["seed"])
     scores = {}
     for name, extra in (("nnunet", None), ("ours", ["--mirroring", "--no-pairs"]), ("pairs", ["--mirroring"])):
         root = tmp_path / name

@@ -44,13 +44,14 @@ def normalized_average(values: Sequence[float], baselines: Sequence[float]) -> t
     return (100.0 * float(np.mean(ratios)), len(ratios)) if ratios else (math.nan, 0)
 
 
-def wilcoxon_paired(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
-    """Two-sided paired Wilcoxon signed-rank test of ``x`` against ``y``.
+def wilcoxon_paired(x: Sequence[float], y: Sequence[float], alternative: str = "two-sided") -> dict[str, float]:
+    """Paired Wilcoxon signed-rank test of ``x`` against ``y`` (two-sided unless ``alternative`` is scipy's
+    ``"greater"`` or ``"less"``: the differences ``x - y`` tend to be larger / smaller than 0).
 
     Pairs with a missing value are left out; zero differences (within 1e-12) are dropped
-    (Wilcoxon's original treatment). Returns ``n`` (non-zero pairs used), ``statistic`` (the
-    smaller rank sum), ``p_value`` and ``median_difference`` (of x - y); NaN where fewer than one
-    non-zero pair remains.
+    (Wilcoxon's original treatment). Returns ``n`` (non-zero pairs used), ``statistic`` (scipy's: the
+    smaller rank sum when two-sided, the positive one otherwise), ``p_value`` and ``median_difference``
+    (of x - y); NaN where fewer than one non-zero pair remains.
     """
     d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
     d = d[np.isfinite(d)]
@@ -60,7 +61,7 @@ def wilcoxon_paired(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
     if d.size == 0:
         return out
     method = "exact" if d.size <= EXACT_WILCOXON_MAX else "asymptotic"
-    res = scipy_stats.wilcoxon(d, zero_method="wilcox", method=method)
+    res = scipy_stats.wilcoxon(d, zero_method="wilcox", method=method, alternative=alternative)
     out.update(statistic=float(res.statistic), p_value=float(res.pvalue))
     return out
 

@@ -1,7 +1,8 @@
 # The synthetic study (target `study`; config section `study`, off in `make demo`): imbalance levels of
-# pgps synth's `imbalance` preset -> nnU-Net planning and preprocessing (+ the light CPU configuration
-# and a held-out split) -> CPS / PGPS-Efficiency / PGPS-Performance x training lengths x seeds, trained
-# and scored on the held-out cases by `pgps train-evaluate` (one process per level, length and seed)
+# pgps synth's `imbalance` preset, one dataset per level and seed (the replicate's own synthesis seed) ->
+# nnU-Net planning and preprocessing (+ the light CPU configuration and a held-out split) -> CPS /
+# PGPS-Efficiency / PGPS-Performance x training lengths, trained with the replicate's seed and scored on the
+# held-out cases by `pgps train-evaluate` (one process per dataset and length)
 # -> pgps collect -> pgps study-report into paper_figures/study/. Helpers: workflow/rules/study_common.smk.
 # Every job writes a benchmark file (wall and CPU time) under results/benchmarks/study/.
 
@@ -20,8 +21,8 @@ rule study_synthesize:
         f"{RESULTS}/logs/study/synthesize_{{level}}_{{id}}.log",
     params:
         knobs=lambda wildcards: (
-            f"--preset {STUDY['preset']} --foreground-share {study_level(wildcards).share} --cases {STUDY['cases']}"
-            f" --shape {' '.join(map(str, STUDY['shape']))} --seed {STUDY['synth_seed']}"
+            f"--preset {STUDY['preset']} --foreground-share {study_dataset(wildcards).level.share}"
+            f" --cases {STUDY['cases']} --shape {' '.join(map(str, STUDY['shape']))} --seed {study_dataset(wildcards).seed}"
         ),
         raw=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
     conda:
@@ -35,7 +36,7 @@ rule study_preprocess:
     """nnU-Net plans and preprocesses a level; pgps light-plans adds the study's CPU configuration (P_max, b_base
     and network of the config)."""
     input:
-        lambda wildcards: f"{STUDY_NNUNET}/raw/{STUDY_LEVELS[wildcards.level].folder}/dataset.json",
+        lambda wildcards: f"{STUDY_NNUNET}/raw/{study_dataset(wildcards).folder}/dataset.json",
     output:
         f"{STUDY_NNUNET}/preprocessed/Dataset{{id}}_{{level}}/nnUNetPlans.json",
     benchmark:
@@ -73,11 +74,12 @@ rule study_split:
 
 
 rule study_train:
-    """One process trains the study's modes on one level, length and seed, one after the other, and scores
-    each on the held-out cases (pgps train-evaluate); single-threaded, in-process data loading."""
+    """One process trains the study's modes on one dataset (level and seed) and length, one after the other, with
+    the dataset's seed, and scores each on the held-out cases (pgps train-evaluate); single-threaded, in-process
+    data loading."""
     input:
-        plans=lambda wildcards: f"{study_level_preprocessed(wildcards.level)}/nnUNetPlans.json",
-        split=lambda wildcards: f"{study_level_preprocessed(wildcards.level)}/splits_final.json",
+        plans=lambda wildcards: f"{study_preprocessed(wildcards.id)}/nnUNetPlans.json",
+        split=lambda wildcards: f"{study_preprocessed(wildcards.id)}/splits_final.json",
     output:
         [
             f"{STUDY_NNUNET}/results/length{{length}}_seed{{seed}}/Dataset{{id}}_{{level}}/{_study.trainer(mode)}"
@@ -125,13 +127,13 @@ rule study_manifest:
 
 rule study_characteristics:
     input:
-        [f"{study_level_preprocessed(level)}/nnUNetPlans.json" for level in STUDY_LEVELS],
+        [f"{study_preprocessed(i)}/nnUNetPlans.json" for i in STUDY_DATASETS],
     output:
         f"{STUDY_RESULTS}/characteristics.csv",
     log:
         f"{RESULTS}/logs/study/characteristics.log",
     params:
-        datasets=" ".join(f"{level}={study_level_preprocessed(level)}" for level in STUDY_LEVELS),
+        datasets=" ".join(f"{r.name}={study_preprocessed(i)}" for i, r in STUDY_DATASETS.items()),
         configuration=STUDY["configuration"],
     conda:
         "../../envs/pgps.yaml"

@@ -4,13 +4,14 @@ from pgps.experiments import study as _study
 
 STUDY = config["study"]
 STUDY_NNUNET = os.path.abspath(STUDY["nnunet_dir"])
-STUDY_LEVELS = {level.name: level for level in _study.levels(STUDY)} if STUDY["foreground_shares"] else {}
+STUDY_DATASETS = {r.dataset_id: r for r in _study.replicates(STUDY)} if STUDY["foreground_shares"] else {}
 STUDY_RESULTS = f"{RESULTS}/study"
 STUDY_BENCHMARKS = f"{RESULTS}/benchmarks/study"
 
 
-def study_level(wildcards):
-    return STUDY_LEVELS[wildcards.level]
+def study_dataset(wildcards):
+    """The replicate dataset of a job's nnU-Net id (its level and seed)."""
+    return STUDY_DATASETS[int(wildcards.id)]
 
 
 def study_env():
@@ -18,8 +19,8 @@ def study_env():
     return nnunet_env(STUDY_NNUNET, processes=1)
 
 
-def study_level_preprocessed(level):
-    return f"{STUDY_NNUNET}/preprocessed/{STUDY_LEVELS[level].folder}"
+def study_preprocessed(dataset_id):
+    return f"{STUDY_NNUNET}/preprocessed/{STUDY_DATASETS[int(dataset_id)].folder}"
 
 
 def study_manifest_rows():
