@@ -408,6 +408,8 @@ def test_partial_results_render_and_make_an_html_report(tmp_path, fake_nnunet):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     html = (tmp_path / "report.html").read_text(errors="replace")
     assert "figure3.png" in html and "table1.csv" in html and "miccai_table1.md" in html
+    # the figures carry no caption: each gets its number and caption as labels
+    assert "MICCAI 2024 Figure 3" in html and "the fold-wise Dice difference of PGPS and PGPS+ to CPS per task" in html
     # docutils renders every caption with the category and file link targets: no duplicates, no warnings
     assert "(WARNING/" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
 
