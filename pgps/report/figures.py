@@ -182,7 +182,7 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
                 spread = {m: {n: sd[panel, m, n] for n in curves[m] if (panel, m, n) in sd} for m in JOURNAL_MODES}
             at_100 = {m: published[panel, m] for m in JOURNAL_MODES if published and (panel, m) in published}
             if grouped:
-                drew_published |= _figure3_points(ax, curves, spread, at_100, lengths)
+                drew_published |= _figure3_grouped(ax, curves, spread, at_100, lengths)
             else:
                 drew_published |= _figure3_lines(ax, curves, at_100, lengths)
             ax.set_title("Normalized average" if panel == "norm_avg" else ds.label(panel))
@@ -220,7 +220,7 @@ def _figure3_lines(ax, curves: Mapping[str, Mapping[int, float]], at_100: Mappin
     return bool(at_100)
 
 
-def _figure3_points(
+def _figure3_grouped(
     ax,
     curves: Mapping[str, Mapping[int, float]],
     spread: Mapping[str, Mapping[int, float]],
