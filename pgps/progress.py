@@ -4,6 +4,9 @@
 shows nothing, and ``None`` (the default) draws the bar on a terminal and otherwise logs a line about every tenth of
 the way on the ``pgps`` logger (INFO: a job's log file shows the progress; ``-q`` silences it). tqdm is imported only
 when a bar is drawn (``pgps[synth]``, ``pgps[nnunet]``); without it a bar falls back to the lines.
+
+The bar is tqdm's; what is ours is the rest: tqdm's ``disable=None`` shows nothing off a terminal, where a job's log
+should still say how far a step got, and ``pgps[report]`` and the core do not install tqdm.
 """
 
 from __future__ import annotations

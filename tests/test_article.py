@@ -150,6 +150,7 @@ def test_slurm_profile_puts_gpu_resources_on_training_jobs_only(tmp_path):
         "PGPS_SLURM_CPU_PARTITION": "cpu-test",
         "PGPS_SLURM_ACCOUNT": "proj42",
         "PGPS_GPU_MODEL": "a100",
+        "PGPS_CPUS_PER_GPU": "6",
     }
     profile = ROOT / "workflow" / "profiles" / "slurm"
     proc = snakemake(tmp_path, "-n", "--profile", str(profile), "--configfile", str(ARTICLE), env=env)
@@ -159,7 +160,10 @@ def test_slurm_profile_puts_gpu_resources_on_training_jobs_only(tmp_path):
     assert len(train) == job_counts(out)["train"]
     for r in train:
         assert (r["gpu"], r["gpu_model"], r["slurm_partition"], r["slurm_account"]) == (1, "a100", "gpu-test", "proj42")
-        assert r["cpus_per_gpu"] == 12 and r["mem_mb"] >= 32000 and r["runtime"] >= 60
+        assert r["cpus_per_gpu"] == 6 and r["mem_mb"] >= 32000 and r["runtime"] >= 60
+    # the dry run (no --cores: Snakemake caps its jobs at 1 core) shows the augmentation workers each job starts
+    commands = [line for line in out.splitlines() if "nnUNetv2_train" in line]
+    assert len(commands) == len(train) and all("export nnUNet_n_proc_DA=6;" in c for c in commands), commands[0]
     # shorter training lengths ask for less time
     by_length = {}
     for r in train:
@@ -179,25 +183,27 @@ def test_slurm_profile_puts_gpu_resources_on_training_jobs_only(tmp_path):
     class Resources(dict):
         __getattr__ = dict.__getitem__
 
-    job = SimpleNamespace(resources=Resources({k: v for k, v in train[0].items() if k != "_wildcards"}), threads=12)
+    job = SimpleNamespace(resources=Resources({k: v for k, v in train[0].items() if k != "_wildcards"}), threads=6)
     params = {"run_uuid": "u", "slurm_logfile": "l", "comment_str": "c", "account": "-A proj42",
               "partition": "-p gpu-test", "workdir": str(tmp_path)}  # fmt: skip
     sbatch = get_submit_command(job, params) + set_gres_string(job)
     for flag in ("-A proj42", "-p gpu-test", f"-t {train[0]['runtime']}", f"--mem {train[0]['mem_mb']}",
-                 "--cpus-per-gpu=12", "--gpus=a100:1"):  # fmt: skip
+                 "--cpus-per-gpu=6", "--gpus=a100:1"):  # fmt: skip
         assert flag in sbatch, sbatch
     assert "--array" not in sbatch
 
 
 def test_local_gpu_profile_pins_each_training_job_to_one_gpu(tmp_path):
+    """Each job on one free GPU; a machine with fewer cores than the jobs' threads (PGPS_CORES=3, the profile's
+    --cores, against 12 per GPU) scales the augmentation workers down to its cores, in the dry run as in the run."""
     config = _tiny_config(tmp_path)
     profile = ROOT / "workflow" / "profiles" / "local-gpu"
-    proc = snakemake(
-        tmp_path, "-n", "-p", "--profile", str(profile), "--configfile", str(config), env={"PGPS_GPUS": "3"}
-    )
+    proc = snakemake(tmp_path, "-n", "-p", "--profile", str(profile), "--configfile", str(config),
+                     env={"PGPS_GPUS": "3", "PGPS_CORES": "3"})  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     commands = [line for line in proc.stdout.splitlines() if "nnUNetv2_train" in line]
     assert commands and all("pgps gpu-slot --slots 3 -- nnUNetv2_train" in c for c in commands)
+    assert all("export nnUNet_n_proc_DA=3;" in c for c in commands), commands[0]
 
 
 @pytest.mark.parametrize(
@@ -402,6 +408,8 @@ def test_partial_results_render_and_make_an_html_report(tmp_path, fake_nnunet):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     html = (tmp_path / "report.html").read_text(errors="replace")
     assert "figure3.png" in html and "table1.csv" in html and "miccai_table1.md" in html
+    # the figures carry no caption: each gets its number and caption as labels
+    assert "MICCAI 2024 Figure 3" in html and "the fold-wise Dice difference of PGPS and PGPS+ to CPS per task" in html
     # docutils renders every caption with the category and file link targets: no duplicates, no warnings
     assert "(WARNING/" not in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.container import ErrorbarContainer
+from matplotlib.figure import Figure
 
 from pgps.cli import main
 from pgps.report import OUTPUTS, figures, miccai, outputs, tables
@@ -100,6 +103,85 @@ def test_report_writes_every_output(rendered):
     assert rendered["seconds"] < 60  # seconds in practice; loose for a loaded machine
     index = (out / "report.md").read_text()
     assert "Runs without a result" in index and "figure5" in index
+
+
+def test_a_re_render_of_the_same_results_is_byte_identical(rendered):
+    """A second render, later and in another process (another hash seed, another clock), writes every file byte for
+    byte as the first: PDFs without a creation date, PNGs without a time or matplotlib's version, report.md without
+    the time it took. So re-rendering unchanged numbers leaves a checkout clean."""
+    again = rendered["root"] / "again"
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    env.pop("SOURCE_DATE_EPOCH", None)
+    proc = subprocess.run([sys.executable, "-m", "pgps", "report", "--results", str(rendered["res"]), "--out",
+                           str(again)], capture_output=True, text=True, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    changed = [rel for rel in OUTPUTS if (again / rel).read_bytes() != (rendered["out"] / rel).read_bytes()]
+    assert changed == []
+    pdf = (again / "figures" / "figure3.pdf").read_bytes()
+    assert b"/CreationDate" not in pdf and b"/ModDate" not in pdf
+    png = (again / "figures" / "figure3.png").read_bytes()
+    assert b"tIME" not in png and b"matplotlib version" not in png
+
+
+def test_captions_stand_outside_the_figures(rendered):
+    """No figure's title says 'Figure N': each caption is in report.md (and the Snakemake report's labels)."""
+    results = pd.read_csv(rendered["res"] / "results.csv")
+    epochs = pd.read_csv(rendered["res"] / "epochs.csv")
+    schedules = json.loads((rendered["res"] / "schedules.json").read_text())
+    built = {
+        "figure2": figures.figure2(results, epochs, schedules),
+        "figure3": figures.figure3(results),
+        "figure4": figures.figure4(results, epochs),
+        "figure5": figures.figure5(results),
+        "figureA6": figures.figureA6(results, epochs),
+        **{name: miccai.FIGURES[name](results) for name in outputs.MICCAI_FIGURES},
+    }
+    empty = results.iloc[:0]
+    built["gap"] = figures.figure3(empty)
+    for name, (fig, _) in built.items():
+        titles = [fig.get_suptitle(), *(ax.get_title() for ax in fig.axes)]
+        assert fig.get_suptitle() and not any("Figure" in t for t in titles), (name, titles)
+    index = (rendered["out"] / "report.md").read_text()
+    for name in outputs.FIGURES + outputs.MICCAI_FIGURES:
+        number, _, caption = outputs.CAPTIONS[name].partition(": ")
+        assert number.endswith(("Figure 2", "Figure 3", "Figure 4", "Figure 5", "Figure A.6")), number
+        assert f"- **{number}** ([png](figures/{name}.png), [pdf](figures/{name}.pdf)): {caption}\n" in index
+
+
+def _figure3_with(results: pd.DataFrame, lengths) -> Figure:
+    kept = results[results["length"].isin(lengths)]
+    return figures.figure3(kept, {("BTCV", m): 80.0 for m in ("cps", "efficiency", "performance")})[0]
+
+
+def test_figure3_with_few_lengths_sets_the_strategies_side_by_side_with_their_fold_sd(rendered):
+    """One or two lengths: at each length a point per strategy with the SD over folds as its error bar, on a linear
+    axis of the lengths, no lines between points, and a legend of those points; many lengths: lines, log axis."""
+    results = pd.read_csv(rendered["res"] / "results.csv")
+    main_grid = select(results, length=None, modes=("cps", "efficiency", "performance"))
+    for lengths in ([100], [10, 100]):
+        fig = _figure3_with(results, lengths)
+        btcv = next(ax for ax in fig.axes if ax.get_title() == "BTCV")
+        assert btcv.get_xscale() == "linear"
+        assert [t.get_text() for t in btcv.get_xticklabels()] == [str(n) for n in lengths]
+        bars = [c for c in btcv.containers if isinstance(c, ErrorbarContainer)]
+        assert [c.get_label() for c in bars] == ["CPS", "PGPS-Efficiency", "PGPS-Performance"]
+        for bar, mode in zip(bars, ("cps", "efficiency", "performance"), strict=True):
+            runs = main_grid[(main_grid["dataset"] == "BTCV") & (main_grid["mode"] == mode)]
+            for n, (_, y), segment in zip(lengths, bar.lines[0].get_xydata(), bar.lines[2][0].get_segments(),
+                                          strict=True):  # fmt: skip
+                dice = 100 * runs.loc[runs["length"] == n, "dice"].dropna()
+                assert y == pytest.approx(dice.mean()) and segment[1][1] - y == pytest.approx(np.std(dice))
+        lines = [line for line in btcv.get_lines() if len(line.get_xdata()) > 1 and line.get_linestyle() != "None"]
+        assert lines == []  # nothing joins the points
+        legend = fig.legends[0]
+        assert [t.get_text() for t in legend.get_texts()][:3] == ["CPS", "PGPS-Efficiency", "PGPS-Performance"]
+    one_fold = _figure3_with(results[results["fold"] == 0], [100])  # no spread to show: no error bars
+    btcv = next(ax for ax in one_fold.axes if ax.get_title() == "BTCV")
+    bars = [c for c in btcv.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 3 and not any(c.has_yerr for c in bars)
+    many = _figure3_with(results, [1, 10, 25, 50, 100])
+    btcv = next(ax for ax in many.axes if ax.get_title() == "BTCV")
+    assert btcv.get_xscale() == "log" and len([line for line in btcv.get_lines() if len(line.get_xdata()) > 1]) == 3
 
 
 def test_tables_show_gaps_and_partial_means(rendered):

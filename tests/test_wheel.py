@@ -1,12 +1,15 @@
-"""The light install: the wheel built from this checkout, in a fresh virtual environment with numpy and nothing else.
+"""The distributions and the light install: the sdist and wheel that ``python -m build`` makes of this checkout, checked
+with ``twine check``, and the wheel in a fresh virtual environment with numpy and nothing else.
 
-The wheel is built without build isolation (the setuptools of the test environment); numpy comes from a local
+The build runs without build isolation (the setuptools of the test environment) and, as ``python -m build`` does,
+builds the wheel from the sdist; build and twine are the lock's (the ``test`` extra). numpy comes from a local
 package source, the find-links folders and ``file://`` indexes of pip's own configuration (or
 ``PGPS_NUMPY_WHEELS``), else from the package registry.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -14,6 +17,8 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
+import tomllib
 import venv
 import zipfile
 from importlib.metadata import version
@@ -56,19 +61,62 @@ def _local_sources() -> list[str]:
     return [f"--index-url={indexes[0]}", *(f"--extra-index-url={i}" for i in indexes[1:]), *options]
 
 
+def _build_tools(tmp: Path) -> dict[str, str]:
+    """The environment in which ``python -m build`` and ``python -m twine`` run: the test environment's (make installs
+    both from the lock), or, in an environment installed before they joined the lock, the lock's versions installed
+    into a folder of the test's."""
+    env = dict(os.environ)
+    if all(importlib.util.find_spec(m) for m in ("build", "twine")):
+        return env
+    tools = tmp / "tools"
+    _run(sys.executable, "-m", "pip", "install", "--quiet", "--target", tools, "-c", ROOT / "envs" / "constraints.txt",
+         "build", "twine")  # fmt: skip
+    return env | {"PYTHONPATH": os.pathsep.join([str(tools), *filter(None, [env.get("PYTHONPATH")])])}
+
+
 @pytest.fixture(scope="module")
-def light(tmp_path_factory):
-    """(python, pgps script, wheel) of a fresh venv holding numpy and the pgps wheel only."""
-    tmp = tmp_path_factory.mktemp("wheel")
-    source = tmp / "src"  # a clean copy: the build writes build/ and *.egg-info next to the sources
+def dists(tmp_path_factory):
+    """(sdist, wheel, the files of the package, build's environment): ``python -m build`` of a clean copy of the
+    checkout (the build writes build/ and *.egg-info next to the sources), the wheel built from the sdist."""
+    tmp = tmp_path_factory.mktemp("dists")
+    source = tmp / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "pgps", source / "pgps", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    package = {p.relative_to(source).as_posix() for p in (source / "pgps").rglob("*") if p.is_file()}
+    env = _build_tools(tmp)
     dist = tmp / "dist"
-    _run(sys.executable, "-m", "pip", "wheel", "--isolated", "--no-deps", "--no-build-isolation", "--no-index",
-         "-w", dist, source)  # fmt: skip
+    _run(sys.executable, "-m", "build", "--no-isolation", "--outdir", dist, source, env=env)
+    (sdist,) = dist.glob("pgps-*.tar.gz")
     (wheel,) = dist.glob("pgps-*.whl")
+    return sdist, wheel, package, env
+
+
+def test_sdist_and_wheel_pass_twine_check_and_hold_the_package(dists):
+    """twine check --strict (the metadata and the README as PyPI would render it); the sdist holds what a build
+    needs (the wheel was built from it alone) and the wheel every file of pgps/, py.typed and the data included."""
+    sdist, wheel, package, env = dists
+    checked = _run(sys.executable, "-m", "twine", "check", "--strict", sdist, wheel, env=env).stdout
+    assert checked.count("PASSED") == 2, checked
+    with tarfile.open(sdist) as tar:
+        top = f"{sdist.name.removesuffix('.tar.gz')}/"
+        in_sdist = {m.name.removeprefix(top) for m in tar.getmembers() if m.isfile()}
+    assert {"pyproject.toml", "README.md", "LICENSE", "PKG-INFO"} <= in_sdist
+    assert {n for n in in_sdist if n.startswith("pgps/")} == package
+    with zipfile.ZipFile(wheel) as z:
+        in_wheel = {n for n in z.namelist() if n.startswith("pgps/")}
+    assert in_wheel == package and "pgps/py.typed" in in_wheel
+
+
+@pytest.fixture(scope="module")
+def light(tmp_path_factory, dists):
+    """(python, pgps script, wheel) of a fresh venv holding numpy and the pgps wheel only."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    _, wheel, _, _ = dists
+    dist = tmp / "dist"
+    dist.mkdir()
+    wheel = Path(shutil.copy(wheel, dist))
     numpy_pin = f"numpy=={version('numpy')}"
     sources = _local_sources()
     got = _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
@@ -107,6 +155,11 @@ def test_wheel_metadata_requires_only_numpy_outside_extras(light):
     assert "pgps/report/published/table1.csv" in names and "pgps/nnunet/ext/pgps_trainers.py" in names
     assert "pgps/py.typed" in names  # PEP 561: type checkers read pgps's annotations
     assert re.search(r"^Author: The pgps contributors$", metadata, flags=re.M)
+    urls = dict(re.findall(r"^Project-URL: ([^,]+), (.*)$", metadata, flags=re.M))
+    assert urls == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"] and urls
+    cited = (ROOT / "CITATION.cff").read_text() + (ROOT / "README.md").read_text()
+    for url in urls.values():  # every address is one the README or CITATION.cff gives
+        assert url in cited or url.removeprefix("https://doi.org/") in cited, url
 
 
 def test_light_install_imports_the_core_and_plans_schedules(light):

@@ -82,7 +82,7 @@ def figure2(
     with_schedule = main[main["run"].astype(str).isin(set(schedules))]
     dataset = dataset or _pick(list(with_schedule["dataset"].unique()), "MSD_Lung")
     table = _figure2_table(main)
-    title = "Figure 2: curriculum schedules over training"
+    title = "Curriculum schedules over training"
     if dataset is None:
         return gap_figure(title, "No run has written its schedule (pgps_summary.json) yet."), table
     summaries, foreground = {}, {}
@@ -97,7 +97,7 @@ def figure2(
             foreground[mode] = (curve["epoch"].tolist(), curve["mean"].tolist())
     try:
         panel = panel_title(ds.label(dataset), next(iter(summaries.values())))
-        fig = plot_schedule_panel(summaries, f"Figure 2: {panel}", foreground)
+        fig = plot_schedule_panel(summaries, panel, foreground)
     except ValueError as exc:  # e.g. runs of one dataset planned with different sizes
         return gap_figure(title, f"{ds.label(dataset)}: {exc}"), table
     return fig, table
@@ -136,11 +136,9 @@ def _figure2_table(main: pd.DataFrame) -> Table:
 
 
 # -- Figure 3 ------------------------------------------------------------------------------------------
-def _length_axis(ax, lengths: Sequence[int]) -> None:
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(list(lengths)))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{n:g}" for n in lengths])
+FEW_LENGTHS = 3
+"""Up to this many training lengths, Figure 3 sets the strategies side by side at each length (points with the
+SD over folds); with more, it draws each strategy's line over a log axis of the lengths."""
 
 
 def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | None = None) -> tuple[Figure, Table]:
@@ -150,6 +148,7 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
     agg = agg[agg["dice"].notna()]
     lengths = sorted(set(ARTICLE_LENGTHS) | set(sel["length"].astype(int)))
     dice = {(r["dataset"], r["mode"], int(r["length"])): 100 * r["dice"] for r in agg.to_dict("records")}
+    sd = {(r["dataset"], r["mode"], int(r["length"])): 100 * r["dice_sd"] for r in agg.to_dict("records") if r["n"] > 1}
     datasets = ds.ordered(agg["dataset"].unique())
     best = {d: max(v for (dd, _, _), v in dice.items() if dd == d) for d in datasets}
     normalized = {}  # (mode, length) -> (mean over datasets of Dice / its best x 100, datasets)
@@ -160,9 +159,13 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
             if count:
                 normalized[mode, n] = (value, count)
     table = _figure3_table(ds.ordered(sel["dataset"].unique(), first=ds.ARTICLE_DATASETS), lengths, dice, normalized)
-    title = "Figure 3: convergence over training lengths"
+    title = "Convergence over training lengths"
     if not datasets:
         return gap_figure(title, "No finished runs of CPS / PGPS-Efficiency / PGPS-Performance yet."), table
+    measured = sorted({n for _, _, n in dice})
+    grouped = len(measured) <= FEW_LENGTHS
+    if grouped:  # the lengths with a value, and 100% where the article's values are drawn
+        lengths = sorted(set(measured) | ({100} if published else set()))
     panels = [*datasets, "norm_avg"]
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
@@ -173,10 +176,15 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
         for ax, panel in zip(axes, panels, strict=False):
             if panel == "norm_avg":
                 curves = {m: {n: normalized[m, n][0] for n in lengths if (m, n) in normalized} for m in JOURNAL_MODES}
+                spread = {}  # the normalized average has no spread over folds
             else:
                 curves = {m: {n: dice[panel, m, n] for n in lengths if (panel, m, n) in dice} for m in JOURNAL_MODES}
+                spread = {m: {n: sd[panel, m, n] for n in curves[m] if (panel, m, n) in sd} for m in JOURNAL_MODES}
             at_100 = {m: published[panel, m] for m in JOURNAL_MODES if published and (panel, m) in published}
-            drew_published |= _figure3_panel(ax, curves, at_100, lengths)
+            if grouped:
+                drew_published |= _figure3_grouped(ax, curves, spread, at_100, lengths)
+            else:
+                drew_published |= _figure3_lines(ax, curves, at_100, lengths)
             ax.set_title("Normalized average" if panel == "norm_avg" else ds.label(panel))
         for ax in axes[len(panels) :]:
             ax.set_axis_off()
@@ -185,14 +193,22 @@ def figure3(results: pd.DataFrame, published: Mapping[tuple[str, str], float] | 
         axes[len(panels) - 1].set_ylabel("Dice [% of best]")
         for i, ax in enumerate(axes[: len(panels)]):
             if i + ncols >= len(panels):  # nothing drawn below it
-                ax.set_xlabel("training length [%]")
+                ax.set_xlabel("training length [% of nnU-Net's iterations]")
         style.legend(fig, *axes[0].get_legend_handles_labels(), "article, Table 1 (100%)" if drew_published else None)
-        fig.suptitle(f"{title} (% of nnU-Net's default iterations, log scale)")
+        fig.suptitle(title + ("" if grouped else " (log scale)"))
     return fig, table
 
 
-def _figure3_panel(ax, curves: Mapping[str, Mapping[int, float]], at_100: Mapping[str, float], lengths) -> bool:
-    """One panel of Figure 3: each strategy's Dice over the lengths, the published 100% values as diamonds."""
+def _length_axis(ax, lengths: Sequence[int]) -> None:
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(list(lengths)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{n:g}" for n in lengths])
+
+
+def _figure3_lines(ax, curves: Mapping[str, Mapping[int, float]], at_100: Mapping[str, float], lengths) -> bool:
+    """One panel of Figure 3 with many lengths: each strategy's Dice over a log axis of the lengths, the published
+    100% values as diamonds."""
     for mode, points in curves.items():
         if points:
             ax.plot(list(points), list(points.values()), marker="o", markersize=3, **style.strategy(mode).line_kwargs())
@@ -202,6 +218,37 @@ def _figure3_panel(ax, curves: Mapping[str, Mapping[int, float]], at_100: Mappin
     ax.set_xlim(min(lengths) / 1.5, max(lengths) * 1.5)
     ax.tick_params(axis="x", labelsize=7)
     return bool(at_100)
+
+
+def _figure3_grouped(
+    ax,
+    curves: Mapping[str, Mapping[int, float]],
+    spread: Mapping[str, Mapping[int, float]],
+    at_100: Mapping[str, float],
+    lengths: Sequence[int],
+) -> bool:
+    """One panel of Figure 3 with few lengths: at each length the strategies side by side, a point (mean over folds)
+    with the SD over folds as its error bar (none from one fold), and the published 100% value as a diamond beside
+    it."""
+    modes = [m for m in JOURNAL_MODES if curves.get(m) or m in at_100]
+    width = 0.7 / max(1, len(modes))
+    for j, mode in enumerate(modes):
+        s = style.strategy(mode)
+        offset = (j - (len(modes) - 1) / 2) * width
+        points = curves.get(mode, {})
+        if points:
+            x = [lengths.index(n) + offset for n in points]
+            sds = spread.get(mode, {})
+            yerr = [sds.get(n, math.nan) for n in points] if sds else None  # NaN: no bar
+            ax.errorbar(x, list(points.values()), yerr=yerr, fmt=s.marker, color=s.color, markersize=5, capsize=3,
+                        elinewidth=1.0, label=s.label, zorder=3)  # fmt: skip
+        if mode in at_100 and 100 in lengths:
+            x100 = lengths.index(100) + offset + width * 0.35
+            ax.plot([x100], [at_100[mode]], **{**style.PUBLISHED_MARKER, "markeredgecolor": s.color})
+    ax.set_xticks(range(len(lengths)), [f"{n:g}" for n in lengths])
+    ax.set_xlim(-0.6, len(lengths) - 0.4)
+    ax.grid(False, axis="x")
+    return bool(at_100) and 100 in lengths
 
 
 def _figure3_table(rows: Sequence[str], lengths, dice: Mapping[tuple, float], normalized: Mapping[tuple, tuple]):
@@ -261,7 +308,7 @@ def figure4(
             if len(runs):
                 curves[mode] = {key: _per_epoch(e, runs, column) for key, column, _, _ in FIGURE4_QUANTITIES}
     table = _figure4_table(dataset, curves)
-    title = f"Figure 4: training characteristics{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
+    title = f"Training characteristics{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
     if not curves:
         return gap_figure(title, "No main-grid run has written telemetry (pgps_telemetry.csv) yet.", (7.2, 2.8)), table
     with matplotlib.rc_context(style.RC):
@@ -394,7 +441,7 @@ def figure5(
             "its Dice beats both others (ties: nobody). SD: sample SD over seeds.",
         ],
     )
-    title = "Figure 5: stochastic variability of repeated runs"
+    title = "Stochastic variability of repeated runs"
     if not repeats:
         return gap_figure(title, "No repeated runs (two or more seeds on one fold) in these results."), table
     shown = [d for d in datasets if any((d, n) in repeats for n in lengths[d])]
@@ -484,7 +531,7 @@ def figureA6(
     agg = aggregate(sel[sel["dataset"] == dataset]) if dataset else pd.DataFrame(columns=["mode", "sampler"])
     by = {("cps" if r["mode"] == "cps" else r["sampler"]): r for r in agg.to_dict("records")}
     table = _figureA6_table(dataset, by)
-    title = f"Figure A.6: batch constructions{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
+    title = f"Batch constructions of PGPS-Performance{'' if dataset is None else ' (' + ds.label(dataset) + ')'}"
     if dataset is None:
         return gap_figure(title, "No PGPS-Performance runs in these results.", (7.2, 3.0)), table
     measured = _runs(sel[sel["dataset"] == dataset], epochs)

@@ -235,7 +235,7 @@ def miccai_figure2(
 ) -> tuple[Figure, Table]:
     """MICCAI 2024 Figure 2: Dice over iterations per epoch, voxels shown and runtime (CPS, RPSS, PGPS)."""
     table = _lengths_table("miccai_figure2", "MICCAI 2024 Figure 2: Dice over training lengths", results)
-    title = "MICCAI 2024 Figure 2: convergence of CPS, RPSS and PGPS"
+    title = "Convergence of CPS, RPSS and PGPS"
     if table.filled() == 0:
         return gap_figure(title, "No CPS / RPSS / PGPS (MICCAI) runs over training lengths yet."), table
     dataset = table.rows[0][0].split("|")[0]
@@ -319,7 +319,7 @@ def miccai_figure3(
             "error (scipy.stats.sem). Last row: the number of tasks whose mean difference is positive.",
         ],
     )
-    title = "MICCAI 2024 Figure 3: fold-wise Dice difference to CPS"
+    title = "Fold-wise Dice difference of PGPS and PGPS+ to CPS"
     if not shown:
         return gap_figure(title, "No PGPS / PGPS+ (MICCAI) runs with a CPS run of the same folds yet."), table
     return _difference_figure(title, datasets, schemes, shown, table, published), table

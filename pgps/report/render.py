@@ -115,7 +115,7 @@ def render_report(
         say(f"{name}: figure and {table.filled()} of {len(table.cells)} numbers")
 
     index = out / outputs.INDEX
-    atomic_write_text(index, _index(results, summary, time.perf_counter() - started))
+    atomic_write_text(index, _index(results, summary))
     written.append(index)
     say(f"wrote {len(written)} files to {out} in {time.perf_counter() - started:.1f} s")
     return written
@@ -128,14 +128,16 @@ def _figure3_points(published: pd.DataFrame) -> dict[tuple[str, str], float]:
     }
 
 
-def _index(results: pd.DataFrame, summary: list[tuple[str, Table]], seconds: float) -> str:
+def _index(results: pd.DataFrame, summary: list[tuple[str, Table]]) -> str:
+    """report.md: what the results hold, how full each output is, and the figures' captions. Nothing that changes
+    when the same results are rendered again (no time, no date), so a re-render leaves a checkout clean."""
     status = results["status"].value_counts().to_dict() if "status" in results else {}
     lines = [
         "# pgps report",
         "",
         f"{len(results)} runs in the manifest: "
         + (", ".join(f"{n} {s}" for s, n in sorted(status.items())) or "none")
-        + f"; {results['dataset'].nunique() if len(results) else 0} datasets. Rendered in {seconds:.1f} s.",
+        + f"; {results['dataset'].nunique() if len(results) else 0} datasets.",
         "",
         "| output | filled cells | files |",
         "|---|--:|---|",
@@ -146,7 +148,10 @@ def _index(results: pd.DataFrame, summary: list[tuple[str, Table]], seconds: flo
             files.insert(0, f"[figure](figures/{name}.png)")
         filled = f"{table.filled()} / {len(table.cells)}"
         lines.append(f"| {table.title} | {filled} | {', '.join(files)} |")
-    lines += ["", "Gaps (–) are runs that are missing or unfinished; nothing is filled in."]
+    lines += ["", "Gaps (–) are runs that are missing or unfinished; nothing is filled in.", "", "## Figures", ""]
+    for name in outputs.FIGURES + outputs.MICCAI_FIGURES:
+        number, _, caption = outputs.CAPTIONS[name].partition(": ")
+        lines.append(f"- **{number}** ([png](figures/{name}.png), [pdf](figures/{name}.pdf)): {caption}")
     if len(results) and "status" in results:
         missing = results[results["status"] != "complete"]
         if len(missing):

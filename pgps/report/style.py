@@ -30,6 +30,8 @@ class Strategy:
     linestyle: str = "-"
     linewidth: float = 1.8
     zorder: float = 2.0
+    marker: str = "o"
+    """Where a strategy is drawn as points: their shape (told apart in greyscale print, as the line styles are)."""
 
     def line_kwargs(self) -> dict:
         """Keyword arguments for ``Axes.plot``."""
@@ -51,7 +53,11 @@ _LINES = {  # CPS wide and underneath, so the PGPS lines that coincide with it s
     "rpss": ("#CC79A7", "-"),
     "progressive-resolution": ("#0072B2", (0, (5, 1, 1, 1))),
 }
-STRATEGIES: dict[str, Strategy] = {key: Strategy(names.MODES[key].label, *line) for key, line in _LINES.items()}
+_MARKERS = {"cps": "o", "efficiency": "s", "performance": "^", "miccai": "v", "miccai-plus": "P", "rpss": "X",
+            "progressive-resolution": "p"}  # fmt: skip
+STRATEGIES: dict[str, Strategy] = {
+    key: Strategy(names.MODES[key].label, *line, marker=_MARKERS[key]) for key, line in _LINES.items()
+}
 """Strategy (a :data:`pgps.names.MODES` key) -> how every figure draws it (labels from the table of names)."""
 
 ORDER: tuple[str, ...] = tuple(STRATEGIES)

@@ -110,7 +110,8 @@ from pgps.experiments.grid import (  # noqa: E402
     grid_runs,
 )
 from pgps.experiments.config_files import check_config_files  # noqa: E402
-from pgps.report.outputs import OUTPUTS as REPORT_OUTPUTS  # noqa: E402 (light: no pandas/matplotlib)
+from pgps.report.outputs import CAPTIONS as REPORT_CAPTIONS  # noqa: E402 (light: no pandas/matplotlib)
+from pgps.report.outputs import OUTPUTS as REPORT_OUTPUTS  # noqa: E402
 
 check_config_files(workflow.configfiles)  # a key repeated in one mapping (YAML keeps the last silently)
 check_config(config)  # what the schema cannot say (patch divisibility, duplicate dataset ids): fail now, not in a job
@@ -276,8 +277,10 @@ def report_item(collection, name):
     Markdown. Snakemake turns category and file names into reStructuredText link targets: names without a colon
     (one would end the target's name) and no file name twice (tables/x.csv, compare/x.md)."""
     path = f"{COLLECTION_FIGURES[collection]}/{name}"
-    if name.startswith("figures/") and name.endswith(".png"):
-        return report(path, category=f"{collection} figures", caption="../report/figure.rst")
+    if name.startswith("figures/") and name.endswith(".png"):  # the figure's number and caption as its labels
+        number, _, caption = REPORT_CAPTIONS[os.path.basename(name).removesuffix(".png")].partition(": ")
+        return report(path, category=f"{collection} figures", caption="../report/figure.rst",
+                      labels={"figure": number, "caption": caption})  # fmt: skip
     if name.startswith("tables/") and name.endswith(".csv"):
         return report(path, category=f"{collection} tables", caption="../report/table.rst")
     if name.startswith("compare/") and name.endswith(".md"):

@@ -9,6 +9,17 @@
 # summary, so a failed or interrupted job leaves no output that looks finished, and never touches
 # another fold's.
 
+def article_train_workers(wildcards, threads):
+    """nnUNet_n_proc_DA, nnU-Net's augmentation workers per GPU process: the job's cores over its GPUs. The cores are
+    the threads Snakemake grants the job, the rule's own capped by --cores (a local run with fewer cores scales the
+    workers down; a SLURM job gets the rule's threads through the plugin's --cpus-per-gpu). A dry run without --cores
+    caps every job at 1 core, which no real run does: there the rule's own threads, so that `snakemake -n` shows the
+    workers a SLURM job will start (a dry run with an explicit --cores 1 shows them too)."""
+    if workflow.dryrun and workflow.resource_settings.cores == 1:
+        threads = article_train_threads(wildcards)
+    return max(1, threads // article_run_gpus(wildcards))
+
+
 wildcard_constraints:
     results_dir="results(_seed[0-9]+)?",
     plans="nnUNet[A-Za-z0-9]*Plans",
@@ -31,9 +42,8 @@ rule train:
         device=ARTICLE["device"],
         # pin to one free GPU of this machine (local-gpu profile); under SLURM the job's GPU is its only one
         gpu=f"python -m pgps gpu-slot --slots {config['gpu_slots']} --" if config["gpu_slots"] else "",
-        # augmentation workers per GPU process (a local run with fewer cores scales threads down); -num_gpus and
-        # --npz where the run needs them
-        scale=lambda wildcards, threads: f" export nnUNet_n_proc_DA={max(1, threads // article_run_gpus(wildcards))};",
+        # augmentation workers per GPU process (article_train_workers); -num_gpus and --npz where the run needs them
+        scale=lambda wildcards, threads: f" export nnUNet_n_proc_DA={article_train_workers(wildcards, threads)};",
         flags=article_train_flags,
     threads: article_train_threads  # PGPS_CPUS_PER_GPU (default 12) per GPU
     resources:
