@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +43,12 @@ def rendered(tmp_path_factory) -> dict:
     chars = root / "characteristics.csv"
     CHARACTERISTICS.to_csv(chars, index=False)
     assert main(["collect", "--runs", str(runs), "--characteristics", str(chars), "--out", str(root / "res")]) == 0
-    started = time.perf_counter()
     assert main(["report", "--results", str(root / "res"), "--out", str(root / "out")]) == 0
     return {
         "root": root,
         "runs": runs,
         "res": root / "res",
         "out": root / "out",
-        "seconds": time.perf_counter() - started,
     }
 
 
@@ -100,7 +97,6 @@ def test_report_writes_every_output(rendered):
         assert b"/Type3" not in pdf and b"/FontFile2" in pdf, name
     tex = (out / "tables" / "table1.tex").read_text()
     assert "\\caption{CPS, PGPS-Efficiency" in tex and "Table 1: Table 1" not in tex
-    assert rendered["seconds"] < 60  # seconds in practice; loose for a loaded machine
     index = (out / "report.md").read_text()
     assert "Runs without a result" in index and "figure5" in index
 
