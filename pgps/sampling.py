@@ -241,6 +241,7 @@ def class_locations(label: np.ndarray, classes: Sequence[int] | None = None) -> 
 def generator(seed: int, step: int, *stream: int) -> np.random.Generator:
     """The generator of ``step`` of a run seeded ``seed`` (its cases), or of a stream of it (``stream`` =
     ``(slot,)``: the crop corners of the step's ``slot``-th volume; ``(slot, row)``: a patch's augmentation;
+    ``(slot, AUGMENTATION_STREAM)``: the augmentation of the volume's patches together;
     ``(AUGMENTATION_STREAM,)``: the augmentation of the whole batch; ``(FORCED_STREAM,)``: probabilistic
     forced-foreground flags)."""
     key = (int(step), *(int(s) + 1 for s in stream))  # +1: no stream's key equals another's prefix padded with 0
@@ -303,6 +304,17 @@ class VolumeRequest:
     @property
     def taken_rows(self) -> np.ndarray:
         return np.asarray(self.rows, dtype=np.int64)[list(self.take)]
+
+    def augmentation_seed(self, row: int | None = None) -> int:
+        """A 32-bit seed for the random transforms of one patch (its global batch ``row``) or, without ``row``,
+        of this volume's patches together: from ``(seed, step, slot[, row])`` only, so the same on every worker
+        and every rank."""
+        stream = (self.slot, AUGMENTATION_STREAM if row is None else int(row))  # not the corners' stream (slot,)
+        return int(generator(self.seed, self.step, *stream).integers(2**32))
+
+    def every_row(self) -> VolumeRequest:
+        """This request for all of the volume's patches (every rank's), e.g. to augment them in one sequence."""
+        return dataclasses.replace(self, take=tuple(range(len(self.rows))))
 
 
 @dataclasses.dataclass(frozen=True)

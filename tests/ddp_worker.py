@@ -34,9 +34,9 @@ def main(raw: str, store: str, rank: int, world_size: int, out: str) -> None:
             loss.backward()
             optimizer.step()
             rows = [None] * world_size
-            dist.all_gather_object(rows, batch["row"].tolist())
+            dist.all_gather_object(rows, batch["pgps_row"].tolist())
             gathered.append(rows)
-            batches.append({k: batch[k] for k in ("row", "image", "label", "step")})
+            batches.append({k: batch[k] for k in ("pgps_row", "image", "label", "pgps_step")})
     weights = [p.detach().clone() for p in net.parameters()]
     torch.save({"batches": batches, "gathered": gathered, "weights": weights}, Path(out) / f"rank{rank}.pt")
     dist.destroy_process_group()

@@ -118,3 +118,70 @@ def test_monai_loop_resumes_with_the_uninterrupted_batches(files, uninterrupted)
         pgps.monai.CurriculumBatchSampler(pgps.make_schedule("cps", (16, 16, 16), (4, 4, 4), 2), 5).load_state_dict(
             state
         )
+
+
+def compose_volumes(files, augment: bool = True) -> CacheDataset:
+    """A plain MONAI pipeline: CurriculumCropd in the Compose where RandCropByPosNegLabeld would stand."""
+    crop = pgps.monai.CurriculumCropd(KEYS, label_key="label", indices_key="label_classes")
+    after = [RandFlipd(KEYS, prob=0.5, spatial_axis=0), RandGaussianNoised("image", prob=0.5, std=0.1)]
+    transform = Compose([LoadImaged(KEYS), EnsureChannelFirstd(KEYS),
+                         ClassesToIndicesd("label", num_classes=3, indices_postfix="_classes"), crop,
+                         *(after if augment else [])])  # fmt: skip
+    return CacheDataset(files, transform, progress=False)
+
+
+def compose_batches(volumes, workers: int, rank: int = 0, world_size: int = 1, strategy="split_crop") -> list[dict]:
+    sampler = pgps.monai.CurriculumBatchSampler(SCHEDULE, num_cases=len(volumes), seed=2, rank=rank,
+                                                world_size=world_size, strategy=strategy)  # fmt: skip
+    loader = DataLoader(pgps.monai.CurriculumDataset(volumes), batch_sampler=sampler, num_workers=workers)
+    return [batch for _ in range(SCHEDULE.epochs) for batch in loader]
+
+
+def test_curriculum_cropd_in_a_compose_gives_the_planned_patches_with_workers(files):
+    """CurriculumCropd inside a CacheDataset's Compose, the random transforms after it, a DataLoader with 2 workers:
+    every step's patch shapes, cases and forced flags are the BatchPlanner's; the batches equal those of 0 workers,
+    and the two ranks' slices are the single process's patches (also where a volume's patches go to both ranks: the
+    volume is cropped and augmented whole on each); the flips ran (some patches flipped, some not)."""
+    from pgps.sampling import BatchPlanner
+
+    volumes = compose_volumes(files)
+    batches = compose_batches(volumes, workers=2)
+    planner = BatchPlanner(SCHEDULE, len(files), seed=2)
+    assert len(batches) == planner.total_steps
+    for step, batch in enumerate(batches):
+        plan = planner.plan(step)
+        shape = (plan.batch_size, 1, *plan.stage.patch_size)
+        assert batch["image"].shape == shape and batch["label"].shape == shape
+        assert batch["pgps_step"].tolist() == [step] * plan.batch_size
+        assert batch["pgps_case"].tolist() == plan.cases.tolist()
+        assert batch["pgps_forced"].tolist() == plan.forced.tolist()
+        assert (batch["label"].flatten(1) > 0).any(1)[batch["pgps_forced"]].all()
+    keys = ("image", "label", "pgps_row", "pgps_case", "pgps_forced")
+    for a, b in zip(batches, compose_batches(volumes, workers=0), strict=True):
+        assert all(torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])) for k in keys)
+    # Multi-Crop alternates the volumes within the batch: most steps have a volume whose patches two ranks share
+    single = compose_batches(volumes, 0, strategy="multi_crop")
+    ranks = [compose_batches(volumes, 0, rank, 2, strategy="multi_crop") for rank in range(2)]
+    for whole, *parts in zip(single, *ranks, strict=True):
+        assert sorted(torch.cat([p["pgps_row"] for p in parts]).tolist()) == list(range(len(whole["pgps_row"])))
+        for part in parts:
+            assert torch.equal(torch.as_tensor(part["image"]), torch.as_tensor(whole["image"])[part["pgps_row"]])
+    plain = compose_batches(compose_volumes(files, augment=False), workers=0)
+    flipped = [bool(torch.equal(got, crop.flip(1))) for got, crop in zip(batches[0]["label"], plain[0]["label"],
+                                                                        strict=True)]  # fmt: skip
+    assert any(flipped) and not all(flipped)
+
+
+def test_curriculum_cropd_without_its_dataset_says_what_to_write(files):
+    """A DataLoader indexing the CacheDataset by case (MONAI's random crops' way) has no step to crop: the error
+    gives the line; a crop given twice is refused."""
+    volumes = compose_volumes(files)
+    with pytest.raises(RuntimeError) as caught:
+        next(iter(DataLoader(volumes, batch_size=2)))
+    chain = [caught.value]
+    while chain[-1].__cause__ is not None:
+        chain.append(chain[-1].__cause__)
+    assert any("DataLoader(pgps.monai.CurriculumDataset(dataset), batch_sampler=pgps.monai.CurriculumBatchSampler("
+               in str(e) for e in chain), [str(e) for e in chain]  # fmt: skip
+    with pytest.raises(ValueError, match="already crops with CurriculumCropd"):
+        pgps.monai.CurriculumDataset(volumes, pgps.monai.CurriculumCropd(KEYS))

@@ -1,14 +1,15 @@
 """The PGPS curriculum in a MONAI training loop (needs ``pip install 'pgps[monai]'``; never imports nnU-Net).
 
-Whole volumes come from a MONAI ``Dataset``/``CacheDataset`` (loading and the deterministic transforms,
-cached), :class:`CurriculumCropd` crops each step's patches in place of ``RandCropByPosNegLabeld`` (stage
-patch size, number of patches per volume and forced-foreground patches set by the schedule and the batch
-strategy), and the random transforms run per patch, seeded per patch::
+A MONAI pipeline as usual, :class:`CurriculumCropd` in the ``Compose`` where ``RandCropByPosNegLabeld`` would
+stand (stage patch size, number of patches per volume and forced-foreground patches set by the schedule and the
+batch strategy); :class:`CurriculumDataset` hands it each step's request and seeds the random transforms::
 
-    volumes = CacheDataset(files, transform=Compose([LoadImaged(keys), EnsureChannelFirstd(keys), ...]))
-    train = pgps.monai.CurriculumDataset(volumes, CurriculumCropd(keys, label_key="label"), transform=augment)
+    crop = pgps.monai.CurriculumCropd(keys, label_key="label", indices_key="label_classes")
+    volumes = CacheDataset(files, Compose([LoadImaged(keys), EnsureChannelFirstd(keys), ClassesToIndicesd(...),
+                                           crop, RandFlipd(keys, prob=0.5, spatial_axis=0), ...]))
     sampler = pgps.monai.CurriculumBatchSampler(schedule, num_cases=len(files))
-    loader = monai.data.DataLoader(train, batch_sampler=sampler, num_workers=2)   # list_data_collate
+    loader = StatefulDataLoader(pgps.monai.CurriculumDataset(volumes), batch_sampler=sampler, num_workers=2,
+                                collate_fn=list_data_collate)   # or monai.data.DataLoader, without state_dict()
 
 The batch sampler is :class:`pgps.torch.CurriculumBatchSampler` (same plan, state and rank slicing).
 """

@@ -1,13 +1,15 @@
 """The PGPS curriculum in a plain PyTorch training loop (needs ``pip install 'pgps[torch]'``; never imports nnU-Net).
 
-A batch sampler plus a dataset, handed to ``torch.utils.data.DataLoader``::
+A batch sampler plus a dataset, handed to ``torch.utils.data.DataLoader`` (or torchdata's
+``StatefulDataLoader``, whose ``state_dict()`` resumes exactly with workers)::
 
     sampler = pgps.torch.CurriculumBatchSampler(schedule, num_cases=len(images), strategy="split_crop")
-    dataset = pgps.torch.PatchDataset(images, labels)          # or PatchDataset(load=load_case, num_cases=n)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=pgps.torch.collate_patches, num_workers=2)
+    dataset = pgps.torch.PatchDataset(images, labels, transform=augment)  # or load=load_case, num_cases=n
+    loader = StatefulDataLoader(dataset, batch_sampler=sampler, collate_fn=pgps.torch.collate_patches, num_workers=2)
     while not sampler.finished:
-        for batch in loader:        # one epoch: batch["image"] (b, C, *P), batch["label"] (b, 1, *P)
+        for batch in loader:        # one epoch: batch["image"] (b, C, *P), batch["label"] (b, 1, *P), ...
             ...
+        checkpoint = {"loader": loader.state_dict(), ...}   # a new loader's load_state_dict continues from here
 
 Each step's batch is planned by :class:`pgps.sampling.BatchPlanner`, the same code as the nnU-Net
 loader's: the schedule's stage (patch and batch size), the cases of the batch strategy

@@ -11,13 +11,16 @@ puts a step's patches back into the order of the global batch.
 
 Every draw depends on ``(seed, step)`` only, so the batches are the same with any number of
 workers, a resumed run continues with the batches of an uninterrupted one, and the ranks' slices
-of a step together are exactly the single-process batch.
+of a step together are exactly the single-process batch. The sampler and each of its iterations
+keep their state the way torchdata's ``StatefulDataLoader`` reads it (``state_dict``/``load_state_dict``),
+so the loader's own state, taken after any batch, resumes at the next one with any number of workers.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -43,6 +46,10 @@ class CurriculumBatchSampler(Sampler[list[VolumeRequest]]):
     forced-foreground patches per batch (PGPS-Performance: 0.5); ``seed`` fixes every draw. With
     ``rank`` and ``world_size`` (e.g. from ``torch.distributed``) each process gets its contiguous slice
     of every global batch (the first ``b % world_size`` ranks one patch more, as in nnU-Net's DDP).
+
+    Resume: with torchdata's ``StatefulDataLoader`` save ``loader.state_dict()`` and give it to the new
+    loader's ``load_state_dict`` (it holds this sampler's state as of the last batch the loop received, with
+    any number of workers); with a plain ``DataLoader`` see :meth:`state_dict`.
     """
 
     def __init__(
@@ -84,17 +91,8 @@ class CurriculumBatchSampler(Sampler[list[VolumeRequest]]):
     def __len__(self) -> int:
         return max(0, self._epoch_end() - self.step)
 
-    def __iter__(self) -> Iterator[list[VolumeRequest]]:
-        if self.finished:
-            raise RuntimeError(
-                f"the schedule's {self.schedule.epochs} epochs ({self.planner.total_steps} steps) are done: iterate "
-                "for epoch in range(schedule.epochs) (or stop when sampler.finished)"
-            )
-        end = self._epoch_end()
-        while self.step < end:
-            step = self.step
-            self.step += 1  # counted when handed out: with 0 workers, when the loop receives the batch
-            yield self.requests(step)
+    def __iter__(self) -> EpochIterator:
+        return EpochIterator(self)
 
     def set_epoch(self, epoch: int) -> None:
         """Start the next iteration at ``epoch`` (``DistributedSampler``'s habit); a no-op while the sampler is
@@ -110,13 +108,23 @@ class CurriculumBatchSampler(Sampler[list[VolumeRequest]]):
         plan = self.planner.plan(step)
         return plan.requests(rank_rows(plan.batch_size, self.rank, self.world_size))
 
-    def state_dict(self, next_step: int | None = None) -> dict[str, Any]:
+    def state_dict(self, after: Mapping[str, Any] | None = None, *, next_step: int | None = None) -> dict[str, Any]:
         """A small JSON-serialisable dict: the planner's settings and the next step.
 
-        With ``num_workers=0`` the sampler's position is the loop's. Worker processes make the
-        ``DataLoader`` ask for up to ``prefetch_factor * num_workers`` batches ahead: then pass
-        ``next_step=batch["step"] + 1`` of the last batch you trained on.
+        The sampler's own position is the loop's with ``num_workers=0``, and what a ``StatefulDataLoader``
+        saves (it asks at the right moment). A plain ``DataLoader`` with workers asks for up to
+        ``prefetch_factor * num_workers`` batches ahead of the loop: then pass ``after=batch``, the last batch
+        the loop trained on (a ``pgps.torch`` or ``pgps.monai`` batch: its ``pgps_step``).
         """
+        if next_step is not None:
+            warnings.warn(
+                "state_dict(next_step=...) is deprecated: use StatefulDataLoader's loader.state_dict(), or "
+                "sampler.state_dict(after=batch) with the last batch the loop trained on",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        elif after is not None:
+            next_step = batch_step(after) + 1
         return {**self.planner.state(), "step": self.step if next_step is None else int(next_step)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -129,6 +137,50 @@ class CurriculumBatchSampler(Sampler[list[VolumeRequest]]):
         if not 0 <= step <= self.planner.total_steps:
             raise ValueError(f"step {step} is outside the schedule's {self.planner.total_steps} steps")
         self.step = step
+
+
+class EpochIterator(Iterator[list[VolumeRequest]]):
+    """One iteration of a :class:`CurriculumBatchSampler`: the requests of the steps left in the epoch of the
+    sampler's step at the first ``next()``. Its state (where that epoch ends) lets ``StatefulDataLoader`` restore
+    an iteration that had ended without starting the next epoch early."""
+
+    def __init__(self, sampler: CurriculumBatchSampler) -> None:
+        self.sampler = sampler
+        self.end: int | None = None
+
+    def __iter__(self) -> EpochIterator:
+        return self
+
+    def __next__(self) -> list[VolumeRequest]:
+        sampler = self.sampler
+        if self.end is None:
+            if sampler.finished:
+                raise RuntimeError(
+                    f"the schedule's {sampler.schedule.epochs} epochs ({sampler.planner.total_steps} steps) are "
+                    "done: iterate for epoch in range(schedule.epochs) (or stop when sampler.finished)"
+                )
+            self.end = sampler._epoch_end()
+        if sampler.step >= self.end:
+            raise StopIteration
+        step = sampler.step
+        sampler.step += 1  # counted when handed out: with 0 workers, when the loop receives the batch
+        return sampler.requests(step)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"end": self.sampler._epoch_end() if self.end is None else self.end}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.end = int(state["end"])
+
+
+def batch_step(batch: Mapping[str, Any]) -> int:
+    """The training step of a ``pgps.torch`` batch (``pgps_step``, an int) or a ``pgps.monai`` batch (one per patch)."""
+    if "pgps_step" not in batch:
+        raise KeyError("not a batch of pgps.torch or pgps.monai: it has no 'pgps_step'")
+    steps = set(torch.as_tensor(batch["pgps_step"]).reshape(-1).tolist())
+    if len(steps) != 1:
+        raise ValueError(f"a batch of several steps {sorted(steps)}")
+    return steps.pop()
 
 
 def load_volume(image, label) -> tuple[Any, Any]:
@@ -214,9 +266,17 @@ class PatchDataset(Dataset):
     present; the voxels of each class are found once per case and kept (at most ``cache_bytes`` per
     process, least recently used first out).
 
+    ``transform`` (optional) runs on each patch: it gets a dict with ``image`` ``(C, *P)``, ``label``
+    ``(1, *P)`` and the patch's ``pgps_*`` fields, and returns a dict with ``image`` and ``label`` (e.g. a
+    ``torchvision.transforms.v2`` pipeline or a function). Before each patch torch's default generator is
+    seeded from ``(seed, step, volume, row)`` (and a transform with ``set_random_state``, e.g. MONAI's, is
+    seeded too), so the augmentation of every patch is the same with any number of workers or ranks and
+    after a resume; the worker's own generator state is left as it was.
+
     ``dataset[request]`` is a dict: ``image`` float32 ``(n, C, *P)``, ``label`` int64 ``(n, 1, *P)``, and
-    per patch its global batch ``row``, ``case``, ``forced`` and ``fg_fallback`` (a forced patch of a
-    volume without foreground, cropped at random instead), with the ``step`` and ``stage`` index.
+    per patch its global batch ``pgps_row``, ``pgps_case``, ``pgps_forced`` and ``pgps_fg_fallback`` (a
+    forced patch of a volume without foreground, cropped at random instead), with the ``pgps_step`` and
+    ``pgps_stage`` index: the names of :mod:`pgps.monai`'s and the nnU-Net loader's batches.
     """
 
     def __init__(
@@ -226,6 +286,7 @@ class PatchDataset(Dataset):
         *,
         load: Callable[[int], tuple[Any, Any]] | None = None,
         num_cases: int | None = None,
+        transform: Callable[[dict[str, Any]], Mapping[str, Any]] | None = None,
         cache_bytes: int = CACHE_BYTES,
     ) -> None:
         if load is None:
@@ -236,7 +297,10 @@ class PatchDataset(Dataset):
             if images is not None or labels is not None or num_cases is None:
                 raise ValueError("with load= give num_cases= (and no images/labels)")
             self.num_cases = int(num_cases)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable (a dict of one patch in, a dict out), got {transform!r}")
         self.load = load
+        self.transform = transform
         self.locations = LocationCache(cache_bytes)
 
     def __len__(self) -> int:
@@ -263,19 +327,47 @@ class PatchDataset(Dataset):
         targets = crop_patches(label, corners, request.crop_size, 0, torch.int64)
         patches, targets = resize_patches(patches, targets, request.patch_size)
         take = list(request.take)
-        return PatchPart({
+        part = PatchPart({
             "image": patches,
             "label": targets,
-            "row": torch.as_tensor(request.taken_rows),
-            "case": torch.full((len(take),), request.case, dtype=torch.int64),
-            "forced": torch.as_tensor(np.asarray(request.forced)[take]),
-            "fg_fallback": torch.as_tensor(fell_back),
-            "step": request.step,
-            "stage": request.stage_index,
+            "pgps_row": torch.as_tensor(request.taken_rows),
+            "pgps_case": torch.full((len(take),), request.case, dtype=torch.int64),
+            "pgps_forced": torch.as_tensor(np.asarray(request.forced)[take]),
+            "pgps_fg_fallback": torch.as_tensor(fell_back),
+            "pgps_step": request.step,
+            "pgps_stage": request.stage_index,
         })  # fmt: skip
+        if self.transform is not None:
+            self._augment(request, part)
+        return part
+
+    def _augment(self, request: VolumeRequest, part: dict[str, Any]) -> None:
+        """Run the transform on each patch of ``part``, seeded per patch; the results replace image and label."""
+        images, labels = [], []
+        for j, row in enumerate(part["pgps_row"].tolist()):
+            sample = {k: v[j] if isinstance(v, torch.Tensor) else v for k, v in part.items()}
+            seed = request.augmentation_seed(row)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                if hasattr(self.transform, "set_random_state"):
+                    self.transform.set_random_state(seed=seed)
+                out = self.transform(sample)
+            if not isinstance(out, Mapping) or "image" not in out or "label" not in out:
+                got = type(out).__name__
+                raise TypeError(f"PatchDataset's transform must return a dict with 'image' and 'label', got {got}")
+            images.append(torch.as_tensor(out["image"]))
+            labels.append(torch.as_tensor(out["label"]))
+        try:
+            part["image"], part["label"] = torch.stack(images), torch.stack(labels)
+        except RuntimeError as exc:
+            raise ValueError(f"the transform gave patches of different shapes at step {request.step}: {exc}") from None
 
 
 COLLATE_FIX = "DataLoader(dataset, batch_sampler=sampler, collate_fn=pgps.torch.collate_patches)"
+PER_PATCH = ("image", "label", "pgps_case", "pgps_forced", "pgps_fg_fallback")
+RENAMED = {"row": "pgps_row", "case": "pgps_case", "forced": "pgps_forced", "fg_fallback": "pgps_fg_fallback",
+           "step": "pgps_step", "stage": "pgps_stage"}  # fmt: skip
+"""The names of a ``pgps.torch`` batch's fields before they became those of ``pgps.monai`` and the nnU-Net loader."""
 
 
 class PatchPart(dict):
@@ -287,14 +379,26 @@ class PatchPart(dict):
         raise RuntimeError(f"PatchDataset's parts make a batch with collate_patches: {COLLATE_FIX}")
 
 
-def collate_patches(parts: list[dict[str, Any]]) -> dict[str, Any]:
+class Batch(dict):
+    """A batch of :func:`collate_patches`: a plain dict, which still answers the field names of earlier versions
+    (``batch["step"]``, ``batch["row"]``, ...) with a ``DeprecationWarning`` naming the new one."""
+
+    def __missing__(self, key: Any) -> Any:
+        new = RENAMED.get(key) if isinstance(key, str) else None
+        if new is None or new not in self:
+            raise KeyError(key)
+        warnings.warn(f'batch["{key}"] is now batch["{new}"] (the name in pgps.monai too)', DeprecationWarning, 2)
+        return self[new]
+
+
+def collate_patches(parts: list[dict[str, Any]]) -> Batch:
     """One step's patches (one part per volume) as one batch, in the order of the global batch's rows."""
     if not parts:
         raise ValueError("a step without patches: every rank needs at least one patch per batch")
-    steps = {p["step"] for p in parts}
+    steps = {p["pgps_step"] for p in parts}
     if len(steps) != 1:
         raise ValueError(f"patches of several steps ({sorted(steps)}) in one batch")
-    rows = torch.cat([p["row"] for p in parts])
+    rows = torch.cat([p["pgps_row"] for p in parts])
     order = torch.argsort(rows)
-    batch = {k: torch.cat([p[k] for p in parts])[order] for k in ("image", "label", "case", "forced", "fg_fallback")}
-    return {**batch, "row": rows[order], "step": parts[0]["step"], "stage": parts[0]["stage"]}
+    batch = {k: torch.cat([p[k] for p in parts])[order] for k in PER_PATCH}
+    return Batch(**batch, pgps_row=rows[order], pgps_step=parts[0]["pgps_step"], pgps_stage=parts[0]["pgps_stage"])
