@@ -186,10 +186,22 @@ def test_light_install_imports_the_core_and_plans_schedules(light):
     assert _run(script, "--version").stdout.strip() == f"pgps {pgps.__version__}"
 
 
-def test_pgps_torch_joins_an_environment_that_has_another_torch(light):
-    """The extras state ranges, not pins: resolving ``pgps[torch]`` where torch 2.15.0 is installed changes nothing
-    (pip's dry run, offline; the installed torch is its metadata only, all the resolver reads)."""
+TORCHDATA_STACK = ("torchdata", "requests", "urllib3", "idna", "certifi", "charset-normalizer")
+"""What ``pgps[torch]`` brings besides torch: torchdata (StatefulDataLoader) and its pure-Python requirements."""
+
+
+def test_pgps_torch_joins_an_environment_that_has_another_torch(light, tmp_path):
+    """The extras state ranges, not pins: resolving ``pgps[torch]`` where torch 2.15.0 is installed leaves torch as it
+    is and adds only torchdata and its pure-Python requirements (pip's dry run, offline against their wheels at the
+    lock's versions; the installed torch is its metadata only, all the resolver reads)."""
     python, _, wheel = light
+    wheels = tmp_path / "wheels"
+    pins = [f"{name}=={version(name)}" for name in TORCHDATA_STACK]
+    got = _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
+               *_local_sources(), "-d", wheels, *pins, check=False)  # fmt: skip
+    if got.returncode:  # no local source: the package registry (reachable from CI too)
+        _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:", "-d", wheels,
+             *pins)  # fmt: skip
     site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
     fake = site / "torch-2.15.0.dist-info"
     fake.mkdir()
@@ -200,9 +212,11 @@ def test_pgps_torch_joins_an_environment_that_has_another_torch(light):
         # no pip configuration, no PIP_* variables: a machine's own constraints (a cap on torch) must not decide
         env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
         proc = _run(python, "-m", "pip", "install", "--dry-run", "--quiet", "--report", "-", "--no-index",
-                    "--find-links", wheel.parent, "pgps[torch]", env=env)  # fmt: skip
+                    "--find-links", wheel.parent, "--find-links", wheels, "pgps[torch]", env=env)  # fmt: skip
         report = json.loads(proc.stdout)
-        assert [item["metadata"]["name"] for item in report["install"]] == [], report["install"]
+        installed = {item["metadata"]["name"].lower().replace("_", "-") for item in report["install"]}
+        assert "torch" not in installed and installed <= set(TORCHDATA_STACK), installed
+        assert "torchdata" in installed
     finally:
         shutil.rmtree(fake)
 
