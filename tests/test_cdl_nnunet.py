@@ -347,7 +347,11 @@ def test_continuations_start_from_the_same_easy_model_with_a_new_learning_rate(t
     ).exists()
     other = tmp_path / "other.pth"
     torch.save({"network_weights": {"weight": torch.zeros(1)}}, other)
-    refused = run(tiny, trainer, tmp_path / "refused", tmp_path / "r.jsonl", PGPS_INIT_WEIGHTS=str(other))
-    assert refused.returncode != 0 and "does not match this trainer's" in refused.stderr, refused.stderr[-2000:]
-    missing = run(tiny, trainer, tmp_path / "missing", tmp_path / "m.jsonl", PGPS_INIT_WEIGHTS=str(tmp_path / "no.pth"))
-    assert missing.returncode != 0 and "no.pth does not exist" in missing.stderr, missing.stderr[-2000:]
+    script = FAILURES.replace('os.environ["PGPS_DIFFICULTY"] = path', 'os.environ["PGPS_INIT_WEIGHTS"] = path')
+    args = [trainer, str(other), trainer, str(tmp_path / "no.pth")]
+    env = nn.env(tiny, tmp_path / "refused", PGPS_EPOCHS="2", nnUNet_n_proc_DA="0")
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
+    check(proc)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("ERROR", "STARTED"))]
+    assert len(lines) == 2 and "does not match this trainer's (3d_fullres)" in lines[0], proc.stdout[-2000:]
+    assert "no.pth does not exist" in lines[1]

@@ -61,10 +61,10 @@ def test_default_config_keeps_the_experiment_off(tmp_path):
     proc = snakemake(tmp_path, ROOT / "config.yaml", "-n", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cdl_" not in proc.stdout
-    full = config(tmp_path, {})  # the schema's defaults: 3 seeds x 4 models
+    full = config(tmp_path, {})  # the schema's defaults: 4 seeds x 4 models
     proc = snakemake(tmp_path, full, "-n", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = [("cdl_synthesize", 3), ("cdl_train", 12), ("cdl_predict", 12), ("cdl_surface", 12), ("cdl_render", 1)]
+    counts = [("cdl_synthesize", 4), ("cdl_train", 16), ("cdl_predict", 16), ("cdl_surface", 16), ("cdl_render", 1)]
     for rule, count in counts:
         assert any(line.split()[:2] == [rule, str(count)] for line in proc.stdout.splitlines()), proc.stdout
 

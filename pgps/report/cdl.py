@@ -52,7 +52,7 @@ CONFIDENCE = 0.95
 OUTPUTS = ("table5.csv", "table5.md", "difficulty.md", "cases.csv", "comparisons.csv", "results.md")
 """The files :func:`render_cdl` writes."""
 PENDING = (
-    "The redesigned experiment (three arms from one easy-course model, image-based difficulty, three seeds with "
+    "The redesigned experiment (three arms from one easy-course model, image-based difficulty, four seeds with "
     "their own data, paired tests over cases and seeds) has not been run yet; its paragraph is generated here from "
     "`paper_figures/cdl/results.md` once it has. The earlier run's conclusion (one seed, arms that split one "
     "budget, difficulty from corrupted labels only) is withdrawn."
