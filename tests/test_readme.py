@@ -183,4 +183,9 @@ def test_the_cdl_paragraph_is_the_committed_cdl_outputs():
 
 
 if __name__ == "__main__":
-    print(study_results_block() if sys.argv[1:] == ["study"] else demo_numbers_block())
+    if sys.argv[1:] == ["cdl"]:  # the CDL guide's block, from paper_figures/cdl/results.md
+        from pgps.report.cdl import results_block
+
+        print(results_block(ROOT / "paper_figures" / "cdl"))
+    else:
+        print(study_results_block() if sys.argv[1:] == ["study"] else demo_numbers_block())
