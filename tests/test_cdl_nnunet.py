@@ -298,3 +298,60 @@ for name, extra in (("adaptive", []), ("removal", ["--no-centre-first", "--proce
         truth = sitk.GetArrayFromImage(sitk.ReadImage(str(labels / f"{case}.nii.gz")))
         predicted = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "ours" / f"{case}.nii.gz")))
         assert float(row["dice_set1_prediction"]) == pytest.approx(label_dice(truth, predicted), abs=1e-6)
+
+
+def test_continuations_start_from_the_same_easy_model_with_a_new_learning_rate(tiny, trained, tmp_path):
+    """The CDL experiment's two arms (pgps.experiments.cdl): one easy model's checkpoint_final.pth continued on easy +
+    hard cases and on easy cases only; each loads every weight of that file (head included) and restarts the LR."""
+    import hashlib
+
+    import torch
+
+    from pgps.nnunet.data_curriculum import INIT_FILE, weights_sha256
+    from pgps.report import cdl as report
+
+    assert report.INIT_FILE == INIT_FILE  # the report reads the record without importing torch
+    weight = torch.randn(8, 4, 1, 1, 1)  # a 1x1x1 convolution in channels-last: not viewable as bytes as it is
+    assert weights_sha256({"w": weight.to(memory_format=torch.channels_last_3d)}) == weights_sha256({"w": weight})
+    assert weights_sha256({"w": weight}) != weights_sha256({"w": weight * 1.001})
+
+    source_results = trained("nnUNetTrainer_PGPS_Performance_DataCurriculumRestart")[0]
+    source = nn.fold_folder(source_results, "nnUNetTrainer_PGPS_Performance_DataCurriculumRestart")
+    checkpoint = source / "checkpoint_final.pth"
+    file_sha = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)["network_weights"]
+    assert any(".seg_layers." in k for k in saved)  # the head, which nnU-Net's -pretrained_weights leaves out
+    trainer = "nnUNetTrainer_PGPS_Performance_DataCurriculum"
+    arms = {"hard": {"PGPS_DATA_PACING": "none"}, "easy": {"PGPS_DATA_PACING_PARAMS": '{"easy_fraction": 1.0}'}}
+    records = {}
+    for arm, pacing in arms.items():
+        check(run(tiny, trainer, tmp_path / arm, tmp_path / f"{arm}.jsonl", PGPS_SEED="3", PGPS_EPOCHS="2",
+                  PGPS_INIT_WEIGHTS=str(checkpoint), **pacing))  # fmt: skip
+        records[arm] = json.loads((nn.fold_folder(tmp_path / arm, trainer) / INIT_FILE).read_text())
+        assert records[arm]["sha256"] == file_sha
+        assert records[arm]["weights_sha256"] == weights_sha256(saved)  # the network held the file's weights
+        assert records[arm]["source_epochs"] == 4
+        lrs = [float(r["lr"]) for r in log_rows(tmp_path / arm, trainer)]
+        assert lrs == pytest.approx([0.01, 0.01 * 0.5**0.9])  # a new poly schedule over the continuation's 2 epochs
+        drawn = drawn_keys(tmp_path / f"{arm}.jsonl")
+        allowed = EASY | HARD if arm == "hard" else EASY
+        assert all(set(keys) <= allowed for keys in drawn.values())
+    assert set(drawn_keys(tmp_path / "hard.jsonl")[0] + drawn_keys(tmp_path / "hard.jsonl")[1]) & HARD
+    source_lrs = [
+        float(r["lr"]) for r in log_rows(source_results, "nnUNetTrainer_PGPS_Performance_DataCurriculumRestart")
+    ]
+    assert source_lrs[-1] < 0.01  # the source run ended lower: the continuation's 0.01 is a restart
+    # a fresh run records nothing; a checkpoint of another network is refused by name
+    assert not (
+        nn.fold_folder(source_results, "nnUNetTrainer_PGPS_Performance_DataCurriculumRestart") / INIT_FILE
+    ).exists()
+    other = tmp_path / "other.pth"
+    torch.save({"network_weights": {"weight": torch.zeros(1)}}, other)
+    script = FAILURES.replace('os.environ["PGPS_DIFFICULTY"] = path', 'os.environ["PGPS_INIT_WEIGHTS"] = path')
+    args = [trainer, str(other), trainer, str(tmp_path / "no.pth")]
+    env = nn.env(tiny, tmp_path / "refused", PGPS_EPOCHS="2", nnUNet_n_proc_DA="0")
+    proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
+    check(proc)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(("ERROR", "STARTED"))]
+    assert len(lines) == 2 and "does not match this trainer's (3d_fullres)" in lines[0], proc.stdout[-2000:]
+    assert "no.pth does not exist" in lines[1]

@@ -1,8 +1,10 @@
-"""The data-curriculum experiment's DAG (workflow/rules/cdl.smk) end to end on a miniature configuration:
-synthesize noisy label sets, pgps difficulty, plan/preprocess, train two arms, predict, NSD, render."""
+"""The data-curriculum experiment's DAG (workflow/rules/cdl.smk) end to end on a miniature configuration: per seed
+synthesize image-difficulty cases, pgps difficulty, plan/preprocess, the easy course, its two continuations from
+the same checkpoint and uniform training, predict, NSD; then the report."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -12,25 +14,26 @@ import pandas as pd
 import pytest
 import yaml
 
+from pgps.experiments import cdl as experiment
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
 
 pytestmark = pytest.mark.nnunet
 
 MINIATURE = {
-    "cases": 6,
-    "test_cases": 1,
+    "cases": 10,
+    "test_cases": 2,
     "shape": [32, 32, 32],  # nnU-Net plans a 32^3 patch and 4 stages: a 4-stage light network
     "radius": [4, 6],
+    "hard_blur": 1.5,  # on these small organs: 2 to 5 easy cases of 10 per seed, the rest hard or erroneous
     "light_features": [4, 8, 16, 16],
-    "label_levels": [0.0, 0.15],
-    "epochs": 2,  # round(0.4 * 2) = 1 easy epoch, then 1 with the hard cases
+    "seeds": [0, 1],
+    "easy_epochs": 2,
+    "hard_epochs": 3,
     "iterations_per_epoch": 1,
     "val_iterations": 1,
-    "arms": {
-        "uniform": {"trainer": "nnUNetTrainer_PGPS_CPS_NoMirroring"},
-        "easy_then_hard": {"trainer": "nnUNetTrainer_PGPS_CPS_NoMirroring_DataCurriculumRestart"},
-    },
+    "threads": 1,
 }
 
 
@@ -58,35 +61,63 @@ def test_default_config_keeps_the_experiment_off(tmp_path):
     proc = snakemake(tmp_path, ROOT / "config.yaml", "-n", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cdl_" not in proc.stdout
-    full = config(tmp_path, {})  # the schema's defaults: 5 arms, 24 cases
+    full = config(tmp_path, {})  # the schema's defaults: 4 seeds x 4 models
     proc = snakemake(tmp_path, full, "-n", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for rule, count in [("cdl_train", 5), ("cdl_predict", 5), ("cdl_surface", 5), ("cdl_render", 1)]:
+    counts = [("cdl_synthesize", 4), ("cdl_train", 16), ("cdl_predict", 16), ("cdl_surface", 16), ("cdl_render", 1)]
+    for rule, count in counts:
         assert any(line.split()[:2] == [rule, str(count)] for line in proc.stdout.splitlines()), proc.stdout
 
 
+def test_the_committed_config_states_its_budget_and_the_papers_ratio():
+    committed = yaml.safe_load((ROOT / "workflow" / "configs" / "cdl.yaml").read_text())["cdl"]
+    assert committed["hard_epochs"] == 1.5 * committed["easy_epochs"]  # 1500 / 1000 epochs, CDL-UNet Table 2
+    assert committed["budget_minutes"] <= 45 and len(committed["seeds"]) >= 3
+
+
+def test_the_continuations_start_from_the_easy_models_checkpoint():
+    for model in experiment.ARMS:
+        m = experiment.models({"trainer": "T", "easy_epochs": 4, "hard_epochs": 6})[model]
+        settings = experiment.train_settings(
+            {"trainer": "T", "easy_epochs": 4, "hard_epochs": 6, "iterations_per_epoch": 2, "val_iterations": 1},
+            model, 0, "/e/checkpoint_final.pth" if m.start_from else None,
+        )  # fmt: skip
+        assert settings["PGPS_EPOCHS"] == ("10" if model == "uniform" else "6")
+        assert settings.get("PGPS_INIT_WEIGHTS") == ("/e/checkpoint_final.pth" if m.start_from else None)
+        assert ("PGPS_DATA_PACING" in settings) == (model != "uniform")
+    with pytest.raises(ValueError, match="model easy_then_hard starts from easy"):
+        experiment.train_settings({"trainer": "T", "easy_epochs": 4, "hard_epochs": 6}, "easy_then_hard", 0)
+
+
 @pytest.mark.slow
-def test_miniature_dag_renders_the_table(tmp_path):
+def test_miniature_dag_renders_the_report(tmp_path):
     proc = snakemake(tmp_path, config(tmp_path, MINIATURE), "--show-failed-logs")
     logs = "\n".join(p.read_text()[-1500:] for p in (tmp_path / "results" / "logs").rglob("*.log"))
     assert proc.returncode == 0, proc.stderr[-4000:] + logs
     out = tmp_path / "paper_figures" / "cdl"
-    table = pd.read_csv(out / "table5.csv", index_col="class")
-    assert list(table.index) == ["organ_1", "organ_2", "organ_3", "organ_4", "average"]
-    assert sorted(table.columns) == ["easy_then_hard.dsc", "easy_then_hard.nsd", "uniform.dsc", "uniform.nsd"]
-    assert table.loc["average"].between(0, 100).all()
-    md = (out / "table5.md").read_text()
-    assert "| published (final - only easy) | +1.34 | +1.77 |" in md  # 90.01 - 88.67, 92.11 - 90.34
-    assert "ours (easy then hard - uniform)" in md and "Run: 6 training cases" in md
-    assert (tmp_path / "results" / "benchmarks" / "cdl" / "render.tsv").is_file()
-    difficulty = pd.read_csv(tmp_path / "results" / "cdl" / "difficulty.csv")
-    assert len(difficulty) == 6 and "Spearman correlation of DS" in (out / "difficulty.md").read_text()
-    # the easy-then-hard arm drew only easy cases in its first epoch (its own log), the uniform arm every case
-    fold = next((tmp_path / "nnunet" / "results_easy_then_hard").rglob("pgps_data_curriculum.csv")).parent
-    rows = pd.read_csv(fold / "pgps_data_curriculum.csv")
-    easy = set(difficulty.loc[difficulty["group"] == "easy", "case"])
-    assert set(rows.loc[0, "drawn"].split(";")) <= easy and rows["keys_outside_phase"].eq(0).all()
-    report = pd.read_csv(tmp_path / "results" / "cdl" / "predictions" / "uniform_fold0" / "pgps_predict_report.csv")
-    assert len(report) == 1 and report["windows_skipped"].eq(0).all()
-    enhanced = json.loads(next((tmp_path / "nnunet" / "raw").glob("Dataset611_*/dataset.json")).read_text())
-    assert enhanced["pgps_difficulty"]["label_sets"] == ["set_1", "set_2", "set_3"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["table5.csv", "table5.md", "difficulty.md", "cases.csv",
+                                                            "comparisons.csv", "results.md"])  # fmt: skip
+    cases = pd.read_csv(out / "cases.csv")
+    assert len(cases) == 2 * 2 * 4 and cases["dice"].between(0, 100).all()  # seeds x test cases x models
+    assert "Holm" in (out / "results.md").read_text()
+    for seed in (0, 1):
+        root = tmp_path / "nnunet" / f"seed{seed}"
+        meta = json.loads((root / "raw" / "Dataset610_CDLNoisy" / "dataset.json").read_text())
+        assert meta["pgps_synth"]["config"]["seed"] == seed  # each seed its own data
+        difficulty = pd.read_csv(tmp_path / "results" / "cdl" / f"seed{seed}" / "difficulty.csv")
+        easy = set(difficulty.loc[difficulty["group"] == "easy", "case"])
+        hard = set(difficulty.loc[difficulty["group"] == "hard", "case"])
+        full = {**MINIATURE, "trainer": "nnUNetTrainer_PGPS_CPS_NoMirroring", "configuration": "3d_light",
+                "fold": 0, "enhanced_id": 611}  # fmt: skip
+        folds = {m: Path(experiment.fold_dir(full, str(tmp_path / "nnunet"), seed, m)) for m in experiment.MODELS}
+        easy_sha = hashlib.sha256((folds["easy"] / "checkpoint_final.pth").read_bytes()).hexdigest()
+        for model in ("easy_then_hard", "easy_continued"):  # one easy model file, loaded by both continuations
+            record = json.loads((folds[model] / "pgps_init_weights.json").read_text())
+            assert record["sha256"] == easy_sha and record["source_epochs"] == 2
+            rows = pd.read_csv(folds[model] / "pgps_data_curriculum.csv")
+            assert len(rows) == 3 and rows.loc[0, "lr"] == pytest.approx(0.01)  # E2 epochs, the LR restarted
+            drawn = set(";".join(rows["drawn"]).split(";"))
+            assert drawn <= (easy | hard if model == "easy_then_hard" else easy)
+        assert set(";".join(pd.read_csv(folds["easy"] / "pgps_data_curriculum.csv")["drawn"]).split(";")) <= easy
+        for model in ("easy", "uniform"):  # these start afresh
+            assert not (folds[model] / "pgps_init_weights.json").exists()

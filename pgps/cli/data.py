@@ -44,6 +44,13 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     knobs.add_argument(
         "--orientation", action=argparse.BooleanOptionalAction, help="classes defined by the band along axis 2"
     )
+    knobs.add_argument(
+        "--difficulty", nargs=2, type=float, metavar=("LOW", "HIGH"),
+        help="range of the per-case image difficulty in [0, 1] (uniform per case; default 0 0: none); see "
+        "pgps.data.synth.SynthConfig",
+    )  # fmt: skip
+    knobs.add_argument("--hard-contrast", type=float, metavar="F", help="contrast factor at difficulty 1 (0.5)")
+    knobs.add_argument("--hard-blur", type=float, metavar="SD", help="blur sd in voxels at difficulty 1 (1.5)")
     noisy = p.add_argument_group(
         "noisy label sets (CDL-UNet-like pseudo-labels; see pgps.data.synth.LabelNoise)",
         "labelsTr stays the clean ground truth; K corrupted copies go to labelSets/set_1..set_K, each case at a "
@@ -57,6 +64,11 @@ def _synth_parser(sub: argparse._SubParsersAction) -> None:
     noisy.add_argument(
         "--label-factors", nargs="+", type=float, metavar="F",
         help="per-set factor on the case's level, K values (default: linspace(1, 0.5, K))",
+    )  # fmt: skip
+    noisy.add_argument(
+        "--label-iso-spread", type=float, metavar="S",
+        help="annotator k outlines the case's blurred objects at its own iso-level, from 0.5 - S to 0.5 + S "
+        "(default 0: the true outline); with --difficulty, disagreement that grows with the image's blur",
     )  # fmt: skip
     p.add_argument(
         "--test-cases", type=int, default=0, metavar="N", help="also write N test cases (imagesTs, labelsTs)"
@@ -78,8 +90,10 @@ def _run_synth(args: argparse.Namespace) -> int:
         spacing=args.spacing, seed=args.seed, num_classes=args.classes,
         radii=(tuple(args.radius),) if args.radius else None, objects_per_class=args.objects,
         contrast=args.contrast, noise_sd=args.noise, shapes=args.shapes, orientation=args.orientation,
+        difficulty=tuple(args.difficulty) if args.difficulty else None, hard_contrast=args.hard_contrast,
+        hard_blur=args.hard_blur,
     )  # fmt: skip
-    noise = synth.label_noise(args.label_sets, args.label_levels, args.label_factors)
+    noise = synth.label_noise(args.label_sets, args.label_levels, args.label_factors, args.label_iso_spread)
     path = synth.generate_dataset(
         config, args.out, args.dataset_id, args.name or f"Synth{args.preset.capitalize()}", overwrite=args.overwrite,
         progress=args.progress, label_noise=noise, test_cases=args.test_cases,

@@ -9,14 +9,15 @@ import argparse
 def _cdl_report_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cdl-report",
-        help="the data-curriculum experiment's table in the style of CDL-UNet Table 5, beside the published one",
-        description="Render table5.csv/.md (DSC and NSD per class and arm, the published CDL-UNet Table 5, and the "
-        "average gain of easy-then-hard over easy-only ours vs published) and difficulty.md (groups, L_real, "
-        "Spearman of DS with the known corruption level) from pgps surface tables (pgps.report.cdl).",
+        help="the data-curriculum experiment's paired tests, a CDL-UNet Table 5 and its paragraph",
+        description="From the manifest of workflow/rules/cdl.smk (per seed: dataset.json, difficulty.csv, a pgps "
+        "surface table and the fold folder of every model), write cases.csv (Dice and NSD per test case, seed and "
+        "model), comparisons.csv (easy then hard vs the compute control and vs uniform: t-test over the seeds' mean "
+        "differences, Holm over the two, Hodges-Lehmann over the cases), table5.csv/.md beside the published "
+        "Table 5, difficulty.md (the discriminator per seed; the easy model both continuations loaded, checked by "
+        "SHA-256) and results.md (the paragraph the CDL guide quotes); pgps.report.cdl.",
     )
-    p.add_argument("--surface", nargs="+", required=True, metavar="ARM=CSV", help="pgps surface table per arm")
-    p.add_argument("--dataset-json", required=True, metavar="FILE", help="the dataset's dataset.json (class names)")
-    p.add_argument("--difficulty", required=True, metavar="CSV", help="difficulty.csv of the training cases")
+    p.add_argument("--manifest", required=True, metavar="JSON", help="results/cdl/manifest.json of the workflow")
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     p.add_argument("--published", metavar="DIR", help="published-value files (default: the ones shipped)")
     p.add_argument("--notes", default="", help="a line about the run (size, epochs) under the table's title")
@@ -26,13 +27,7 @@ def _cdl_report_parser(sub: argparse._SubParsersAction) -> None:
 def _run_cdl_report(args: argparse.Namespace) -> int:
     from pgps.report.cdl import render_cdl
 
-    surfaces: dict[str, list[str]] = {}
-    for item in args.surface:
-        arm, sep, path = item.partition("=")
-        if not sep or not arm or not path:
-            raise ValueError(f"--surface takes ARM=CSV, got {item!r}")
-        surfaces.setdefault(arm, []).append(path)  # several tables of an arm (folds) are pooled
-    for path in render_cdl(surfaces, args.dataset_json, args.difficulty, args.out, args.published, args.notes):
+    for path in render_cdl(args.manifest, args.out, args.published, args.notes):
         print(path)
     return 0
 

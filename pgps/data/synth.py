@@ -60,6 +60,16 @@ class SynthConfig:
     band ``b``: for two classes, class 1 ("left") fills only indices ``< W // 2`` and class 2
     ("right") only indices ``>= ceil(W / 2)``. "Left" means low array indices, not patient left.
     Mirroring along that axis swaps the classes. Orientation classes need a single radius range.
+
+    ``difficulty`` is the range of a per-case *image* difficulty ``d`` (:func:`case_difficulty`: uniform in
+    ``[low, high]``, drawn from the seed and the case index alone, so training and test cases share one
+    distribution). A case at ``d`` has its class contrast multiplied by ``1 - (1 - hard_contrast) d``
+    (fainter objects over the same noise) and its noiseless image blurred by a Gaussian of sd
+    ``d * hard_blur`` voxels before the noise is added (soft boundaries, as partial volume and motion
+    give). The label stays the sharp object. With :class:`LabelNoise` ``iso_spread``, the annotators of
+    the noisy label sets outline each object at their own level of that blurred boundary, so that they
+    disagree where, and as much as, the image is ambiguous (:func:`make_label_sets`). ``(0, 0)`` (the
+    default) leaves every case exactly as without the knob.
     """
 
     num_cases: int = 12
@@ -78,6 +88,9 @@ class SynthConfig:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
     class_names: tuple[str, ...] | None = None
+    difficulty: tuple[float, float] = (0.0, 0.0)
+    hard_contrast: float = 0.5
+    hard_blur: float = 1.5
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -124,6 +137,14 @@ class SynthConfig:
                     f"class_names must be {self.num_classes} distinct names other than 'background', got {names!r}"
                 )
             set_(self, "class_names", names)
+        lo, hi = (float(v) for v in self.difficulty)
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"difficulty must be a range 0 <= low <= high <= 1, got {self.difficulty!r}")
+        set_(self, "difficulty", (lo, hi))
+        if not (math.isfinite(self.hard_contrast) and 0 < self.hard_contrast <= 1):
+            raise ValueError(f"hard_contrast must be in (0, 1], got {self.hard_contrast}")
+        if not (math.isfinite(self.hard_blur) and self.hard_blur >= 0):
+            raise ValueError(f"hard_blur must be >= 0 voxels, got {self.hard_blur}")
         self._check_objects_fit()
 
     def _check_objects_fit(self) -> None:
@@ -181,7 +202,7 @@ class SynthConfig:
     def from_dict(cls, d: dict[str, Any]) -> SynthConfig:
         d = dict(d)
         d["radii"] = tuple(tuple(r) for r in d.get("radii", cls.radii))
-        for key in ("shape", "shape_jitter", "objects_per_class", "spacing"):
+        for key in ("shape", "shape_jitter", "objects_per_class", "spacing", "difficulty"):
             if key in d:
                 d[key] = tuple(d[key])
         if d.get("class_names") is not None:
@@ -390,16 +411,63 @@ def with_foreground_share(
 # -- generation ----------------------------------------------------------------------------
 
 
+DIFFICULTY_STREAM = 2_000_003
+"""Third word of the generator key of a case's difficulty draw (``default_rng([seed, index, DIFFICULTY_STREAM])``),
+apart from the case's own stream so that the knob leaves the objects and the noise where they were."""
+
+
+def case_difficulty(config: SynthConfig, index: int) -> float:
+    """The image difficulty ``d`` of case ``index`` (see :class:`SynthConfig` ``difficulty``): uniform in the
+    range, from ``default_rng([seed, index, DIFFICULTY_STREAM])`` alone; the low end when the range is a point."""
+    _check_int("index", index, 0)
+    lo, hi = config.difficulty
+    if hi == lo:
+        return lo
+    return float(lo + (hi - lo) * np.random.default_rng([config.seed, index, DIFFICULTY_STREAM]).random())
+
+
+def case_blur(config: SynthConfig, index: int) -> float:
+    """Gaussian sd in voxels of case ``index``'s blur: ``difficulty * hard_blur``."""
+    return case_difficulty(config, index) * config.hard_blur
+
+
+def gaussian_blur(volume: np.ndarray, sigma: float) -> np.ndarray:
+    """``volume`` (float64) smoothed by a separable Gaussian of sd ``sigma`` voxels, truncated at
+    ``int(3 sigma + 0.5)`` voxels and with the edge values repeated outside (as
+    ``scipy.ndimage.gaussian_filter(volume, sigma, mode="nearest", truncate=3)``, numpy only); ``sigma`` 0
+    returns a copy."""
+    out = np.array(volume, dtype=np.float64)
+    if not (math.isfinite(sigma) and sigma >= 0):
+        raise ValueError(f"blur sd must be >= 0 voxels, got {sigma}")
+    radius = int(3 * sigma + 0.5)
+    if sigma == 0 or radius == 0:
+        return out
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    weights = np.exp(-0.5 * (x / sigma) ** 2)
+    weights /= weights.sum()
+    for axis in range(out.ndim):
+        pad = [(radius, radius) if a == axis else (0, 0) for a in range(out.ndim)]
+        padded = np.pad(out, pad, mode="edge")
+        n = out.shape[axis]
+        out = sum(w * np.take(padded, np.arange(i, i + n), axis=axis) for i, w in enumerate(weights))
+    return out
+
+
 def make_case(config: SynthConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Case ``index`` of ``config``: ``(image float32, label uint8)``, both of the case's shape.
 
     Drawn from ``numpy.random.default_rng([config.seed, index])`` only, so any case can be made
     alone. Objects of each class (class 1 first) are placed without overlap when one of
     :data:`PLACEMENT_ATTEMPTS` random positions allows it, else painted over background only.
+    The case's image difficulty (:func:`case_difficulty`) lowers the contrast and blurs the
+    noiseless image; the noise is the same draw at every difficulty.
     """
     rng, label = _draw_label(config, index)
-    means = np.array([config.mean_intensity(c) for c in range(config.num_classes + 1)], dtype=np.float64)
-    image = means[label] + rng.normal(0.0, config.noise_sd, size=label.shape) if config.noise_sd else means[label]
+    d = case_difficulty(config, index)
+    scale = 1 - (1 - config.hard_contrast) * d
+    means = np.array([config.mean_intensity(c) * scale for c in range(config.num_classes + 1)], dtype=np.float64)
+    clean = gaussian_blur(means[label], d * config.hard_blur) if d * config.hard_blur > 0 else means[label]
+    image = clean + rng.normal(0.0, config.noise_sd, size=label.shape) if config.noise_sd else clean
     return image.astype(np.float32), label
 
 
@@ -506,6 +574,14 @@ class LabelNoise:
     size, so that the level, not the anatomy, sets the agreement; the shift adds boundary errors.
     Level 0 copies the label. Set ``k`` of case ``i`` is drawn from
     ``default_rng([seed, i, 1000 + k])`` only.
+
+    Disagreement that comes from the image (``iso_spread`` > 0, for a config with a per-case image
+    difficulty): before any corruption, annotator ``k`` outlines each class at its own iso-level ``t_k``
+    (:attr:`iso_levels`, from ``0.5 - iso_spread``, generous, to ``0.5 + iso_spread``, strict) of the
+    class mask blurred as the case's image is (:func:`case_blur`). A sharp image (blur 0) gives every
+    annotator the true outline; the more blur, the farther apart their outlines (about
+    ``blur * |z(t_j) - z(t_k)|`` voxels for a flat boundary, ``z`` the standard normal quantile). With
+    ``levels`` (0, 0) this is the only disagreement.
     """
 
     count: int = 3
@@ -514,6 +590,7 @@ class LabelNoise:
     max_shift: float = 3.0
     swap: float = 0.0
     scatter: float = 0.5
+    iso_spread: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int("label set count", self.count, 2)
@@ -530,6 +607,16 @@ class LabelNoise:
             value = float(getattr(self, name))
             if not (math.isfinite(value) and value >= 0) or (name != "max_shift" and value > 1):
                 raise ValueError(f"{name} must be a number >= 0 (swap and scatter at most 1), got {value}")
+        if not (math.isfinite(self.iso_spread) and 0 <= self.iso_spread < 0.5):
+            raise ValueError(f"iso_spread must be in [0, 0.5), got {self.iso_spread}")
+
+    @property
+    def iso_levels(self) -> tuple[float, ...]:
+        """Annotator ``k``'s iso-level: ``0.5 + iso_spread * u_k``, ``u`` = ``linspace(-1, 1, count)`` ordered by
+        distance from 0, farthest first (3 sets: 0.5 - s, 0.5 + s, 0.5: the last set the most central, as the
+        least corrupted set comes last)."""
+        u = np.linspace(-1.0, 1.0, self.count)
+        return tuple(float(0.5 + self.iso_spread * v) for v in u[np.argsort(-np.abs(u), kind="stable")])
 
     def case_levels(self, num_cases: int, seed: int) -> list[float]:
         """The difficulty level of every case (graded, shuffled by ``seed``)."""
@@ -572,14 +659,34 @@ def _shifted(mask: np.ndarray, shift: Sequence[int]) -> np.ndarray:
     return out
 
 
+def annotate_blurred(label: np.ndarray, sigma: float, iso_level: float, num_classes: int) -> np.ndarray:
+    """An annotator's outline of ``label`` on an image blurred by ``sigma`` voxels: each class where its blurred
+    mask reaches ``iso_level`` (where two classes do, the one whose blurred mask is larger)."""
+    if sigma <= 0:
+        return label.copy()
+    out = np.zeros_like(label)
+    best = np.full(label.shape, iso_level, dtype=np.float64)
+    for c in range(1, num_classes + 1):
+        if not (label == c).any():
+            continue
+        soft = gaussian_blur(label == c, sigma)
+        take = (soft >= best) & ((out == 0) | (soft > best))
+        out[take] = c
+        best[take] = soft[take]
+    return out
+
+
 def make_label_sets(config: SynthConfig, noise: LabelNoise, index: int, level: float) -> list[np.ndarray]:
-    """The ``noise.count`` corrupted label sets of case ``index`` at difficulty ``level``."""
-    label = make_case(config, index)[1]
+    """The ``noise.count`` label sets of case ``index``: each annotator's outline of the case's image (see
+    :class:`LabelNoise` ``iso_spread``), corrupted at ``level`` times the set's factor."""
+    label = make_label(config, index)
+    sigma = case_blur(config, index) if noise.iso_spread else 0.0
     rngs = [np.random.default_rng([config.seed, index, 1000 + k]) for k in range(noise.count)]
-    return [
-        corrupt_label(label, level * f, rng, noise, config.num_classes)
-        for f, rng in zip(noise.factors, rngs, strict=True)
-    ]
+    sets = []
+    for f, t, rng in zip(noise.factors, noise.iso_levels, rngs, strict=True):
+        outline = annotate_blurred(label, sigma, t, config.num_classes) if sigma > 0 else label
+        sets.append(corrupt_label(outline, level * f, rng, noise, config.num_classes))
+    return sets
 
 
 # -- statistics ----------------------------------------------------------------------------
@@ -707,16 +814,21 @@ def configure(name: str, foreground_share: float | None = None, **overrides: Any
 
 
 def label_noise(
-    count: int | None = None, levels: Sequence[float] | None = None, factors: Sequence[float] | None = None
+    count: int | None = None,
+    levels: Sequence[float] | None = None,
+    factors: Sequence[float] | None = None,
+    iso_spread: float | None = None,
 ) -> LabelNoise | None:
-    """The noisy label sets asked for (``None`` when none of the three is given): ``count`` sets (default: as many
-    as ``factors``, else 3) corrupted between ``levels`` (default 0 to 1) times ``factors`` per set."""
-    if count is None and not levels and not factors:
+    """The noisy label sets asked for (``None`` when none of the four is given): ``count`` sets (default: as many
+    as ``factors``, else 3) corrupted between ``levels`` (default 0 to 1) times ``factors`` per set, outlined at
+    iso-levels ``0.5 +- iso_spread`` of the case's blur (default 0)."""
+    if count is None and not levels and not factors and iso_spread is None:
         return None
     return LabelNoise(
         count=count if count is not None else len(factors or ()) or 3,
         levels=tuple(levels or (0.0, 1.0)),
         factors=tuple(factors) if factors else None,
+        iso_spread=iso_spread or 0.0,
     )
 
 
@@ -748,11 +860,17 @@ def describe(
     for label_name, c in config.labels.items():
         cases = "" if c == 0 else f"{round(statistics['case_share'][c - 1] * config.num_cases)}/{config.num_cases}"
         lines.append(f"{c:>5}  {label_name.ljust(width)}  {statistics['voxel_share'][c]:>11.3%}  {cases:>13}")
+    if config.difficulty != (0.0, 0.0):
+        lines.append(
+            f"image difficulty per case uniform in {config.difficulty[0]:g}..{config.difficulty[1]:g}: contrast x "
+            f"{config.hard_contrast:g} and blur sd {config.hard_blur:g} voxels at difficulty 1"
+        )
     if noise:
         factors = ", ".join(f"{f:g}" for f in noise.factors)
         lines.append(
             f"{noise.count} noisy label sets per case in labelSets/set_1..set_{noise.count}: case levels "
             f"{noise.levels[0]:g}..{noise.levels[1]:g}, set factors {factors}"
+            + (f", outlines at iso-levels 0.5 +- {noise.iso_spread:g} of the blur" if noise.iso_spread else "")
         )
     if test_cases:
         lines.append(f"{test_cases} test cases in imagesTs/labelsTs")
@@ -783,7 +901,8 @@ def generate_dataset(
     With ``label_noise``, ``labelSets/set_<k>/case_XXX.nii.gz`` (k = 1..count) hold the noisy label
     sets of every training case (:class:`LabelNoise`) and ``pgps_synth.label_noise`` records the
     knobs and each case's level; ``labelsTr`` stays clean (the ground truth). ``test_cases`` more
-    cases (indices after the training ones) go to ``imagesTs``/``labelsTs`` with clean labels.
+    cases (indices after the training ones) go to ``imagesTs``/``labelsTs`` with clean labels. With an
+    image difficulty range, ``pgps_synth.case_difficulty`` gives every case's (training and test).
     """
     _check_int("test_cases", test_cases, 0)
     folder_name = dataset_folder_name(dataset_id, name)
@@ -831,6 +950,8 @@ def generate_dataset(
             }
         if test_cases:
             meta["pgps_synth"]["test_cases"] = test_cases
+        if config.difficulty != (0.0, 0.0):
+            meta["pgps_synth"]["case_difficulty"] = {c: case_difficulty(config, i) for i, c in enumerate(identifiers)}
         with open(partial / "dataset.json", "w") as f:
             json.dump(meta, f, indent=2)
             f.write("\n")

@@ -26,11 +26,20 @@ Class attributes, each with an environment override for short runs without new c
 - ``lr_restart`` (``PGPS_LR_RESTART``, 0/1): restart nnU-Net's poly learning rate at each phase switch, as the
   CDL-UNet authors' hard course (a new training run from the easy course's weights) does;
 - ``easy_threshold`` / ``erroneous_threshold`` (``PGPS_EASY_THRESHOLD`` / ``PGPS_ERRONEOUS_THRESHOLD``):
-  regroup the cases by DS instead of using the file's groups.
+  regroup the cases by DS instead of using the file's groups;
+- ``init_weights`` (``PGPS_INIT_WEIGHTS``, a checkpoint path): start from another run's network, as the
+  CDL-UNet authors' hard course starts from the easy course's final model. Every weight is loaded, the
+  segmentation head included (nnU-Net's ``-pretrained_weights`` leaves the head out, for transfer to other
+  classes, so it cannot continue a model); the optimizer is new and the poly learning rate starts again
+  at its initial value over this run's epochs: the restart. ``pgps_init_weights.json`` in the fold folder
+  records the file, its SHA-256, the SHA-256 of the weights as loaded into the network
+  (:func:`weights_sha256`) and the source run's trainer and epochs. A resumed run (``--c``) continues from
+  its own checkpoint, which nnU-Net loads after this.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -42,7 +51,7 @@ from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
 
 from pgps.data import curriculum as dc
 from pgps.data.difficulty import DifficultyTable
-from pgps.io import write_csv
+from pgps.io import file_sha256, write_csv
 from pgps.nnunet.loading.sampling import check_strategy
 
 DIFFICULTY_ENV = "PGPS_DIFFICULTY"
@@ -51,6 +60,26 @@ DIFFICULTY_FILE = "difficulty.csv"
 CHECKPOINT_KEY = "data_curriculum"
 LOG_FILE = "pgps_data_curriculum.csv"
 LOG_COLUMNS = ("epoch", "phase", "cases_allowed", "cases_drawn", "keys_drawn", "keys_outside_phase", "lr", "drawn")
+INIT_ENV = "PGPS_INIT_WEIGHTS"
+INIT_FILE = "pgps_init_weights.json"
+
+
+def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a network's tensors in key order (each key, dtype, shape and bytes): equal for the weights
+    of a checkpoint file and a network those weights were loaded into."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().cpu()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        if tensor.numel():  # the values in index order, whatever the memory format (channels-last included)
+            digest.update(tensor.clone(memory_format=torch.contiguous_format).reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _bare_network(network: torch.nn.Module) -> torch.nn.Module:
+    """The module that holds the parameters (without DDP's and torch.compile's wrappers)."""
+    network = getattr(network, "module", network)  # DistributedDataParallel
+    return getattr(network, "_orig_mod", network)  # OptimizedModule
 
 
 class PhaseRestartPolyLR(PolyLRScheduler):
@@ -87,6 +116,7 @@ class DataCurriculumMixin:
     lr_restart: bool = False
     easy_threshold: float | None = None
     erroneous_threshold: float | None = None
+    init_weights: str | None = None
 
     def initialize(self) -> None:
         self._read_environment()
@@ -96,6 +126,42 @@ class DataCurriculumMixin:
         self._loader_phase: int | None = None
         self._saved_data_state: dict | None = None
         super().initialize()  # builds the optimizer and its (possibly restarting) scheduler
+        if self.init_weights:
+            self.load_init_weights(self.init_weights)
+
+    def load_init_weights(self, path: str) -> dict[str, Any]:
+        """Load every weight of checkpoint ``path`` into the network and record it in :data:`INIT_FILE` (module
+        docstring); returns the record."""
+        if not os.path.isfile(path):
+            raise ValueError(f"{INIT_ENV}: {path} does not exist")
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(saved, dict) or "network_weights" not in saved:
+            raise ValueError(f"{INIT_ENV}: {path} is not an nnU-Net checkpoint (no network_weights)")
+        network = _bare_network(self.network)
+        try:
+            network.load_state_dict(saved["network_weights"])
+        except RuntimeError as exc:
+            raise ValueError(
+                f"{INIT_ENV}: the network of {path} does not match this trainer's ({self.configuration_name}): "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
+        record = {
+            "path": os.path.abspath(path),
+            "sha256": file_sha256(path),
+            "weights_sha256": weights_sha256(network.state_dict()),
+            "source_trainer": saved.get("trainer_name"),
+            "source_epochs": saved.get("current_epoch"),
+        }
+        if self.local_rank == 0:
+            with open(os.path.join(self.output_folder, INIT_FILE), "w") as f:
+                json.dump(record, f, indent=1)
+                f.write("\n")
+        self.print_to_log_file(
+            f"PGPS: network initialised from {path} (sha256 {record['sha256'][:12]}, {record['source_epochs']} "
+            f"epochs of {record['source_trainer']}); new optimizer, learning rate from {self.initial_lr}",
+            also_print_to_console=True,
+        )
+        return record
 
     def _read_environment(self) -> None:
         """Apply the environment overrides (module docstring) and check the pacing kind."""
@@ -107,6 +173,8 @@ class DataCurriculumMixin:
                 self.data_pacing_params = json.loads(env["PGPS_DATA_PACING_PARAMS"])
             except json.JSONDecodeError as exc:
                 raise ValueError(f"PGPS_DATA_PACING_PARAMS must be a JSON object: {exc}") from None
+        if env.get(INIT_ENV):
+            self.init_weights = env[INIT_ENV]
         if env.get("PGPS_LR_RESTART"):
             self.lr_restart = _env_flag("PGPS_LR_RESTART", env["PGPS_LR_RESTART"])
         for name, attr in (

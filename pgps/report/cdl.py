@@ -1,70 +1,212 @@
-"""The data-curriculum experiment's table in the style of CDL-UNet's Table 5, beside the published one.
+"""The data-curriculum experiment's report (:mod:`pgps.experiments.cdl`): paired tests over cases and seeds, a table in
+the style of CDL-UNet's Table 5 beside the published one, and the paragraph the CDL guide quotes.
 
-Inputs are small files the expensive steps wrote: one ``pgps surface`` table per arm (Dice and NSD per
-test case and class), ``difficulty.csv`` and the synthetic dataset's ``dataset.json`` (class names and the
-known corruption level of every case). :func:`render_cdl` writes into ``out``:
+Input: the manifest ``workflow/rules/cdl.smk`` writes (per seed: the synthetic dataset's ``dataset.json``,
+``difficulty.csv``, one ``pgps surface`` table and one fold folder per model). :func:`render_cdl` writes into ``out``:
 
-- ``table5.csv``: per class and the average, DSC and NSD [%] of every arm (mean over the test cases where
-  the class occurs in prediction or reference, then over the classes, as nnU-Net averages Dice);
-- ``table5.md``: that table, the published Table 5 (FLARE organs), and the comparable quantity, the
-  average gain of the easy-then-hard course over the easy course alone, ours beside published (with
-  several folds, also the gain within each fold: its spread is the run-to-run noise);
-- ``difficulty.md``: the discriminator on the experiment's data: groups, L_real per label set, and the
-  Spearman correlation between DS and the known corruption level.
+- ``cases.csv``: per seed, test case and model, the Dice and NSD averaged over the classes (in percent) and the
+  case's image difficulty: the data of every test;
+- ``comparisons.csv``: the tested comparisons (:data:`pgps.experiments.cdl.COMPARISONS`), see below;
+- ``table5.csv`` / ``table5.md``: DSC and NSD per class and model (mean over the test cases of every seed), the
+  published Table 5, and the gains beside the published one;
+- ``difficulty.md``: the discriminator on each seed's training cases (groups, Spearman of DS with the image
+  difficulty) and the easy model both continuations loaded (its SHA-256, checked equal);
+- ``results.md``: the generated paragraph (:func:`results_paragraph`).
 
-Only pandas and numpy (scipy for Spearman): the analysis stack renders it.
+**The test, and why.** The unit that is replicated is the seed: each has its own dataset and its own trained
+models, and the test cases of one seed share those models, so their differences are not independent (a
+Wilcoxon test over every case would count one lucky training run as many pairs). The per-case Dice
+differences (arm minus comparator, in Dice points) are therefore analysed as a balanced random-intercept
+design (seed as the cluster): its exact test of the mean difference is the one-sample t-test of the seeds'
+mean differences with ``seeds - 1`` degrees of freedom, and its 95% interval the t interval of those means.
+The two comparisons form one family, Holm-adjusted. As secondary, case-level description: the
+Hodges-Lehmann estimate of all per-case differences with its signed-rank interval, and the Wilcoxon
+signed-rank p over them (conditional on the trained models; not used for the verdict). Verdict: the arm
+is better (worse) when the Holm-adjusted p is below :data:`ALPHA` and the mean difference positive
+(negative); otherwise no difference is shown, with the interval saying how large one could be.
+
+Only pandas, numpy and scipy: the analysis stack renders it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy import stats as scipy_stats
 
-from pgps.io import atomic_write_text
+from pgps.experiments import cdl as experiment
+from pgps.io import atomic_write_text, file_sha256
 from pgps.report.published import load_published
+from pgps.report.study import hodges_lehmann, holm
 
-ARM_LABELS = {
-    "uniform": "uniform (all cases)",
-    "easy_only": "only easy course",
-    "easy_then_hard": "easy then hard",
-    "uniform_pgps": "uniform + PGPS",
-    "easy_then_hard_pgps": "easy then hard + PGPS",
-}
-"""Names of the experiment's arms in the table (others are shown as they are)."""
-
-OUR_GAINS = [
-    ("ours (easy then hard - only easy)", "easy_then_hard", "easy_only"),
-    ("ours (easy then hard - uniform)", "easy_then_hard", "uniform"),
-    ("ours with PGPS (easy then hard - uniform)", "easy_then_hard_pgps", "uniform_pgps"),
-]
-"""The gains table5.md reports: (label, arm after, arm before); rows whose arms were not run are left out."""
-
-
-def arm_table(surface: pd.DataFrame, class_names: Mapping[int, str]) -> pd.DataFrame:
-    """Rows: classes and ``average``; columns ``dsc``, ``nsd`` in percent."""
-    per_class = surface.groupby("class")[["dice", "nsd"]].mean() * 100
-    per_class.index = [class_names.get(int(c), str(c)) for c in per_class.index]
-    per_class.loc["average"] = per_class.mean()
-    return per_class.rename(columns={"dice": "dsc"})
+ALPHA = 0.05
+"""Significance level of the verdicts (after Holm's adjustment over the comparisons)."""
+CONFIDENCE = 0.95
+"""Confidence of every interval."""
+OUTPUTS = ("table5.csv", "table5.md", "difficulty.md", "cases.csv", "comparisons.csv", "results.md")
+"""The files :func:`render_cdl` writes."""
+PENDING = (
+    "The redesigned experiment (three arms from one easy-course model, image-based difficulty, four seeds with "
+    "their own data, paired tests over cases and seeds) has not been run yet; its paragraph is generated here from "
+    "`paper_figures/cdl/results.md` once it has. The earlier run's conclusion (one seed, arms that split one "
+    "budget, difficulty from corrupted labels only) is withdrawn."
+)
+"""What the CDL guide says while ``paper_figures/cdl/results.md`` does not exist (tests/test_readme.py)."""
+INIT_FILE = "pgps_init_weights.json"
+"""The record a continuation writes of the weights it loaded (:data:`pgps.nnunet.data_curriculum.INIT_FILE`; read
+here without importing torch)."""
+COMMENT = "<!-- generated by pgps cdl-report from cases.csv and comparisons.csv; do not edit -->"
 
 
-def cdl_table(surfaces: Mapping[str, pd.DataFrame], class_names: Mapping[int, str]) -> pd.DataFrame:
-    """One ``<arm>.dsc`` and ``<arm>.nsd`` column pair per arm, classes and ``average`` as rows."""
+# -- the statistics ------------------------------------------------------------------------------------------
+def compare(cases: pd.DataFrame, arm: str, against: str, metric: str = "dice") -> dict[str, Any]:
+    """One comparison of :data:`pgps.experiments.cdl.COMPARISONS` on ``cases`` (columns ``seed``, ``case``,
+    ``model`` and ``metric``); see the module docstring. The p-value is not yet Holm-adjusted."""
+    wide = cases.pivot_table(index=["seed", "case"], columns="model", values=metric)
+    missing = [m for m in (arm, against) if m not in wide]
+    if missing:
+        raise ValueError(f"no {metric} of model(s) {', '.join(missing)} in the cases")
+    d = (wide[arm] - wide[against]).dropna()
+    per_seed = d.groupby(level="seed").mean()
+    n_seeds, n_cases = int(per_seed.size), int(d.size)
+    out: dict[str, Any] = {
+        "arm": arm,
+        "against": against,
+        "metric": metric,
+        "seeds": n_seeds,
+        "cases": n_cases,
+        "mean_difference": float(d.mean()) if n_cases else math.nan,
+        "seed_means": ";".join(f"{s}:{v:+.4f}" for s, v in per_seed.items()),
+        "t": math.nan,
+        "df": n_seeds - 1,
+        "p_value": math.nan,
+        "ci_lower": math.nan,
+        "ci_upper": math.nan,
+    }
+    if n_seeds >= 2 and np.ptp(per_seed.to_numpy()) > 0:
+        res = scipy_stats.ttest_1samp(per_seed.to_numpy(), 0.0)
+        ci = res.confidence_interval(CONFIDENCE)
+        out.update(t=float(res.statistic), p_value=float(res.pvalue), ci_lower=float(ci.low), ci_upper=float(ci.high))
+    hl, lower, upper = hodges_lehmann(d.to_numpy(), CONFIDENCE)
+    nonzero = d[d.abs() > 1e-12]
+    wilcoxon = scipy_stats.wilcoxon(nonzero.to_numpy()).pvalue if nonzero.size else math.nan
+    out.update(hl=hl, hl_lower=lower, hl_upper=upper, wilcoxon_p=float(wilcoxon), better_cases=int((d > 0).sum()))
+    return out
+
+
+def comparisons(cases: pd.DataFrame, pairs: Sequence[tuple[str, str]] = experiment.COMPARISONS) -> pd.DataFrame:
+    """Every comparison on Dice (the tested outcome) and on NSD (described), Holm-adjusted within each metric,
+    with its verdict."""
+    rows = []
+    for metric in ("dice", "nsd"):
+        found = [compare(cases, a, b, metric) for a, b in pairs]
+        for row, adjusted in zip(found, holm([r["p_value"] for r in found]), strict=True):
+            row["p_holm"] = adjusted
+            row["verdict"] = verdict(row)
+        rows += found
+    return pd.DataFrame(rows)
+
+
+def verdict(row: Mapping[str, Any]) -> str:
+    """``better``, ``worse``, ``no difference shown`` or ``not tested`` (fewer than two seeds)."""
+    if not math.isfinite(row["p_holm"]):
+        return "not tested"
+    if row["p_holm"] < ALPHA:
+        return "better" if row["mean_difference"] > 0 else "worse"
+    return "no difference shown"
+
+
+# -- reading the runs ----------------------------------------------------------------------------------------
+def case_table(manifest: Mapping[str, Any]) -> tuple[pd.DataFrame, dict[int, str]]:
+    """``(cases, class names)``: per seed, test case and model the Dice and NSD in percent (mean over the classes
+    the reference or prediction holds) and the case's image difficulty."""
+    rows = []
+    names: dict[int, str] = {}
+    for seed, entry in manifest["seeds"].items():
+        meta = json.loads(Path(entry["dataset_json"]).read_text())
+        names = {int(v): k for k, v in meta["labels"].items() if int(v) != 0}
+        difficulty = meta.get("pgps_synth", {}).get("case_difficulty", {})
+        for model, path in entry["surface"].items():
+            surface = pd.read_csv(path)
+            per_case = surface.groupby("case")[["dice", "nsd"]].mean() * 100
+            for case, values in per_case.iterrows():
+                rows.append(
+                    {
+                        "seed": int(seed),
+                        "case": case,
+                        "model": model,
+                        "difficulty": difficulty.get(case, math.nan),
+                        "dice": values["dice"],
+                        "nsd": values["nsd"],
+                    }
+                )
+    return pd.DataFrame(rows), names
+
+
+def class_table(manifest: Mapping[str, Any], names: Mapping[int, str]) -> pd.DataFrame:
+    """Rows: classes and ``average``; one ``<model>.dsc`` and ``<model>.nsd`` column per model (mean over the test
+    cases of every seed, then over the classes for the average), percent."""
+    frames: dict[str, list[pd.DataFrame]] = {}
+    for entry in manifest["seeds"].values():
+        for model, path in entry["surface"].items():
+            frames.setdefault(model, []).append(pd.read_csv(path))
     parts = []
-    for arm, surface in surfaces.items():
-        t = arm_table(surface, class_names)
-        parts.append(t.rename(columns={c: f"{arm}.{c}" for c in t.columns}))
+    for model, found in frames.items():
+        per_class = pd.concat(found).groupby("class")[["dice", "nsd"]].mean() * 100
+        per_class.index = [names.get(int(c), str(c)) for c in per_class.index]
+        per_class.loc["average"] = per_class.mean()
+        parts.append(per_class.rename(columns={"dice": f"{model}.dsc", "nsd": f"{model}.nsd"}))
     table = pd.concat(parts, axis=1)
     table.index.name = "class"
     return table
 
 
-def _fmt(v: float) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{v:.2f}"
+def shared_start(manifest: Mapping[str, Any]) -> pd.DataFrame:
+    """Per seed and continuation: the SHA-256 of the easy model's ``checkpoint_final.pth`` and of the file and
+    weights the continuation loaded (``pgps_init_weights.json``). Raises ``ValueError`` when a continuation did
+    not load that very file."""
+    rows = []
+    models = experiment.models(manifest["config"])
+    for seed, entry in manifest["seeds"].items():
+        folds = entry["fold_dirs"]
+        easy_sha = file_sha256(Path(folds[experiment.EASY]) / "checkpoint_final.pth")
+        for model, m in models.items():
+            if m.start_from is None:
+                continue
+            record = json.loads((Path(folds[model]) / INIT_FILE).read_text())
+            if record["sha256"] != easy_sha:
+                raise ValueError(
+                    f"seed {seed}: {model} loaded {record['path']} (sha256 {record['sha256'][:12]}), not the easy "
+                    f"model's checkpoint_final.pth (sha256 {easy_sha[:12]})"
+                )
+            rows.append(
+                {
+                    "seed": int(seed),
+                    "model": model,
+                    "easy_sha256": easy_sha,
+                    "loaded_sha256": record["sha256"],
+                    "weights_sha256": record["weights_sha256"],
+                    "source_epochs": record["source_epochs"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+# -- rendering -----------------------------------------------------------------------------------------------
+def _fmt(v: float, digits: int = 2, sign: bool = False) -> str:
+    if v is None or not math.isfinite(v):
+        return "–" if v is None or math.isnan(v) else ("+∞" if v > 0 else "−∞")
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def _p(v: float) -> str:
+    return "–" if not math.isfinite(v) else f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
 
 
 def _markdown(table: pd.DataFrame, header: list[str], keys: list[str]) -> list[str]:
@@ -81,74 +223,106 @@ def published_table(published_dir: str | Path | None = None) -> pd.DataFrame:
     return table.loc[order]
 
 
-def gain(table: pd.DataFrame, after: str, before: str) -> tuple[float, float]:
-    """Average DSC and NSD of ``after`` minus ``before`` (percentage points)."""
-    if f"{after}.dsc" not in table or f"{before}.dsc" not in table:
-        return math.nan, math.nan
-    avg = table.loc["average"]
-    return avg[f"{after}.dsc"] - avg[f"{before}.dsc"], avg[f"{after}.nsd"] - avg[f"{before}.nsd"]
-
-
-def difficulty_summary(difficulty: pd.DataFrame, case_levels: Mapping[str, float] | None) -> list[str]:
-    """Markdown lines on the discriminator: groups, L_real, and Spearman(DS, known corruption level)."""
-    lines = ["**Label-based difficulty discriminator on the experiment's training cases**", ""]
-    groups = difficulty["group"].value_counts()
-    lines.append(
-        f"{len(difficulty)} cases: " + ", ".join(f"{int(groups.get(g, 0))} {g}" for g in ("easy", "hard", "erroneous"))
-        + f"; mean DS {difficulty['ds'].mean():.4f}; L_real: "
-        + ", ".join(f"{k} {v}" for k, v in difficulty["real"].value_counts().sort_index().items())
-    )  # fmt: skip
-    if case_levels:
-        from scipy.stats import spearmanr
-
-        levels = difficulty["case"].map(case_levels)
-        rho = spearmanr(difficulty["ds"], levels).statistic
-        lines += ["", f"Spearman correlation of DS with the known corruption level: {rho:.3f} (-1: DS ranks the "
-                  "cases exactly in reverse corruption order)"]  # fmt: skip
+def difficulty_lines(manifest: Mapping[str, Any], start: pd.DataFrame) -> list[str]:
+    """``difficulty.md``: per seed the groups, mean DS and Spearman(DS, image difficulty); the shared easy model."""
+    lines = [
+        "**Label-based difficulty discriminator on each seed's training cases**",
+        "",
+        "| seed | cases | easy | hard | erroneous | mean DS | Spearman(DS, image difficulty) |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for seed, entry in manifest["seeds"].items():
+        table = pd.read_csv(entry["difficulty"])
+        meta = json.loads(Path(entry["dataset_json"]).read_text())
+        levels = table["case"].map(meta.get("pgps_synth", {}).get("case_difficulty", {}))
+        rho = scipy_stats.spearmanr(table["ds"], levels).statistic if levels.notna().all() else math.nan
+        groups = table["group"].value_counts()
+        lines.append(
+            f"| {seed} | {len(table)} | "
+            + " | ".join(str(int(groups.get(g, 0))) for g in ("easy", "hard", "erroneous"))
+            + f" | {table['ds'].mean():.4f} | {_fmt(rho, 3)} |"
+        )
+    lines += [
+        "",
+        "**The easy model both continuations loaded** (SHA-256 of `checkpoint_final.pth`, first 16 hex digits)",
+        "",
+        "| seed | easy model | easy_then_hard loaded | easy_continued loaded |",
+        "|---|---|---|---|",
+    ]
+    for seed, rows in start.groupby("seed"):
+        loaded = dict(zip(rows["model"], rows["loaded_sha256"], strict=True))
+        lines.append(
+            f"| {seed} | {rows['easy_sha256'].iloc[0][:16]} | {loaded.get('easy_then_hard', '–')[:16]} | "
+            f"{loaded.get('easy_continued', '–')[:16]} |"
+        )
     return lines
 
 
+def results_paragraph(compared: pd.DataFrame, cases: pd.DataFrame, config: Mapping[str, Any]) -> str:
+    """The generated paragraph: what the tested comparisons show, and their scope."""
+    dice = compared[compared["metric"] == "dice"]
+    n_seeds = int(cases["seed"].nunique())
+    per_seed = int(cases.groupby("seed")["case"].nunique().min())
+    e1, e2 = config["easy_epochs"], config["hard_epochs"]
+    iterations = config["iterations_per_epoch"]
+    parts = [
+        f"**Result (synthetic data; {n_seeds} seeds, each its own dataset and training, {per_seed} clean-labelled "
+        f"test cases per seed; E1 = {e1}, E2 = {e2} epochs of {iterations} iterations).** Primary outcome: the "
+        "per-case Dice difference in points, tested on the seeds' mean differences (t-test, "
+        f"{n_seeds - 1} degree{'' if n_seeds == 2 else 's'} of freedom; Holm over the two comparisons)."
+    ]
+    for _, r in dice.iterrows():
+        name = f"{experiment.LABELS[r['arm']]} vs {experiment.LABELS[r['against']]}"
+        parts.append(
+            f"{name[0].upper()}{name[1:]}: {_fmt(r['mean_difference'], sign=True)} Dice points (per seed "
+            + ", ".join(_fmt(float(v.split(":")[1]), sign=True) for v in r["seed_means"].split(";"))
+            + f"; {CONFIDENCE:.0%} CI {_fmt(r['ci_lower'], sign=True)} to {_fmt(r['ci_upper'], sign=True)}), "
+            f"p = {_p(r['p_value'])}, Holm {_p(r['p_holm'])}: **{r['verdict']}**; case level: Hodges-Lehmann "
+            f"{_fmt(r['hl'], sign=True)} ({_fmt(r['hl_lower'], sign=True)} to {_fmt(r['hl_upper'], sign=True)}), "
+            f"better in {r['better_cases']} of {r['cases']} cases."
+        )
+    parts.append(
+        f"Scope: organs-like synthetic volumes whose difficulty comes from the image (contrast, blur) and whose "
+        f"annotators disagree where it blurs; {(e1 + e2) * iterations} iterations per final model against the "
+        "paper's (1000 + 1500) x 250; nothing here speaks for FLARE or for other data."
+    )
+    return " ".join(parts)
+
+
 def render_cdl(
-    surface_files: Mapping[str, str | Path | list[str | Path]],
-    dataset_json: str | Path,
-    difficulty_csv: str | Path,
+    manifest: Mapping[str, Any] | str | Path,
     out: str | Path,
     published_dir: str | Path | None = None,
     notes: str = "",
 ) -> list[Path]:
-    """Write ``table5.csv``, ``table5.md`` and ``difficulty.md`` into ``out`` (see the module docstring).
-
-    ``surface_files`` maps each arm to its ``pgps surface`` table, or to several (folds pooled as repeats).
-    """
-    meta = json.loads(Path(dataset_json).read_text())
-    class_names = {int(v): k for k, v in meta["labels"].items() if int(v) != 0}
-    repeats = {
-        arm: [pd.read_csv(p) for p in (paths if isinstance(paths, list) else [paths])]
-        for arm, paths in surface_files.items()
-    }
-    surfaces = {arm: pd.concat(frames, ignore_index=True) for arm, frames in repeats.items()}
-    table = cdl_table(surfaces, class_names)
-    # the same comparison within each repeat (fold), when every arm has that many: its spread is the noise
-    n_repeats = min(len(frames) for frames in repeats.values())
-    per_repeat = [cdl_table({arm: frames[r] for arm, frames in repeats.items()}, class_names) for r in range(n_repeats)]
-    tolerance = sorted({float(t) for s in surfaces.values() for t in s["tolerance_mm"].unique()})
-    cases = sorted({c for s in surfaces.values() for c in s["case"].unique()})
+    """Write :data:`OUTPUTS` into ``out`` (see the module docstring); ``manifest`` is the workflow's manifest (or
+    its path)."""
+    if not isinstance(manifest, Mapping):
+        manifest = json.loads(Path(manifest).read_text())
+    cases, names = case_table(manifest)
+    compared = comparisons(cases)
+    start = shared_start(manifest)
+    table = class_table(manifest, names)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "cases.csv", cases.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
+    atomic_write_text(out / "comparisons.csv", compared.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
     atomic_write_text(out / "table5.csv", table.to_csv(float_format="%.4f", lineterminator="\n"))
 
-    arms = list(surfaces)
-    header = ["class"] + [f"{ARM_LABELS.get(a, a)} {m}" for a in arms for m in ("DSC", "NSD")]
-    keys = [f"{a}.{m}" for a in arms for m in ("dsc", "nsd")]
+    models = [m for m in experiment.MODELS if f"{m}.dsc" in table]
     pub = published_table(published_dir)
     lines = [
-        "**Data-level curriculum on synthetic noisy labels, in the style of CDL-UNet Table 5 (ours)**",
+        "**Data-level curriculum on synthetic data, in the style of CDL-UNet Table 5 (ours)**",
         "",
-        f"DSC and NSD [%] on {len(cases)} test cases with clean labels (NSD tolerance "
-        f"{', '.join(f'{t:g}' for t in tolerance)} mm); trained on each case's most reliable noisy label set (L_real).",
+        f"DSC and NSD [%] per class, mean over the clean-labelled test cases of {cases['seed'].nunique()} seeds; "
+        "trained on each case's most reliable label set (L_real).",
         *([notes] if notes else []),
         "",
-        *_markdown(table, header, keys),
+        *_markdown(
+            table,
+            ["class"] + [f"{experiment.LABELS[m]} {k}" for m in models for k in ("DSC", "NSD")],
+            [f"{m}.{k}" for m in models for k in ("dsc", "nsd")],
+        ),
         "",
         "**Published: CDL-UNet Table 5 (FLARE 2024 public validation, 13 organs)**",
         "",
@@ -158,25 +332,35 @@ def render_cdl(
             ["easy.dsc", "easy.nsd", "final.dsc", "final.nsd"],
         ),
         "",
-        "**The comparable quantity: average gain of the easy-then-hard course over the easy course alone**",
+        "**Gains in points (DSC; NSD described only)**",
         "",
-        "| | DSC gain [pp] | NSD gain [pp] |" + (" DSC gain per fold [pp] |" if n_repeats > 1 else ""),
-        "|---|--:|--:|" + ("--:|" if n_repeats > 1 else ""),
+        "| comparison | DSC | 95% CI over seeds | p (Holm) | verdict | NSD |",
+        "|---|--:|--:|--:|---|--:|",
     ]
     pub_avg = pub.loc["average"]
-    lines.append(f"| published (final - only easy) | {pub_avg['final.dsc'] - pub_avg['easy.dsc']:+.2f} | "
-                 f"{pub_avg['final.nsd'] - pub_avg['easy.nsd']:+.2f} |" + (" |" if n_repeats > 1 else ""))  # fmt: skip
-    for label, after, before in OUR_GAINS:
-        d, n = gain(table, after, before)
-        if not math.isfinite(d):
-            continue
-        line = f"| {label} | {d:+.2f} | {n:+.2f} |"
-        if n_repeats > 1:
-            line += " " + ", ".join(f"{gain(t, after, before)[0]:+.2f}" for t in per_repeat) + " |"
-        lines.append(line)
+    lines.append(
+        f"| published: final - only easy course | {pub_avg['final.dsc'] - pub_avg['easy.dsc']:+.2f} | | | | "
+        f"{pub_avg['final.nsd'] - pub_avg['easy.nsd']:+.2f} |"
+    )
+    nsd = compared[compared["metric"] == "nsd"].set_index(["arm", "against"])
+    for _, r in compared[compared["metric"] == "dice"].iterrows():
+        n = nsd.loc[(r["arm"], r["against"]), "mean_difference"]
+        lines.append(
+            f"| ours: {experiment.LABELS[r['arm']]} - {experiment.LABELS[r['against']]} | "
+            f"{_fmt(r['mean_difference'], sign=True)} | {_fmt(r['ci_lower'], sign=True)} to "
+            f"{_fmt(r['ci_upper'], sign=True)} | {_p(r['p_holm'])} | {r['verdict']} | {_fmt(n, sign=True)} |"
+        )
     atomic_write_text(out / "table5.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "difficulty.md", "\n".join(difficulty_lines(manifest, start)) + "\n")
+    paragraph = results_paragraph(compared, cases, manifest["config"])
+    atomic_write_text(out / "results.md", f"{COMMENT}\n{paragraph}\n")
+    return [out / name for name in OUTPUTS]
 
-    difficulty = pd.read_csv(difficulty_csv)
-    levels = (meta.get("pgps_synth", {}).get("label_noise") or {}).get("case_levels")
-    atomic_write_text(out / "difficulty.md", "\n".join(difficulty_summary(difficulty, levels)) + "\n")
-    return [out / "table5.csv", out / "table5.md", out / "difficulty.md"]
+
+def results_block(out: str | Path) -> str:
+    """The paragraph the CDL guide quotes: ``results.md``'s without its comment line, or :data:`PENDING` while the
+    experiment has not been rendered into ``out``."""
+    path = Path(out) / "results.md"
+    if not path.is_file():
+        return PENDING
+    return path.read_text().split("-->", 1)[1].strip()

@@ -1,28 +1,28 @@
-# The data-level curriculum experiment (CDL-UNet, FLARE 2024) on synthetic noisy labels, off unless
-# cdl.enabled (not part of `make demo`): synthesize cases with K noisy label sets at known corruption
-# levels -> pgps difficulty (RS, DS, groups; the enhanced dataset of each case's L_real) -> nnU-Net
-# plan/preprocess + light configuration -> train every arm (uniform vs easy-then-hard, with and without
-# PGPS) -> predict the clean-labelled test cases -> Dice/NSD per case and class -> a table in the style
-# of CDL-UNet Table 5 beside the published one (pgps cdl-report).
-
-CDL_NOISY = f"Dataset{CDL['dataset_id']:03d}_CDLNoisy"
-CDL_ENHANCED = f"Dataset{CDL['enhanced_id']:03d}_CDLEnhanced"
+# The data-level curriculum experiment (CDL-UNet, FLARE 2024), off unless cdl.enabled (not part of `make demo`).
+# Per seed: synthesize a dataset of its own whose cases differ in image difficulty and whose annotators disagree
+# where the image is ambiguous -> pgps difficulty (DS, groups; the enhanced dataset of each case's L_real) ->
+# nnU-Net plan/preprocess + light configuration -> the easy course (E1 epochs on easy cases) -> its two
+# continuations from the same checkpoint_final.pth (E2 epochs on easy + hard, and on easy only) and uniform
+# training (E1 + E2 on every case) -> predict the clean-labelled test cases -> Dice/NSD per case and class.
+# Then pgps cdl-report: paired tests over cases and seeds, a table in the style of CDL-UNet Table 5 and the
+# paragraph the CDL guide quotes (paper_figures/cdl/). Models and settings: pgps.experiments.cdl.
 
 
 wildcard_constraints:
-    arm="[A-Za-z0-9_]+",
+    model="[a-z_]+",
+    seed="[0-9]+",
 
 
 rule cdl_synthesize:
     output:
-        f"{CDL_NNUNET}/raw/{CDL_NOISY}/dataset.json",
+        f"{CDL_NNUNET}/seed{{seed}}/raw/{CDL_NOISY}/dataset.json",
     benchmark:
-        f"{RESULTS}/benchmarks/cdl/synthesize.tsv",
+        f"{CDL_BENCHMARKS}/synthesize_seed{{seed}}.tsv"
     log:
-        f"{RESULTS}/logs/cdl/synthesize.log",
+        f"{RESULTS}/logs/cdl/synthesize_seed{{seed}}.log",
     params:
         raw=lambda wildcards, output: os.path.dirname(os.path.dirname(output[0])),
-        knobs=cdl_synth_knobs(),
+        knobs=lambda wildcards: _cdl.synth_args(CDL, int(wildcards.seed)),
         dataset_id=CDL["dataset_id"],
     conda:
         "../../envs/pgps.yaml"
@@ -33,14 +33,14 @@ rule cdl_synthesize:
 
 rule cdl_difficulty:
     input:
-        f"{CDL_NNUNET}/raw/{CDL_NOISY}/dataset.json",
+        f"{CDL_NNUNET}/seed{{seed}}/raw/{CDL_NOISY}/dataset.json",
     output:
-        difficulty=f"{RESULTS}/cdl/difficulty.csv",
-        dataset=f"{CDL_NNUNET}/raw/{CDL_ENHANCED}/dataset.json",
+        difficulty=f"{RESULTS}/cdl/seed{{seed}}/difficulty.csv",
+        dataset=f"{CDL_NNUNET}/seed{{seed}}/raw/{CDL_ENHANCED}/dataset.json",
     benchmark:
-        f"{RESULTS}/benchmarks/cdl/difficulty.tsv",
+        f"{CDL_BENCHMARKS}/difficulty_seed{{seed}}.tsv"
     log:
-        f"{RESULTS}/logs/cdl/difficulty.log",
+        f"{RESULTS}/logs/cdl/difficulty_seed{{seed}}.log",
     params:
         noisy=lambda wildcards, input: os.path.dirname(input[0]),
         sets=lambda wildcards, input: " ".join(
@@ -59,22 +59,22 @@ rule cdl_difficulty:
 
 rule cdl_preprocess:
     input:
-        dataset=f"{CDL_NNUNET}/raw/{CDL_ENHANCED}/dataset.json",
-        difficulty=f"{RESULTS}/cdl/difficulty.csv",
+        dataset=f"{CDL_NNUNET}/seed{{seed}}/raw/{CDL_ENHANCED}/dataset.json",
+        difficulty=f"{RESULTS}/cdl/seed{{seed}}/difficulty.csv",
     output:
-        plans=f"{CDL_NNUNET}/preprocessed/{CDL_ENHANCED}/nnUNetPlans.json",
-        difficulty=f"{CDL_NNUNET}/preprocessed/{CDL_ENHANCED}/difficulty.csv",
+        plans=f"{CDL_NNUNET}/seed{{seed}}/preprocessed/{CDL_ENHANCED}/nnUNetPlans.json",
+        difficulty=f"{CDL_NNUNET}/seed{{seed}}/preprocessed/{CDL_ENHANCED}/difficulty.csv",
     benchmark:
-        f"{RESULTS}/benchmarks/cdl/preprocess.tsv",
+        f"{CDL_BENCHMARKS}/preprocess_seed{{seed}}.tsv"
     log:
-        f"{RESULTS}/logs/cdl/preprocess.log",
+        f"{RESULTS}/logs/cdl/preprocess_seed{{seed}}.log",
     params:
-        env=cdl_env("results"),
+        env=lambda wildcards: cdl_env(wildcards.seed),
         light=("--features " + " ".join(map(str, CDL["light_features"])) + " " if CDL["light_features"] else "")
         + "--no-report",
         enhanced_id=CDL["enhanced_id"],
         configuration=CDL["configuration"],
-    threads: 2
+    threads: CDL["threads"]
     conda:
         "../../envs/pgps.yaml"
     shell:
@@ -85,66 +85,72 @@ rule cdl_preprocess:
 
 
 rule cdl_train:
+    """One model of a seed (pgps.experiments.cdl.models); a continuation starts from the easy model's final
+    checkpoint (PGPS_INIT_WEIGHTS), which its fold folder's pgps_init_weights.json records with its SHA-256."""
     input:
-        f"{CDL_NNUNET}/preprocessed/{CDL_ENHANCED}/nnUNetPlans.json",
-        f"{CDL_NNUNET}/preprocessed/{CDL_ENHANCED}/difficulty.csv",
+        plans=f"{CDL_NNUNET}/seed{{seed}}/preprocessed/{CDL_ENHANCED}/nnUNetPlans.json",
+        difficulty=f"{CDL_NNUNET}/seed{{seed}}/preprocessed/{CDL_ENHANCED}/difficulty.csv",
+        start=cdl_start_weights,
     output:
-        f"{CDL_NNUNET}/results_{{arm}}/{CDL_ENHANCED}/{{trainer}}__nnUNetPlans__{CDL['configuration']}/fold_{{fold}}/checkpoint_final.pth",
+        f"{CDL_NNUNET}/seed{{seed}}/results_{{model}}/{CDL_ENHANCED}/{{trainer}}__nnUNetPlans__{CDL['configuration']}/fold_{CDL['fold']}/checkpoint_final.pth",
     benchmark:
-        f"{RESULTS}/benchmarks/cdl/train_{{arm}}_{{trainer}}_{{fold}}.tsv",
+        f"{CDL_BENCHMARKS}/train_seed{{seed}}_{{model}}_{{trainer}}.tsv"
     log:
-        f"{RESULTS}/logs/cdl/train_{{arm}}_{{trainer}}_{{fold}}.log",
+        f"{RESULTS}/logs/cdl/train_seed{{seed}}_{{model}}_{{trainer}}.log",
     params:
-        env=lambda wildcards: cdl_env(f"results_{wildcards.arm}") + cdl_train_env(wildcards.arm),
+        env=lambda wildcards: cdl_env(wildcards.seed, f"results_{wildcards.model}"),
+        settings=cdl_train_env,
         enhanced_id=CDL["enhanced_id"],
         configuration=CDL["configuration"],
+        fold=CDL["fold"],
         device=CDL["device"],
-    threads: 2
+    threads: CDL["threads"]
     conda:
         "../../envs/pgps.yaml"
     shell:
-        "({params.env} export OMP_NUM_THREADS={threads};"
+        "({params.env} {params.settings} export OMP_NUM_THREADS={threads};"
         " resume=$([ -f $(dirname {output:q})/checkpoint_latest.pth ] && echo --c || true);"
-        " nnUNetv2_train {params.enhanced_id} {params.configuration} {wildcards.fold} -tr {wildcards.trainer}"
+        " nnUNetv2_train {params.enhanced_id} {params.configuration} {params.fold} -tr {wildcards.trainer}"
         " -device {params.device} $resume) > {log:q} 2>&1"
 
 
 rule cdl_predict:
     input:
-        lambda wildcards: cdl_checkpoint(wildcards.arm, wildcards.fold),
+        lambda wildcards: cdl_checkpoint(wildcards.seed, wildcards.model),
     output:
-        f"{RESULTS}/cdl/predictions/{{arm}}_fold{{fold}}/pgps_predict_report.csv",
+        f"{RESULTS}/cdl/seed{{seed}}/predictions/{{model}}/pgps_predict_report.csv",
     benchmark:
-        f"{RESULTS}/benchmarks/cdl/predict_{{arm}}_{{fold}}.tsv",
+        f"{CDL_BENCHMARKS}/predict_seed{{seed}}_{{model}}.tsv"
     log:
-        f"{RESULTS}/logs/cdl/predict_{{arm}}_{{fold}}.log",
+        f"{RESULTS}/logs/cdl/predict_seed{{seed}}_{{model}}.log",
     params:
-        env=lambda wildcards: cdl_env(f"results_{wildcards.arm}"),
-        model=lambda wildcards: os.path.dirname(os.path.dirname(cdl_checkpoint(wildcards.arm, wildcards.fold))),
-        images=f"{CDL_NNUNET}/raw/{CDL_NOISY}/imagesTs",
+        env=lambda wildcards: cdl_env(wildcards.seed, f"results_{wildcards.model}"),
+        model=lambda wildcards, input: os.path.dirname(os.path.dirname(input[0])),
+        images=lambda wildcards: f"{cdl_seed_dir(wildcards.seed)}/raw/{CDL_NOISY}/imagesTs",
         out=lambda wildcards, output: os.path.dirname(output[0]),
+        fold=CDL["fold"],
         device=CDL["device"],
-    threads: 2
+    threads: CDL["threads"]
     conda:
         "../../envs/pgps.yaml"
     shell:
         # full sliding window (no adaptation): the arms differ only in training
-        "({params.env} python -m pgps predict -i {params.images:q} -o {params.out:q} -m {params.model:q}"
-        " -f {wildcards.fold} --device {params.device} --no-adaptive) > {log:q} 2>&1"
+        "({params.env} export OMP_NUM_THREADS={threads}; python -m pgps predict -i {params.images:q}"
+        " -o {params.out:q} -m {params.model:q} -f {params.fold} --device {params.device} --no-adaptive) > {log:q} 2>&1"
 
 
 rule cdl_surface:
     input:
-        f"{RESULTS}/cdl/predictions/{{arm}}_fold{{fold}}/pgps_predict_report.csv",
+        f"{RESULTS}/cdl/seed{{seed}}/predictions/{{model}}/pgps_predict_report.csv",
     output:
-        f"{RESULTS}/cdl/surface/{{arm}}_fold{{fold}}.csv",
+        f"{RESULTS}/cdl/seed{{seed}}/surface/{{model}}.csv",
     benchmark:
-        f"{RESULTS}/benchmarks/cdl/surface_{{arm}}_{{fold}}.tsv",
+        f"{CDL_BENCHMARKS}/surface_seed{{seed}}_{{model}}.tsv"
     log:
-        f"{RESULTS}/logs/cdl/surface_{{arm}}_{{fold}}.log",
+        f"{RESULTS}/logs/cdl/surface_seed{{seed}}_{{model}}.log",
     params:
         pred=lambda wildcards, input: os.path.dirname(input[0]),
-        ref=f"{CDL_NNUNET}/raw/{CDL_NOISY}/labelsTs",
+        ref=lambda wildcards: f"{cdl_seed_dir(wildcards.seed)}/raw/{CDL_NOISY}/labelsTs",
         tolerance=CDL["tolerance_mm"],
     conda:
         "../../envs/pgps.yaml"
@@ -153,26 +159,48 @@ rule cdl_surface:
         " --tolerance {params.tolerance} --no-progress > {log:q} 2>&1"
 
 
+rule cdl_manifest:
+    """What pgps cdl-report reads, per seed and model (JSON; paths as this machine has them)."""
+    input:
+        surface=[cdl_surface_file(s, m) for s in CDL["seeds"] for m in _cdl.MODELS],
+        difficulty=[f"{RESULTS}/cdl/seed{s}/difficulty.csv" for s in CDL["seeds"]],
+    output:
+        f"{RESULTS}/cdl/manifest.json",
+    params:
+        manifest=lambda wildcards: json.dumps(
+            {
+                "config": {k: v for k, v in CDL.items() if k != "nnunet_dir"},
+                "seeds": {
+                    str(s): {
+                        "dataset_json": f"{cdl_seed_dir(s)}/raw/{CDL_NOISY}/dataset.json",
+                        "difficulty": f"{RESULTS}/cdl/seed{s}/difficulty.csv",
+                        "surface": {m: cdl_surface_file(s, m) for m in _cdl.MODELS},
+                        "fold_dirs": {m: _cdl.fold_dir(CDL, CDL_NNUNET, s, m) for m in _cdl.MODELS},
+                    }
+                    for s in CDL["seeds"]
+                },
+                "benchmarks": CDL_BENCHMARKS,
+            }
+        ),
+    run:
+        with open(output[0], "w") as f:
+            f.write(params.manifest + "\n")
+
+
 rule cdl_render:
     input:
-        surface=lambda wildcards: [cdl_surface_file(arm, fold) for arm in CDL["arms"] for fold in CDL["folds"]],
-        difficulty=f"{RESULTS}/cdl/difficulty.csv",
-        dataset=f"{CDL_NNUNET}/raw/{CDL_ENHANCED}/dataset.json",
+        manifest=f"{RESULTS}/cdl/manifest.json",
+        surface=[cdl_surface_file(s, m) for s in CDL["seeds"] for m in _cdl.MODELS],
         code=REPORT_CODE,
     output:
-        f"{PAPER_FIGURES}/cdl/table5.csv",
-        f"{PAPER_FIGURES}/cdl/table5.md",
-        f"{PAPER_FIGURES}/cdl/difficulty.md",
-    benchmark:
-        f"{RESULTS}/benchmarks/cdl/render.tsv",
+        [f"{PAPER_FIGURES}/cdl/{name}" for name in CDL_OUTPUTS],
     log:
         f"{RESULTS}/logs/cdl/render.log",
     params:
-        surfaces=lambda wildcards: " ".join(cdl_surface_args()),
         out=lambda wildcards, output: os.path.dirname(output[0]),
-        notes=cdl_notes(),
+        notes=_cdl.notes(CDL),
     conda:
         "../../envs/report.yaml"
     shell:
-        "python -m pgps cdl-report --surface {params.surfaces} --dataset-json {input.dataset:q}"
-        " --difficulty {input.difficulty:q} --out {params.out:q} --notes {params.notes:q} > {log:q} 2>&1"
+        "python -m pgps cdl-report --manifest {input.manifest:q} --out {params.out:q} --notes {params.notes:q}"
+        " > {log:q} 2>&1"
