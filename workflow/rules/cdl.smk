@@ -166,6 +166,8 @@ rule cdl_manifest:
         difficulty=[f"{RESULTS}/cdl/seed{s}/difficulty.csv" for s in CDL["seeds"]],
     output:
         f"{RESULTS}/cdl/manifest.json",
+    log:
+        f"{RESULTS}/logs/cdl/manifest.log",
     params:
         manifest=lambda wildcards: json.dumps(
             {
@@ -182,9 +184,10 @@ rule cdl_manifest:
                 "benchmarks": CDL_BENCHMARKS,
             }
         ),
-    run:
-        with open(output[0], "w") as f:
-            f.write(params.manifest + "\n")
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "printf '%s\\n' {params.manifest:q} > {output:q} 2> {log:q}"
 
 
 rule cdl_render:

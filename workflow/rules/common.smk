@@ -317,6 +317,17 @@ def article_run_gpus(wildcards):
     return ARTICLE_GPUS.get(article_run(wildcards), 1)
 
 
+def article_train_workers(wildcards, threads):
+    """nnUNet_n_proc_DA, nnU-Net's augmentation workers per GPU process: the job's cores over its GPUs. The cores are
+    the threads Snakemake grants the job, the rule's own capped by --cores (a local run with fewer cores scales the
+    workers down; a SLURM job gets the rule's threads through the plugin's --cpus-per-gpu). A dry run without --cores
+    caps every job at 1 core, which no real run does: there the rule's own threads, so that `snakemake -n` shows the
+    workers a SLURM job will start (a dry run with an explicit --cores 1 shows them too)."""
+    if workflow.dryrun and workflow.resource_settings.cores == 1:
+        threads = article_train_threads(wildcards)
+    return max(1, threads // article_run_gpus(wildcards))
+
+
 def article_train_threads(wildcards):
     """CPU cores of a training job: PGPS_CPUS_PER_GPU per GPU (nnU-Net's augmentation workers run per GPU)."""
     return CPUS_PER_GPU * article_run_gpus(wildcards)

@@ -9,17 +9,6 @@
 # summary, so a failed or interrupted job leaves no output that looks finished, and never touches
 # another fold's.
 
-def article_train_workers(wildcards, threads):
-    """nnUNet_n_proc_DA, nnU-Net's augmentation workers per GPU process: the job's cores over its GPUs. The cores are
-    the threads Snakemake grants the job, the rule's own capped by --cores (a local run with fewer cores scales the
-    workers down; a SLURM job gets the rule's threads through the plugin's --cpus-per-gpu). A dry run without --cores
-    caps every job at 1 core, which no real run does: there the rule's own threads, so that `snakemake -n` shows the
-    workers a SLURM job will start (a dry run with an explicit --cores 1 shows them too)."""
-    if workflow.dryrun and workflow.resource_settings.cores == 1:
-        threads = article_train_threads(wildcards)
-    return max(1, threads // article_run_gpus(wildcards))
-
-
 wildcard_constraints:
     results_dir="results(_seed[0-9]+)?",
     plans="nnUNet[A-Za-z0-9]*Plans",
