@@ -184,7 +184,7 @@ def test_slurm_profile_puts_gpu_resources_on_training_jobs_only(tmp_path):
               "partition": "-p gpu-test", "workdir": str(tmp_path)}  # fmt: skip
     sbatch = get_submit_command(job, params) + set_gres_string(job)
     for flag in ("-A proj42", "-p gpu-test", f"-t {train[0]['runtime']}", f"--mem {train[0]['mem_mb']}",
-                 "--cpus-per-gpu=12", "--gpus=a100:1"):  # fmt: skip
+                 "--cpus-per-gpu=12", "--gpus=a100:1", "--signal=TERM@300"):  # fmt: skip
         assert flag in sbatch, sbatch
     assert "--array" not in sbatch
 

@@ -234,6 +234,16 @@ def checkpoint_env(section):
     )
 
 
+# The start of a training job's shell command. A cluster sends SIGTERM (and the warning signal the SLURM profile
+# asks for) to every process of the job; the trainer stops gracefully on it (pgps.nnunet.preemption: the iteration
+# finished and checkpointed, exit 75), and this shell and its tee ignore it, so that they outlive the trainer
+# instead of ending the job step under it. Every attempt appends to the rule's log under this header line.
+TRAIN_ATTEMPT = (
+    "trap '' TERM USR1;"
+    " echo \"== pgps: attempt started $(date -Is) on $(hostname) (SLURM job ${{SLURM_JOB_ID:-none}})\" >> {log:q};"
+)
+
+
 # -- collection and rendering (workflow/rules/report.smk): one "collection" per run manifest (demo, all, finished) --
 # demo: the embedded default's runs; all: every run of the article's grid; finished: the grid's
 # runs finished so far (target article_partial).
