@@ -51,18 +51,14 @@ def reference(tiny_nnunet, tmp_path_factory):
     return uninterrupted(tiny_nnunet, tmp_path_factory.mktemp("uninterrupted") / "results", **SHORT)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGTERM], ids=["SIGUSR1", "SIGTERM"])
-def test_a_signal_stops_after_the_iteration_and_the_resume_ends_as_the_uninterrupted_run(
-    sig, tiny_nnunet, reference, tmp_path
-):
-    from pgps.nnunet.carbon import COLUMNS as CARBON_COLUMNS
+def stop(root: Path, work: Path, sig: int) -> tuple[Path, int, int]:
+    """Train with ``sig`` sent after 6 iterations started: the fold folder and the epoch and iteration checkpointed."""
     from pgps.nnunet.preemption import EXIT_STOPPED
-    from pgps.nnunet.telemetry import TELEMETRY_COLUMNS
 
-    results, record = tmp_path / "results", tmp_path / "batches.txt"
+    results, record = work / "results", work / "batches.txt"
     folder = nn.fold_folder(results, TRAINER)
-    status, started = train_and_signal(tiny_nnunet, results, sig, 6, record, tmp_path / "first.log")
-    log = (tmp_path / "first.log").read_text()
+    status, started = train_and_signal(root, results, sig, 6, record, work / "first.log")
+    log = (work / "first.log").read_text()
     assert status == EXIT_STOPPED, log[-4000:]
     checkpoint = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     partial = checkpoint["logging"]["pgps_curriculum"]["partial_epoch"]
@@ -72,8 +68,19 @@ def test_a_signal_stops_after_the_iteration_and_the_resume_ends_as_the_uninterru
     assert checkpoint["current_epoch"] == epoch and epoch < EPOCHS
     assert f"{signal.Signals(sig).name} received; stopped after iteration {done} of epoch {epoch}" in log
     assert not list(folder.glob("*.tmp*")), "a stray temporary checkpoint after the graceful stop"
+    return folder, epoch, done
 
-    again = nn.train(tiny_nnunet, TRAINER, "--c", results=results, **SHORT)
+
+def test_sigterm_stops_after_the_iteration_with_it_checkpointed(tiny_nnunet, tmp_path):
+    stop(tiny_nnunet, tmp_path, signal.SIGTERM)
+
+
+def test_after_sigusr1_the_resume_ends_as_the_uninterrupted_run(tiny_nnunet, reference, tmp_path):
+    from pgps.nnunet.carbon import COLUMNS as CARBON_COLUMNS
+    from pgps.nnunet.telemetry import TELEMETRY_COLUMNS
+
+    folder, epoch, done = stop(tiny_nnunet, tmp_path, signal.SIGUSR1)
+    again = nn.train(tiny_nnunet, TRAINER, "--c", results=tmp_path / "results", **SHORT)
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert f"resuming at epoch {epoch}, iteration {done}," in again.stdout
     a = torch.load(reference / "checkpoint_final.pth", map_location="cpu", weights_only=False)
