@@ -236,10 +236,12 @@ def checkpoint_env(section):
 
 # The start of a training job's shell command. A cluster sends SIGTERM (and the warning signal the SLURM profile
 # asks for) to every process of the job; the trainer stops gracefully on it (pgps.nnunet.preemption: the iteration
-# finished and checkpointed, exit 75), and this shell and its tee ignore it, so that they outlive the trainer
-# instead of ending the job step under it. Every attempt appends to the rule's log under this header line.
+# finished and checkpointed, exit 75). This shell traps both signals, so that it waits for the trainer instead of
+# ending the job step under it (a trap, not an ignore: the trainer and its worker pools keep the default action,
+# which nnU-Net's Pool.terminate relies on); the rules run the trainer in this shell, not in a subshell, and a tee
+# ignores them. Every attempt appends to the rule's log under this header line.
 TRAIN_ATTEMPT = (
-    "trap '' TERM USR1;"
+    "trap true TERM USR1;"
     " echo \"== pgps: attempt started $(date -Is) on $(hostname) (SLURM job ${{SLURM_JOB_ID:-none}})\" >> {log:q};"
 )
 
