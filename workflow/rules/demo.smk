@@ -69,9 +69,8 @@ rule demo_train:
     conda:
         "../../envs/pgps.yaml"
     shell:
-        # nnU-Net's epoch lines go to the console (progress) and to the log, after the earlier attempts'
-        TRAIN_ATTEMPT + " exec > >(trap '' TERM USR1; exec tee -a {log:q}) 2>&1;"
-        " {params.env} export {params.short} OMP_NUM_THREADS={threads};"
+        # nnU-Net's epoch lines go to the console (progress) and to the log
+        train_attempt(console=True) + " {params.env} export {params.short} OMP_NUM_THREADS={threads};"
         # always --c: a re-run resumes from checkpoint_final (only the validation is left) or checkpoint_latest,
         # and starts afresh when there is none (see train.smk)
         " nnUNetv2_train {wildcards.id} {params.configuration} {wildcards.fold} -tr {wildcards.trainer} -device cpu"
