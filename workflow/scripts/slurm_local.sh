@@ -84,8 +84,10 @@ SlurmdLogFile=$dir/slurmd.log
 ReturnToService=2
 # squeue keeps finished jobs 10 minutes (the executor plugin's squeue status needs more than 3 x its interval)
 MinJobAge=600
-# a job at its time limit gets SIGTERM, then SIGKILL after KillWait seconds
-KillWait=30
+# a job at its time limit gets SIGTERM, then SIGKILL after KillWait seconds (SLURM's default: 30): enough for a
+# trainer to finish its iteration and write its checkpoint also on a machine whose disk others keep busy (an fsync
+# of the tiny tests' checkpoint took up to 30 s on the shared CI machine)
+KillWait=120
 # the time limit and --signal are checked every few seconds, not every 30 s
 SchedulerParameters=bf_interval=5
 # slurmd fetches this file from slurmctld and caches it where clients without SLURM_CONF look (/run/slurm/conf):
