@@ -15,7 +15,7 @@ CORES ?= 2
 # benchmarks/omp_wait.py measures it)
 export OMP_WAIT_POLICY ?= passive
 
-.PHONY: demo test test-all lint venv clean gpu-check gpu-check-py312 study docs
+.PHONY: demo test test-all test-slurm lint venv clean gpu-check gpu-check-py312 study docs
 
 venv: $(STAMP)
 
@@ -36,10 +36,16 @@ demo: $(STAMP)
 # a file's fixtures are built once); make test-all adds them (another ~10 min on 2 cores)
 PYTEST := $(BIN)/python -m pytest -n $(CORES) --dist loadfile
 test: $(STAMP)
-	$(PYTEST) -m "not slow"
+	$(PYTEST) -m "not slow and not slurm"
 
 test-all: $(STAMP)
-	$(PYTEST)
+	$(PYTEST) -m "not slurm"
+
+# The workflow on a real SLURM controller: a single-node cluster on this machine (workflow/scripts/slurm_local.sh;
+# as root, it installs slurm-wlm and munge with apt when missing; skipped with one line where it cannot run). One
+# process: the tests share the cluster and its 2 CPUs.
+test-slurm: $(STAMP)
+	$(BIN)/python -m pytest -p no:xdist tests/test_slurm.py
 
 # The synthetic study of the article's four claims (docs/pages/explanation/study.md; its time: docs/pages/timings.md).
 # The target goes first: --configfile takes every word after it (tests/test_makefile.py runs each recipe as written).

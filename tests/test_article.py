@@ -188,9 +188,34 @@ def test_slurm_profile_puts_gpu_resources_on_training_jobs_only(tmp_path):
               "partition": "-p gpu-test", "workdir": str(tmp_path)}  # fmt: skip
     sbatch = get_submit_command(job, params) + set_gres_string(job)
     for flag in ("-A proj42", "-p gpu-test", f"-t {train[0]['runtime']}", f"--mem {train[0]['mem_mb']}",
-                 "--cpus-per-gpu=6", "--gpus=a100:1"):  # fmt: skip
+                 "--cpus-per-gpu=6", "--gpus=a100:1", "--signal=TERM@300"):  # fmt: skip
         assert flag in sbatch, sbatch
     assert "--array" not in sbatch
+
+
+@pytest.mark.parametrize(
+    "env, status, extra",
+    [
+        ({}, None, "--signal=TERM@300"),
+        ({"PGPS_SLURM_STATUS_COMMAND": "squeue", "PGPS_SLURM_SIGNAL_SECONDS": "120"}, "squeue", "--signal=TERM@120"),
+        ({"PGPS_SLURM_STATUS_COMMAND": "sacct", "PGPS_SLURM_SIGNAL_SECONDS": "0"}, "sacct", None),
+    ],
+)
+def test_slurm_profile_takes_the_status_command_and_the_warning_signal_from_the_environment(
+    monkeypatch, env, status, extra
+):
+    """The profile as Snakemake reads it (yte): PGPS_SLURM_STATUS_COMMAND and PGPS_SLURM_SIGNAL_SECONDS."""
+    import yte
+
+    for name in ("PGPS_SLURM_STATUS_COMMAND", "PGPS_SLURM_SIGNAL_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with open(ROOT / "workflow" / "profiles" / "slurm" / "config.yaml") as f:
+        profile = yte.process_yaml(f, require_use_yte=True)
+    assert profile.get("slurm-status-command") == status
+    for rule in ("train", "demo_train"):
+        assert profile["set-resources"][rule].get("slurm_extra") == extra
 
 
 def test_local_gpu_profile_pins_each_training_job_to_one_gpu(tmp_path):

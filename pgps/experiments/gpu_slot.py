@@ -35,7 +35,7 @@ from pgps.processes import end_with_parent, wait_for_group
 
 log = logging.getLogger(__name__)
 
-FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)  # USR1: a cluster's warning
 """Signals the wrapper passes on to its command instead of dying."""
 
 GRACE_S = 10.0

@@ -44,7 +44,12 @@ class CurriculumLogger:
         return getattr(self._inner, name)
 
     def get_checkpoint(self) -> dict:
-        return {**self._inner.get_checkpoint(), CHECKPOINT_KEY: self._trainer.curriculum_state_dict()}
+        logged = self._inner.get_checkpoint()
+        partial = self._trainer._partial_epoch
+        if partial is not None:  # written mid-epoch (a stop): nnU-Net's values of the finished epochs only
+            logged = {key: value[: partial["epoch"]] if isinstance(value, list) else value
+                      for key, value in logged.items()}  # fmt: skip
+        return {**logged, CHECKPOINT_KEY: self._trainer.curriculum_state_dict()}
 
     def load_checkpoint(self, checkpoint: dict) -> None:
         checkpoint = dict(checkpoint)
@@ -143,6 +148,7 @@ class CheckpointMixin:
             "planner": self.planner.state() if self.planner else self._saved_planner,
             "telemetry": list(self.telemetry_rows),
             "rng": self._rank_rng_states or self._rng_state(),  # DDP: one per rank
+            "partial_epoch": self._partial_epoch,  # the epoch's iterations before a stop (pgps.nnunet.preemption)
         }
 
     def load_curriculum_state_dict(self, state: dict | None) -> None:
@@ -164,8 +170,12 @@ class CheckpointMixin:
                 "folder to train it anew."
             ) from None
         self._saved_planner = state.get("planner")
-        epoch = self.curriculum.epoch
+        epoch, iteration = self.curriculum.epoch, self.curriculum.iteration
+        partial = state.get("partial_epoch")
+        if partial is not None:  # written on a stop inside (or at the end of) an epoch
+            epoch, iteration = partial["epoch"], partial["iterations"]
         self.telemetry_rows = [r for r in state["telemetry"] if r["epoch"] < epoch]
         self._resume_state = state
         index = self.schedule.stage_index(min(epoch, self.schedule.epochs - 1))
-        self.print_to_log_file(f"PGPS: resuming at epoch {epoch}, stage {index}")
+        at = f", iteration {iteration}" if partial is not None else ""
+        self.print_to_log_file(f"PGPS: resuming at epoch {epoch}{at}, stage {index}")

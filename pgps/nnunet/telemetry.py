@@ -60,6 +60,7 @@ class Telemetry:
         self.fallbacks: int | None = 0
         self.shapes: dict[tuple[int, ...], int] = {}  # (b, *patch) -> iterations
         self._shares: list[torch.Tensor] = []  # per iteration: [foreground share, class presence share]
+        self._resumed_shares = np.zeros((0, 2), np.float32)  # those of the iterations before a mid-epoch resume
         self.compile_time_s = 0.0
         self.compilations = 0
 
@@ -73,6 +74,25 @@ class Telemetry:
         self.fallbacks = None if fallbacks is None or self.fallbacks is None else self.fallbacks + int(fallbacks)
         with torch.no_grad():
             self._shares.append(self._batch_shares(target[0] if isinstance(target, (list, tuple)) else target))
+
+    def _shares_host(self) -> np.ndarray:
+        """Every iteration's shares of this epoch on the host (one transfer)."""
+        measured = torch.stack(self._shares).float().cpu().numpy() if self._shares else np.zeros((0, 2), np.float32)
+        return np.concatenate([self._resumed_shares, measured])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sums of the epoch so far (a checkpoint written mid-epoch, :mod:`pgps.nnunet.preemption`)."""
+        return {
+            "iterations": self.iterations, "voxels": self.voxels, "fallbacks": self.fallbacks,
+            "shapes": dict(self.shapes), "shares": self._shares_host(),
+            "compile_time_s": self.compile_time_s, "compilations": self.compilations,
+        }  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iterations, self.voxels, self.fallbacks = state["iterations"], state["voxels"], state["fallbacks"]
+        self.shapes = dict(state["shapes"])
+        self._resumed_shares = np.asarray(state["shares"], dtype=np.float32).reshape(-1, 2)
+        self.compile_time_s, self.compilations = state["compile_time_s"], state["compilations"]
 
     def _batch_shares(self, target: torch.Tensor) -> torch.Tensor:
         if self.has_regions:  # one binary channel per region, then (with an ignore label) nnU-Net's ignore mask
@@ -95,7 +115,9 @@ class Telemetry:
 
     def epoch_row(self) -> dict[str, Any]:
         """The measured columns of this epoch's telemetry row (one transfer of the shares to the host)."""
-        shares = torch.stack(self._shares).float().cpu().numpy() if self._shares else np.full((1, 2), np.nan)
+        shares = self._shares_host()
+        if not len(shares):
+            shares = np.full((1, 2), np.nan)
         patches = {shape[1:] for shape in self.shapes}
         batches = {shape[0] for shape in self.shapes}
         return {

@@ -49,9 +49,9 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 import pgps
 from pgps.lr import REFERENCE_BATCH_SIZE, scaled_learning_rate
-from pgps.nnunet import carbon, compiling, cpu_autocast, ddp, inputs, losses, runlock
+from pgps.nnunet import carbon, compiling, cpu_autocast, ddp, inputs, losses, preemption, runlock
 from pgps.nnunet.carbon import CarbonMixin
-from pgps.nnunet.checkpoints import CheckpointMixin, CurriculumLogger
+from pgps.nnunet.checkpoints import CHECKPOINT_LATEST, CheckpointMixin, CurriculumLogger
 from pgps.nnunet.compiling import CompileMixin
 from pgps.nnunet.loading.batched import AugmentationSpec
 from pgps.nnunet.loading.batches import CurriculumBatches, StageLoader
@@ -199,6 +199,8 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         self.save_every = self.checkpoint_every_epochs  # nnU-Net writes checkpoint_latest.pth by this epoch count
         self._latest_saved = (-1, time.monotonic())  # (epoch, when) of the last checkpoint_latest.pth
         self._training_ended = False
+        self._stop: preemption.GracefulStop | None = None  # installed by run_training (pgps.nnunet.preemption)
+        self._partial_epoch: dict | None = None  # the epoch's iterations so far, in a checkpoint written on a stop
 
     # -- the schedule ---------------------------------------------------------------------------
     def curriculum_steps(self) -> tuple[int, int, int]:
@@ -439,6 +441,75 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         # without workers on the CPU, the next batch is made while the step computes (pgps.nnunet.loading.batches)
         prefetch = self.prefetch_batches and processes == 0 and self.device.type == "cpu"
         return CurriculumBatches(self, prefetch=prefetch), val
+
+    # -- the training loop -------------------------------------------------------------------------
+    @property
+    def stop_requested(self) -> bool:
+        """A SIGTERM or SIGUSR1 arrived during the training loop (:mod:`pgps.nnunet.preemption`)."""
+        return self._stop is not None and self._stop.requested
+
+    def run_training(self) -> None:
+        """nnU-Net's training loop, which also resumes inside an epoch and stops gracefully on SIGTERM or SIGUSR1:
+        after the running iteration, ``checkpoint_latest.pth`` gets the state so far and the process exits with
+        :data:`pgps.nnunet.preemption.EXIT_STOPPED` (:mod:`pgps.nnunet.preemption`). Under DDP: nnU-Net's loop."""
+        if self.is_ddp:
+            super().run_training()
+            return
+        with preemption.GracefulStop() as self._stop:
+            self.on_train_start()
+            for _epoch in range(self.current_epoch, self.num_epochs):
+                self.on_epoch_start()
+                self.on_train_epoch_start()
+                train_outputs = self._resumed_iterations()
+                while len(train_outputs) < self.num_iterations_per_epoch:
+                    train_outputs.append(self.train_step(next(self.dataloader_train)))
+                    # a batch in the making (prefetch) would have drawn from the random state the checkpoint keeps
+                    if self.stop_requested and not self.dataloader_train.making:
+                        self._stop_after(train_outputs)
+                self.on_train_epoch_end(train_outputs)
+                with torch.no_grad():
+                    self.on_validation_epoch_start()
+                    val_outputs = [self.validation_step(next(self.dataloader_val))
+                                   for _ in range(self.num_val_iterations_per_epoch)]  # fmt: skip
+                    self.on_validation_epoch_end(val_outputs)
+                self.on_epoch_end()
+        self._stop = None
+        self.on_train_end()
+
+    def _resumed_iterations(self) -> list[dict]:
+        """The outputs of the iterations of this epoch that a checkpoint written on a stop holds (none otherwise);
+        the curriculum, the telemetry sums and the epoch's clock continue from them."""
+        partial = self._resume_state.get("partial_epoch") if self._resume_state else None
+        if partial is None or partial["epoch"] != self.current_epoch:
+            return []
+        self._resume_state["partial_epoch"] = None
+        done, per_epoch = partial["iterations"], self.num_iterations_per_epoch
+        self.curriculum.seek(*divmod(self.current_epoch * per_epoch + done, per_epoch))
+        self.telemetry.load_state_dict(partial["telemetry"])
+        self._epoch_started -= partial["epoch_time_s"]
+        return list(partial["train_outputs"])
+
+    def _stop_after(self, train_outputs: list[dict]) -> None:
+        """Checkpoint the state after the iterations of ``train_outputs`` (this epoch's so far) and exit."""
+        epoch, done = self.current_epoch, len(train_outputs)
+        self._partial_epoch = {
+            "epoch": epoch, "iterations": done, "train_outputs": list(train_outputs),
+            "telemetry": self.telemetry.state_dict(), "epoch_time_s": time.perf_counter() - self._epoch_started,
+        }  # fmt: skip
+        self.current_epoch -= 1  # nnU-Net's checkpoint stores current_epoch + 1: resume at this epoch
+        try:
+            self.save_checkpoint(os.path.join(self.output_folder, CHECKPOINT_LATEST))
+        finally:
+            self.current_epoch += 1
+        self.print_to_log_file(
+            f"PGPS: {self._stop.name} received; stopped after iteration {done} of epoch {epoch} and wrote "
+            f"{CHECKPOINT_LATEST}; run again with --c to resume at epoch {epoch}, iteration {done} "
+            f"(exit status {preemption.EXIT_STOPPED})",
+            also_print_to_console=True,
+        )
+        self.dataloader_train.close()
+        self.carbon.close()
+        raise SystemExit(preemption.EXIT_STOPPED)
 
     # -- the training loop hooks --------------------------------------------------------------------
     def on_train_start(self) -> None:

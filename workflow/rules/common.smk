@@ -235,6 +235,22 @@ def checkpoint_env(section):
     )
 
 
+def train_attempt(console):
+    """The start of a training job's shell command. A cluster sends SIGTERM (and the warning signal the SLURM profile
+    asks for) to every process of the job; the trainer stops gracefully on it (pgps.nnunet.preemption: the iteration
+    finished and checkpointed, exit 75). This shell traps both signals, so that it waits for the trainer instead of
+    ending the job step under it (a trap, not an ignore: the trainer and its worker pools keep the default action,
+    which nnU-Net's Pool.terminate relies on); the rules run the trainer in this shell, not in a subshell, and the
+    tee that writes the output (also to the console: ``console``) ignores them. Snakemake removes a job's log before
+    it runs, so every attempt is also appended to ``<log without .log>.attempts.log``, under a header line."""
+    shown = "" if console else " >/dev/null"
+    return (
+        'trap true TERM USR1; attempts={log:q}; attempts="${{attempts%.log}}.attempts.log";'
+        " exec > >(trap '' TERM USR1; exec tee -a {log:q} \"$attempts\"" + shown + ") 2>&1;"
+        ' echo "== pgps: attempt started $(date -Is) on $(hostname) (SLURM job ${{SLURM_JOB_ID:-none}})";'
+    )
+
+
 # -- collection and rendering (workflow/rules/report.smk): one "collection" per run manifest (demo, all, finished) --
 # demo: the embedded default's runs; all: every run of the article's grid; finished: the grid's
 # runs finished so far (target article_partial).

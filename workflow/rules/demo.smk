@@ -69,9 +69,9 @@ rule demo_train:
     conda:
         "../../envs/pgps.yaml"
     shell:
-        "({params.env} export {params.short} OMP_NUM_THREADS={threads};"
+        # nnU-Net's epoch lines go to the console (progress) and to the log
+        train_attempt(console=True) + " {params.env} export {params.short} OMP_NUM_THREADS={threads};"
         # always --c: a re-run resumes from checkpoint_final (only the validation is left) or checkpoint_latest,
         # and starts afresh when there is none (see train.smk)
         " nnUNetv2_train {wildcards.id} {params.configuration} {wildcards.fold} -tr {wildcards.trainer} -device cpu"
-        # nnU-Net's epoch lines go to the console (progress) and to the log
-        " --c) 2>&1 | tee {log:q}"
+        " --c"

@@ -43,6 +43,6 @@ rule train:
     conda:
         "../../envs/pgps.yaml"
     shell:
-        "({params.env}{params.scale}"
+        train_attempt(console=False) + " {params.env}{params.scale}"
         " {params.gpu} nnUNetv2_train {params.dataset_id} {wildcards.configuration} {wildcards.fold}"
-        " -tr {wildcards.trainer} -p {wildcards.plans} -device {params.device} {params.flags} --c) >> {log:q} 2>&1"
+        " -tr {wildcards.trainer} -p {wildcards.plans} -device {params.device} {params.flags} --c"

@@ -92,12 +92,19 @@ class CurriculumBatches:
         curriculum.step()
         # the next step belongs to this epoch and to a stage whose loader exists (a loader is made in this thread:
         # it sets the trainer's stage configuration while it builds the transforms)
-        if self.prefetch and curriculum.iteration > 0 and curriculum.stage_index in self.loaders:
+        # (none once the trainer was asked to stop: its checkpoint keeps the random state before the next batch)
+        stopping = getattr(self.trainer, "stop_requested", False)
+        if self.prefetch and curriculum.iteration > 0 and curriculum.stage_index in self.loaders and not stopping:
             if self._thread is None:
                 self._thread = ThreadPoolExecutor(1, thread_name_prefix="pgps-prefetch")
             upcoming = curriculum.global_step
             self._pending = (upcoming, self._thread.submit(self._make, upcoming, curriculum.stage_index))
         return batch
+
+    @property
+    def making(self) -> bool:
+        """A batch is being made ahead (prefetch)."""
+        return self._pending is not None
 
     def _make(self, step: int, index: int) -> dict:
         """The batch of ``step`` (stage ``index``), from its stage's loader (made first at a stage change)."""
