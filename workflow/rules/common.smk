@@ -246,7 +246,7 @@ def train_attempt(console):
     shown = "" if console else " >/dev/null"
     return (
         'trap true TERM USR1; attempts={log:q}; attempts="${{attempts%.log}}.attempts.log";'
-        " exec > >(trap '' TERM USR1; exec tee -a {log:q} \"$attempts\"" + shown + ") 2>&1;"
+        f" exec > >(trap '' TERM USR1; exec tee -a {{log:q}} \"$attempts\"{shown}) 2>&1;"
         ' echo "== pgps: attempt started $(date -Is) on $(hostname) (SLURM job ${{SLURM_JOB_ID:-none}})";'
     )
 
