@@ -61,6 +61,14 @@ def _local_sources() -> list[str]:
     return [f"--index-url={indexes[0]}", *(f"--extra-index-url={i}" for i in indexes[1:]), *options]
 
 
+def _download(folder: Path, *pins: str) -> subprocess.CompletedProcess:
+    """``pip download`` of the wheels ``pins`` (no dependencies) into ``folder``: from the local package sources, else
+    from the package registry (reachable from CI too); the last attempt's result."""
+    base = [sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:"]
+    got = _run(*base, *_local_sources(), "-d", folder, *pins, check=False)
+    return got if got.returncode == 0 else _run(*base, "-d", folder, *pins, check=False)
+
+
 def _build_tools(tmp: Path) -> dict[str, str]:
     """The environment in which ``python -m build`` and ``python -m twine`` run: the test environment's (make installs
     both from the lock), or, in an environment installed before they joined the lock, the lock's versions installed
@@ -118,12 +126,7 @@ def light(tmp_path_factory, dists):
     dist.mkdir()
     wheel = Path(shutil.copy(wheel, dist))
     numpy_pin = f"numpy=={version('numpy')}"
-    sources = _local_sources()
-    got = _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
-               *sources, "-d", dist, numpy_pin, check=False)  # fmt: skip
-    if got.returncode:  # no local source: the package registry (reachable from CI too)
-        got = _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:", "-d",
-                   dist, numpy_pin, check=False)  # fmt: skip
+    got = _download(dist, numpy_pin)
     if got.returncode:
         pytest.skip(
             f"no {numpy_pin} wheel in a local package source (pip's find-links or file:// indexes, or "
@@ -197,11 +200,8 @@ def test_pgps_torch_joins_an_environment_that_has_another_torch(light, tmp_path)
     python, _, wheel = light
     wheels = tmp_path / "wheels"
     pins = [f"{name}=={version(name)}" for name in TORCHDATA_STACK]
-    got = _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:",
-               *_local_sources(), "-d", wheels, *pins, check=False)  # fmt: skip
-    if got.returncode:  # no local source: the package registry (reachable from CI too)
-        _run(sys.executable, "-m", "pip", "download", "--isolated", "--no-deps", "--only-binary=:all:", "-d", wheels,
-             *pins)  # fmt: skip
+    got = _download(wheels, *pins)
+    assert got.returncode == 0, got.stdout[-2000:] + got.stderr[-2000:]
     site = Path(_run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").stdout.strip())
     fake = site / "torch-2.15.0.dist-info"
     fake.mkdir()

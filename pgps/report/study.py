@@ -371,10 +371,16 @@ def _test_text(r: dict[str, Any], alpha: float) -> str:
     return text
 
 
-def _iterations(analysis: Analysis, length: int) -> str:
+def _total_iterations(analysis: Analysis, length: int) -> int | None:
+    """The iterations of a run at ``length`` percent (epochs x iterations per epoch), None where no run shows them."""
     sel = analysis.runs[analysis.runs["length"] == length]
     total = (sel["epochs"] * sel["iterations_per_epoch"]).dropna()
-    return f"{length}% ({int(total.iloc[0])} iterations)" if len(total) else f"{length}%"
+    return int(total.iloc[0]) if len(total) else None
+
+
+def _iterations(analysis: Analysis, length: int) -> str:
+    total = _total_iterations(analysis, length)
+    return f"{length}%" if total is None else f"{length}% ({total} iterations)"
 
 
 def verdicts(analysis: Analysis) -> list[Verdict]:
@@ -456,9 +462,8 @@ def verdicts(analysis: Analysis) -> list[Verdict]:
 # -- tables ---------------------------------------------------------------------------------------------
 def _hundred_percent(analysis: Analysis) -> str:
     """What 100% training length is: `` (100% = N iterations)``, or nothing where no run shows it."""
-    sel = analysis.runs[analysis.runs["length"] == 100]
-    total = (sel["epochs"] * sel["iterations_per_epoch"]).dropna()
-    return f" (100% = {int(total.iloc[0])} iterations)" if len(total) else ""
+    total = _total_iterations(analysis, 100)
+    return "" if total is None else f" (100% = {total} iterations)"
 
 
 def _levels_rows(analysis: Analysis) -> list[tuple[str, str]]:
