@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,3 +95,41 @@ def test_a_second_training_of_a_fold_exits_2_naming_the_first(tiny_nnunet, tmp_p
     after = subprocess.run(command, env=nn.env(tiny_nnunet, results, PGPS_EPOCHS="2", PGPS_ITERATIONS_PER_EPOCH="1",
                            PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="0"), capture_output=True, text=True)  # fmt: skip
     assert after.returncode == 0, after.stdout[-2000:] + after.stderr[-2000:]  # no stale lock after the kill
+
+
+def test_a_waiting_continuation_reads_the_checkpoint_the_finished_first_training_left(tiny_nnunet, tmp_path):
+    """Two sessions of the workflow on one fold (PGPS_WAIT_FOR_LOCK=1): nnU-Net's ``--c`` chooses
+    checkpoint_latest.pth while the first training runs, then the second trainer waits for the fold; the first one
+    finishes and removes that file. The second continues from what the first left, checkpoint_final.pth: nothing
+    left to train, and no epoch trained twice. The first trainer is paused (SIGSTOP) until the second waits."""
+    trainer, results = "nnUNetTrainer_PGPS_CPS", tmp_path / "results"
+    fold = nn.fold_folder(results, trainer)
+    command = [nn.BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-tr", trainer, "-device", "cpu"]
+    env = nn.env(tiny_nnunet, results, PGPS_EPOCHS="3", PGPS_ITERATIONS_PER_EPOCH="2", PGPS_VAL_ITERATIONS="1",
+                 PGPS_CHECKPOINT_EPOCHS="1", nnUNet_n_proc_DA="0", **{runlock.WAIT_ENV: "1"})  # fmt: skip
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    with open(first_log, "w") as out:
+        first = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    second = None
+    try:
+        deadline = time.monotonic() + 120
+        while not (fold / "checkpoint_latest.pth").exists():  # the first run's epoch 0 is checkpointed
+            assert first.poll() is None and time.monotonic() < deadline, first_log.read_text()[-3000:]
+            time.sleep(0.1)
+        os.kill(first.pid, signal.SIGSTOP)
+        with open(second_log, "w") as out:
+            second = subprocess.Popen([*command, "--c"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                      start_new_session=True)  # fmt: skip
+        while "waiting until it ends" not in second_log.read_text():
+            assert second.poll() is None and time.monotonic() < deadline, second_log.read_text()[-3000:]
+            time.sleep(0.1)
+        os.kill(first.pid, signal.SIGCONT)
+        assert first.wait(timeout=120) == 0, first_log.read_text()[-3000:]
+        assert not (fold / "checkpoint_latest.pth").exists() and (fold / "checkpoint_final.pth").exists()
+        assert second.wait(timeout=120) == 0, second_log.read_text()[-3000:]
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                nn.kill_session(proc.pid)
+    text = second_log.read_text()
+    assert "PGPS: resuming at epoch 3," in text and not re.search(r": Epoch \d+\s*$", text, re.M), text[-3000:]

@@ -22,6 +22,9 @@ from pgps.io import atomic_link, atomic_write
 
 CHECKPOINT_KEY = "pgps_curriculum"
 CHECKPOINT_LATEST, CHECKPOINT_BEST = "checkpoint_latest.pth", "checkpoint_best.pth"
+CHECKPOINT_FINAL = "checkpoint_final.pth"
+CONTINUE_ORDER = (CHECKPOINT_FINAL, CHECKPOINT_LATEST, CHECKPOINT_BEST)
+"""The checkpoint nnU-Net's ``--c`` continues from: the first of these in the fold folder."""
 
 _UNREADABLE = (
     "cannot read this checkpoint ({}: {}); it was cut short, e.g. by a kill during its write (the pgps trainers "
@@ -103,9 +106,17 @@ class CheckpointMixin:
 
     def load_checkpoint(self, filename_or_checkpoint: dict | str) -> None:
         """nnU-Net's ``load_checkpoint``, refusing to continue a training (``--c``) from ``checkpoint_best.pth``
-        (an earlier state than the last) and naming a checkpoint that cannot be read."""
+        (an earlier state than the last) and naming a checkpoint that cannot be read.
+
+        The trainer is initialised first, which takes the fold's run lock (:mod:`pgps.nnunet.runlock`), and the
+        checkpoint is read only then: nnU-Net chose it before, and with ``PGPS_WAIT_FOR_LOCK`` the trainer may have
+        waited for another trainer of the fold, which has since moved on or finished (and removed
+        ``checkpoint_latest.pth``). So a ``--c`` checkpoint of this fold is chosen again after the wait, as nnU-Net
+        chooses it (:data:`CONTINUE_ORDER`)."""
         if isinstance(filename_or_checkpoint, str):
-            path = filename_or_checkpoint
+            if not self.was_initialized:
+                self.initialize()
+            path = self._continue_from(filename_or_checkpoint)
             if os.path.basename(path) == CHECKPOINT_BEST and self._continue_training and not self._training_ended:
                 raise RuntimeError(
                     f"{path}: refusing to continue training from checkpoint_best.pth (the best pseudo-Dice, not "
@@ -124,6 +135,14 @@ class CheckpointMixin:
                 raise ValueError(f"{path}: {exc}") from exc
             return
         super().load_checkpoint(filename_or_checkpoint)
+
+    def _continue_from(self, path: str) -> str:
+        """The checkpoint ``--c`` continues from now that this trainer holds the fold (see :meth:`load_checkpoint`):
+        ``path`` unless it is one of :data:`CONTINUE_ORDER` in this fold folder, else the first of them that exists."""
+        folder, name = os.path.split(os.path.abspath(path))
+        if not self._continue_training or name not in CONTINUE_ORDER or folder != os.path.abspath(self.output_folder):
+            return path
+        return next((os.path.join(folder, n) for n in CONTINUE_ORDER if os.path.isfile(os.path.join(folder, n))), path)
 
     def _rng_state(self) -> dict:
         state = {"numpy": np.random.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
