@@ -18,7 +18,7 @@ from pgps.nnunet.light import (
     add_light_configuration,
     use_channels_last_3d,
 )
-from pgps.nnunet.norm import allow_single_voxel_norm, use_group_norm
+from pgps.nnunet.norm import ChannelsLastGroupNorm, allow_single_voxel_norm, use_group_norm
 from tests import nnunet_env as nn
 
 CL = torch.channels_last_3d
@@ -213,7 +213,7 @@ def test_group_norm_is_the_instance_norm_maths_with_the_same_parameters():
     assert [id(p) for p in net.parameters()] == params and list(net.state_dict()) == list(reference.state_dict())
     assert not any(isinstance(m, torch.nn.InstanceNorm3d) for m in net.modules())
     block = net.encoder.stages[0][0].convs[0]
-    assert block.norm in list(block.all_modules) and type(block.norm) is torch.nn.GroupNorm  # one module, two names
+    assert block.norm in list(block.all_modules) and type(block.norm) is ChannelsLastGroupNorm  # one module, two names
     for patch, batch in (((16, 16, 16), 4), ((32, 32, 32), 2)):  # 16^3: a 1x1x1 bottleneck
         x = torch.randn(batch, 1, *patch, dtype=torch.float64)
         outputs = [model(x) for model in (reference, net)]
@@ -230,10 +230,41 @@ def test_group_norm_is_the_instance_norm_maths_with_the_same_parameters():
     # in float32 and channels_last_3d, as the demo trains: within float32 rounding of the reference
     net, reference = net.float(), reference.float()
     use_channels_last_3d(net)
+    nodes = []  # what computes the first norm's gradient: the contiguous kernel (ChannelsLastGroupNorm)
+    block.norm.register_forward_hook(lambda module, args, out: nodes.append(type(out.grad_fn).__name__))
     x = torch.randn(2, 1, 32, 32, 32)
     torch.testing.assert_close(net(x)[0], reference(x)[0], rtol=1e-3, atol=1e-3)
+    assert nodes == ["_GroupNormContiguousGradientBackward"], nodes
     kept = torch.nn.InstanceNorm3d(4, affine=True, track_running_stats=True)  # running statistics: not the same maths
     assert use_group_norm(torch.nn.Sequential(kept)) == 0
+
+
+def test_the_channels_last_group_norm_is_group_norm_with_the_contiguous_gradient():
+    """:class:`ChannelsLastGroupNorm` on a channels_last_3d CPU input: in float64 the output and every gradient equal
+    ``GroupNorm``'s on the contiguous input, the input's gradient comes back in channels_last_3d, and its gradient
+    is the contiguous kernel's (its autograd node); any other input goes to ``GroupNorm`` itself."""
+    torch.manual_seed(0)
+    norm = ChannelsLastGroupNorm(8, 8).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5), norm.bias.uniform_(-0.5, 0.5)
+    reference = torch.nn.GroupNorm(8, 8).double()
+    reference.load_state_dict(norm.state_dict())
+    x = torch.randn(3, 8, 6, 5, 4, dtype=torch.float64)
+    weight = torch.randn_like(x)
+    results = []
+    for module, inp in ((norm, x.contiguous(memory_format=torch.channels_last_3d)), (reference, x)):
+        inp = inp.clone().requires_grad_()
+        out = module(inp)
+        (out * weight).sum().backward()
+        results.append((out, inp.grad, module.weight.grad, module.bias.grad, type(out.grad_fn).__name__))
+    (out, dx, dw, db, node), expected = results
+    for a, b in zip((out, dx, dw, db), expected[:4], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert node == "_GroupNormContiguousGradientBackward" and expected[4] == "NativeGroupNormBackward0"
+    assert dx.is_contiguous(memory_format=torch.channels_last_3d) and not dx.is_contiguous()
+    with torch.no_grad():
+        assert norm(x.contiguous(memory_format=torch.channels_last_3d)).grad_fn is None
+    assert type(norm(x.requires_grad_()).grad_fn).__name__ == "NativeGroupNormBackward0"  # contiguous: GroupNorm's
 
 
 def test_cli_edits_a_copy_of_the_plans_atomically(tmp_path, capsys):

@@ -135,6 +135,29 @@ def test_the_readme_trial_runs_the_demo_through_the_slurm_profile(cluster, tmp_p
     assert any((results / "figures" / "demo").rglob("*.csv"))
 
 
+def test_a_cancelled_job_leaves_no_process_behind(cluster, tmp_path):
+    """A process of a job whose parent ended first (reparented to init) is still the job's: scancel ends it. The
+    local cluster tracks a job by its process group; with proctrack/linuxproc such a process outlived its job (a
+    trainer started after its Snakemake was killed by a requeue ran on for 37 minutes)."""
+    marker = tmp_path / "orphan.pid"
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/bash\n( sleep 600 & echo $! > {marker}.tmp; mv {marker}.tmp {marker} )\nsleep 600\n")
+    job = slurm(cluster, "sbatch", "--parsable", "-o", str(tmp_path / "job.out"), str(script)).strip()
+    wait_for(marker.exists, 60, "the job's background process")
+    pid = int(marker.read_text())
+
+    def state() -> tuple[str, int] | None:  # the process's state and parent, None once it is gone
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            return None
+        return (fields[0], int(fields[1])) if fields[0] != "Z" else None
+
+    assert state(), f"process {pid} of job {job} ended before the cancel"
+    slurm(cluster, "scancel", job)
+    wait_for(lambda: state() is None, 30, f"process {pid} of cancelled job {job} to end")
+
+
 def test_article_training_jobs_carry_their_gpu_request(cluster, tiny_nnunet, tmp_path):
     """One 1-GPU run and one 2-GPU run (``-num_gpus 2``): both accepted with --gpus=a100:N --cpus-per-gpu=1 and
     started on the node; the 1-GPU one trains on the CPU to the end, the 2-GPU one reaches nnU-Net, whose DDP
