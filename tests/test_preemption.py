@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pgps import processes
 from tests import nnunet_env as nn
 from tests.test_resume import FAULTS, TRAINER, read_telemetry, uninterrupted
 
@@ -25,10 +26,13 @@ SHORT = {"PGPS_EPOCHS": str(EPOCHS), "PGPS_ITERATIONS_PER_EPOCH": str(ITERATIONS
          "PGPS_SEED": "0", "nnUNet_n_proc_DA": "0"}  # fmt: skip
 
 
-def train_and_signal(root: Path, results: Path, sig: int, after: int, record: Path, log: Path) -> tuple[int, int]:
+def train_and_signal(root: Path, results: Path, sig: int, after: int, record: Path, log: Path,
+                     **extra: str) -> tuple[int, int]:  # fmt: skip
     """``nnUNetv2_train --c`` with ``sig`` sent once ``after`` training iterations have started (the fault
-    recorder's lines); its exit status and the iterations it had started."""
-    env = nn.env(root, results, **SHORT, PGPS_FAULT_RECORD=str(record),
+    recorder's lines); its exit status and the iterations it had started. ``PGPS_TEST_SIGNAL_GROUP=1`` in ``extra``:
+    the signal goes to the trainer's whole process group, its loader workers included, as SLURM sends it."""
+    group = extra.pop("PGPS_TEST_SIGNAL_GROUP", "") == "1"
+    env = nn.env(root, results, **{**SHORT, **extra}, PGPS_FAULT_RECORD=str(record),
                  PYTHONPATH=os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
     command = [nn.BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu", "--c"]
     with open(log, "w") as out:
@@ -37,10 +41,13 @@ def train_and_signal(root: Path, results: Path, sig: int, after: int, record: Pa
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline:
             if record.exists() and len(record.read_text().splitlines()) >= after:
-                proc.send_signal(sig)
+                os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
                 break
             time.sleep(0.02)
-        status = proc.wait(timeout=300)
+        status = proc.wait(timeout=90 if group else 300)  # a group signal: the exit must not wait for the workers
+        if group:  # nothing of the training left: its workers ended with it
+            time.sleep(0.5)
+            assert not processes.live_members(session=proc.pid), processes.live_members(session=proc.pid)
     finally:
         nn.kill_session(proc.pid)
     return status, len(record.read_text().splitlines())
@@ -51,13 +58,13 @@ def reference(tiny_nnunet, tmp_path_factory):
     return uninterrupted(tiny_nnunet, tmp_path_factory.mktemp("uninterrupted") / "results", **SHORT)
 
 
-def stop(root: Path, work: Path, sig: int) -> tuple[Path, int, int]:
+def stop(root: Path, work: Path, sig: int, **extra: str) -> tuple[Path, int, int]:
     """Train with ``sig`` sent after 6 iterations started: the fold folder and the epoch and iteration checkpointed."""
     from pgps.nnunet.preemption import EXIT_STOPPED
 
     results, record = work / "results", work / "batches.txt"
     folder = nn.fold_folder(results, TRAINER)
-    status, started = train_and_signal(root, results, sig, 6, record, work / "first.log")
+    status, started = train_and_signal(root, results, sig, 6, record, work / "first.log", **extra)
     log = (work / "first.log").read_text()
     assert status == EXIT_STOPPED, log[-4000:]
     checkpoint = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
@@ -73,6 +80,16 @@ def stop(root: Path, work: Path, sig: int) -> tuple[Path, int, int]:
 
 def test_sigterm_stops_after_the_iteration_with_it_checkpointed(tiny_nnunet, tmp_path):
     stop(tiny_nnunet, tmp_path, signal.SIGTERM)
+
+
+def test_sigterm_to_the_trainer_and_its_workers_stops_it_and_ends_them(tiny_nnunet, tmp_path):
+    """As SLURM signals a job (every process of it): with 2 loader workers, which ignore SIGTERM under the trainer,
+    the trainer still stops after its iteration and exits 75 at once, its workers ended (multiprocessing's exit
+    handler would otherwise wait for them until the scheduler's SIGKILL); nothing of the training is left."""
+    started = time.monotonic()
+    stop(tiny_nnunet, tmp_path, signal.SIGTERM, nnUNet_n_proc_DA="2", PGPS_TEST_SIGNAL_GROUP="1")
+    log = (tmp_path / "first.log").read_text()
+    assert time.monotonic() - started < 120, log[-3000:]
 
 
 def test_after_sigusr1_the_resume_ends_as_the_uninterrupted_run(tiny_nnunet, reference, tmp_path):

@@ -15,11 +15,15 @@ epoch's validation stops the run after the next epoch's first iteration.
 
 The handlers are installed for the training loop only: loader workers forked during the loop inherit them (the
 signal SLURM sends to every process of the job does not end them under the trainer), and the final validation
-after the loop dies on SIGTERM as before. Under DDP the trainer keeps nnU-Net's loop (no graceful stop).
+after the loop dies on SIGTERM as before. For the same reason multiprocessing's exit handler, which ends a daemonic
+child with SIGTERM and then waits for it, would wait forever (until the scheduler's SIGKILL, ``KillWait`` later):
+before exiting, the stopped trainer ends its remaining children with SIGKILL (:func:`end_children`). Under DDP the
+trainer keeps nnU-Net's loop (no graceful stop).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 from types import FrameType
 
@@ -59,3 +63,13 @@ class GracefulStop:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+
+def end_children(timeout: float = 10.0) -> None:
+    """SIGKILL this process's remaining ``multiprocessing`` children (a stopped trainer's loader workers, which ignore
+    SIGTERM: module docstring) and reap them."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(timeout)

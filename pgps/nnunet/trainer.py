@@ -509,6 +509,7 @@ class PGPSMixin(CheckpointMixin, TelemetryMixin, CompileMixin, CarbonMixin):
         )
         self.dataloader_train.close()
         self.carbon.close()
+        preemption.end_children()  # the validation loader's workers too
         raise SystemExit(preemption.EXIT_STOPPED)
 
     # -- the training loop hooks --------------------------------------------------------------------
