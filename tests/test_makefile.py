@@ -51,7 +51,7 @@ TARGETS: dict[str, str] = {
     "study": "test_make_workflow_targets_run_as_written (its recipe, a dry run)",
     "test": "CI: .ci/run runs make test on a clean clone (test_ci_runs_the_readme_commands)",
     "test-all": "test_make_test_all_collects_every_test",
-    "test-slurm": "tests/test_slurm.py on a local SLURM cluster, run by hand until it joins .ci/run (#30)",
+    "test-slurm": "CI: .ci/run runs it after make test (test_ci_runs_the_readme_commands)",
     "lint": "test_make_lint_passes",
     "venv": "test_make_venv_installs_from_the_lock",
     "clean": "test_make_clean_removes_results_only",
@@ -73,7 +73,7 @@ def _make(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 def test_ci_runs_the_readme_commands():
     lines = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
-    assert lines[-1] == "make test"
+    assert lines[-2:] == ["make test", "make test-slurm"]
 
 
 def test_make_test_all_collects_every_test():

@@ -27,8 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "workflow" / "scripts" / "slurm_local.sh"
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 SNAKEMAKE = Path(sys.executable).parent / "snakemake"
-# the plugin's first status check after 3 s (default 40 s), then every 3 + 10 k s
-FAST_STATUS = ["--slurm-init-seconds-before-status-checks", "3", "--latency-wait", "5"]
+# the plugin's first status check after 3 s (default 40 s), then every 3 s (tests/faults/sitecustomize.py caps the
+# plugin's growing interval, 3 + 10 k s up to 180 s, in the snakemake processes of these tests)
+STATUS_SECONDS = 3
+FAST_STATUS = ["--slurm-init-seconds-before-status-checks", str(STATUS_SECONDS), "--latency-wait", "5"]
 
 
 def free_port_pair() -> int:
@@ -58,7 +60,8 @@ def cluster(tmp_path_factory):
     print(f"\nlocal SLURM cluster up in {time.monotonic() - started:.1f} s", file=sys.stderr)
     exports = dict(item.split("=", 1) for item in proc.stdout.split()[1:])
     cluster_env = {**os.environ, **exports, "PGPS_GPU_MODEL": "a100", "PGPS_CPUS_PER_GPU": "1",
-                   "PGPS_TRAIN_MEM_MB": "4000",
+                   "PGPS_TRAIN_MEM_MB": "4000", "PGPS_TEST_SLURM_STATUS_SECONDS": str(STATUS_SECONDS),
+                   "PYTHONPATH": os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]),
                    "PATH": f"{nn.BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}  # fmt: skip
     yield {"env": cluster_env, "folder": folder}
     subprocess.run(["scancel", "--full", "--user", "root"], env=cluster_env, capture_output=True, timeout=60)
@@ -87,8 +90,21 @@ def start(work: Path, cluster, *args, env: dict | None = None, log: str = "snake
     if profile:
         command[5:5] = ["--profile", PROFILE]
     with open(work / log, "w") as out:
-        return subprocess.Popen(command, env={**cluster["env"], **(env or {})}, stdout=out, cwd=ROOT,
+        proc = subprocess.Popen(command, env={**cluster["env"], **(env or {})}, stdout=out, cwd=ROOT,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    STARTED.append(proc)
+    return proc
+
+
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_session_left():
+    """Every Snakemake a test started is killed at its end, also when the test fails before finishing it."""
+    yield
+    while STARTED:
+        nn.kill_session(STARTED.pop().pid)
 
 
 def finish(proc: subprocess.Popen, work: Path, log: str = "snakemake.log", timeout: float = 1500) -> tuple[int, str]:
@@ -199,6 +215,12 @@ def slow_article(work: Path, tiny: Path, epochs: int = 30, iterations: int = 4) 
     return article(work, tiny, epochs=epochs, iterations_per_epoch=iterations, val_iterations=1, checkpoint_epochs=1)
 
 
+def paced(seconds: float, **env: str) -> dict[str, str]:
+    """The environment of a training whose every iteration lasts at least ``seconds`` (tests/faults, on the cluster
+    environment's PYTHONPATH): it runs for a known time however loaded the machine is, sleeping, not computing."""
+    return {"PGPS_FAULT_PACE": str(seconds), **env}
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -213,13 +235,13 @@ def telemetry_epochs(folder: Path) -> list[int]:
 def test_a_time_limit_kill_loses_at_most_one_iteration_and_the_retry_resumes(cluster, tiny_nnunet, tmp_path):
     """A 1-minute limit (no warning signal): SLURM sends SIGTERM at the limit; the trainer checkpoints the iteration
     it finished and exits 75; Snakemake's retry resumes at that iteration. The fault recorder writes a line for
-    every training iteration started, so the iterations trained twice are the lines beyond epochs x iterations."""
-    epochs, iterations = 150, 4
+    every training iteration started, so the iterations trained twice are the lines beyond epochs x iterations.
+    The training is paced to at least 75 s (300 iterations of 0.25 s), past the limit on any machine."""
+    epochs, iterations = 75, 4
     config = slow_article(tmp_path, tiny_nnunet, epochs=epochs, iterations=iterations)
     target = fold_dir(tmp_path / "nnunet") / "validation" / "summary.json"
     record = tmp_path / "batches.txt"
-    env = {"PGPS_SLURM_SIGNAL_SECONDS": "0", "PGPS_FAULT_RECORD": str(record),
-           "PYTHONPATH": os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    env = paced(0.25, PGPS_SLURM_SIGNAL_SECONDS="0", PGPS_FAULT_RECORD=str(record))
     limit = ["--set-resources", "train:runtime=1", "train:mem_mb=4000"]  # replaces the profile's train resources
     proc = start(tmp_path, cluster, target, "--configfile", config, *limit, env=env)
     status, log = finish(proc, tmp_path)
@@ -238,10 +260,12 @@ def test_a_time_limit_kill_loses_at_most_one_iteration_and_the_retry_resumes(clu
 
 
 def test_scontrol_requeue_resumes_at_the_checkpointed_iteration(cluster, tiny_nnunet, tmp_path):
-    config = slow_article(tmp_path, tiny_nnunet, epochs=80)
+    """The training is paced (at least 0.1 s per iteration): the requeue after epoch 5 finds it running."""
+    epochs = 20
+    config = slow_article(tmp_path, tiny_nnunet, epochs=epochs)
     folder = fold_dir(tmp_path / "nnunet")
     target = folder / "validation" / "summary.json"
-    proc = start(tmp_path, cluster, target, "--configfile", config)
+    proc = start(tmp_path, cluster, target, "--configfile", config, env=paced(0.1))
     wait_for(lambda: len(telemetry_epochs(folder)) >= 5, 900, "epoch 5 of the training job")
     job = next(j for j, f in jobs(cluster).items() if f["JobState"] == "RUNNING" and "rule_train" in f["Comment"])
     slurm(cluster, "scontrol", "requeue", job)
@@ -254,7 +278,7 @@ def test_scontrol_requeue_resumes_at_the_checkpointed_iteration(cluster, tiny_nn
     stopped = re.search(r"SIGTERM received; stopped after iteration (\d+) of epoch (\d+)", train_log)
     assert stopped, train_log[-6000:]
     assert f"resuming at epoch {stopped[2]}, iteration {stopped[1]}," in train_log
-    assert telemetry_epochs(folder) == list(range(80))
+    assert telemetry_epochs(folder) == list(range(epochs))
 
 
 def test_a_second_session_does_not_train_a_running_fold_again(cluster, tiny_nnunet, tmp_path):

@@ -1,8 +1,8 @@
-"""Fault injection for the crash-safety tests (tests/test_resume.py): on ``PYTHONPATH`` only there.
+"""Fault injection for the crash-safety tests (tests/test_resume.py, tests/test_slurm.py): on ``PYTHONPATH`` only there.
 
 Python imports ``sitecustomize`` at start-up, so every process a test starts (``snakemake``, the rule's
-``nnUNetv2_train``) loads this file; it does nothing unless ``PGPS_FAULT_KILL`` or
-``PGPS_FAULT_RECORD`` is set, and acts only in the main process of ``nnUNetv2_train`` (not in
+``nnUNetv2_train``) loads this file; it does nothing unless ``PGPS_FAULT_KILL``,
+``PGPS_FAULT_RECORD`` or ``PGPS_FAULT_PACE`` is set, and acts only in the main process of ``nnUNetv2_train`` (not in
 nnU-Net's worker or export processes). When nnU-Net's trainer module is imported it wraps:
 
 - ``PGPS_FAULT_KILL=iteration:E:I``: SIGKILL this process at training iteration ``I`` of epoch ``E``;
@@ -12,7 +12,14 @@ nnU-Net's worker or export processes). When nnU-Net's trainer module is imported
 - ``PGPS_FAULT_KILL=validation:N``: SIGKILL at the ``N``-th sliding-window prediction (0 = the first)
   of nnU-Net's final validation;
 - ``PGPS_FAULT_KILL=train_end``: SIGKILL when training has ended (before the final checkpoint);
-- ``PGPS_FAULT_RECORD=FILE``: append ``epoch iteration md5(batch["data"])`` for every training batch.
+- ``PGPS_FAULT_RECORD=FILE``: append ``epoch iteration md5(batch["data"])`` for every training batch;
+- ``PGPS_FAULT_PACE=SECONDS``: make every training iteration last at least ``SECONDS`` (sleeping the rest), so
+  that a test's training runs for a known time whatever the machine's load, with the CPU left to others.
+
+And in ``snakemake`` (tests/test_slurm.py), not a fault: ``PGPS_TEST_SLURM_STATUS_SECONDS=S`` makes
+snakemake-executor-plugin-slurm ask SLURM for its jobs' states every ``S`` seconds at most. The plugin waits 10 s
+longer after every check that finds no job finished (up to 180 s), so a test would otherwise wait minutes to see
+a job end; what it does with the states is unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import importlib.util
 import os
 import signal
 import sys
+import time
 
 TRAINER_MODULE = "nnunetv2.training.nnUNetTrainer.nnUNetTrainer"
 
@@ -42,6 +50,7 @@ def _patch(module) -> None:
 
     kind, *args = os.environ.get("PGPS_FAULT_KILL", "none").split(":")
     record = os.environ.get("PGPS_FAULT_RECORD")
+    pace = float(os.environ.get("PGPS_FAULT_PACE") or 0)
     trainer_class = module.nnUNetTrainer
     counts: dict[int, int] = {}
 
@@ -57,7 +66,10 @@ def _patch(module) -> None:
                 f.write(f"{epoch} {iteration} {hashlib.md5(data.tobytes()).hexdigest()}\n")
         if kind == "iteration" and (epoch, iteration) == (int(args[0]), int(args[1])):
             _kill()
-        return train_step(self, batch)
+        started = time.monotonic()
+        out = train_step(self, batch)
+        time.sleep(max(0.0, pace - (time.monotonic() - started)))
+        return out
 
     trainer_class.train_step = counted_train_step
 
@@ -95,9 +107,25 @@ def _patch(module) -> None:
         trainer_class.on_train_end = lambda self: _kill()
 
 
+def _cap_status_interval(module) -> None:
+    cap = float(os.environ["PGPS_TEST_SLURM_STATUS_SECONDS"])
+    executor = module.Executor
+    check = executor.check_active_jobs
+
+    async def capped(self, active_jobs):
+        async for job in check(self, active_jobs):
+            yield job
+        self.next_seconds_between_status_checks = min(self.next_seconds_between_status_checks, cap)
+
+    executor.check_active_jobs = capped
+
+
 class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    def __init__(self, name: str = TRAINER_MODULE, patch=_patch) -> None:
+        self.name, self.patch = name, patch
+
     def find_spec(self, name, path=None, target=None):
-        if name != TRAINER_MODULE:
+        if name != self.name:
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -106,16 +134,19 @@ class _PatchAfterImport(importlib.abc.MetaPathFinder):
 
         def exec_and_patch(module):
             exec_module(module)
-            _patch(module)
+            self.patch(module)
 
         loader.exec_module = exec_and_patch
         return spec
 
 
 def _install() -> None:
-    if not (os.environ.get("PGPS_FAULT_KILL") or os.environ.get("PGPS_FAULT_RECORD")):
+    program = os.path.basename(sys.argv[0] if sys.argv else "")
+    if os.environ.get("PGPS_TEST_SLURM_STATUS_SECONDS") and program == "snakemake":
+        sys.meta_path.insert(0, _PatchAfterImport("snakemake_executor_plugin_slurm", _cap_status_interval))
+    if not any(os.environ.get(f"PGPS_FAULT_{name}") for name in ("KILL", "RECORD", "PACE")):
         return
-    if not os.path.basename(sys.argv[0] if sys.argv else "").startswith("nnUNetv2_train"):
+    if not program.startswith("nnUNetv2_train"):
         return
     sys.meta_path.insert(0, _PatchAfterImport())
 

@@ -64,7 +64,10 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-ProctrackType=proctrack/linuxproc
+# a job's processes are its process group (nothing in the workflow starts a session of its own): SLURM's signals
+# and its SIGKILL after KillWait reach them all, also a process whose parent died first (a requeue can kill the
+# job's Snakemake before the shell that ignores SIGTERM starts the trainer; linuxproc lost that trainer)
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
