@@ -44,13 +44,17 @@ SHORT = {"PGPS_EPOCHS": "4", "PGPS_ITERATIONS_PER_EPOCH": "2", "PGPS_VAL_ITERATI
 """:func:`tests.nnunet_env.train_only`'s short-run settings."""
 
 
-def train_many(root: Path, work: Path, runs: dict[str, tuple], **common: str) -> dict[str, dict]:
+def train_many(root: Path, work: Path, runs: dict[str, tuple], script: str = nn.RUN_TRAINING, **common: str
+               ) -> dict[str, dict]:  # fmt: skip
     """Run ``runs`` (name -> ``(trainer, results, args, settings)``: ``args`` as for
     :func:`tests.nnunet_env.train_only`, ``settings`` a dict of environment variables over :data:`SHORT` and
     ``common``) in order in one process; returns name -> ``{"status": exit status, "log": its output}`` (a
-    run that raised: status 1, the traceback at the end of its log). The process's own output: ``work/many.log``."""
+    run that raised: status 1, the traceback at the end of its log). The process's own output: ``work/many.log``.
+    ``script``: what each run executes (``sys.argv`` = ``["-c", trainer, *args]``) instead of
+    :data:`tests.nnunet_env.RUN_TRAINING`; run once per run in one process, it must not wrap a class's method
+    again each time."""
     work.mkdir(parents=True, exist_ok=True)
-    spec = {"script": nn.RUN_TRAINING, "out": str(work / "many.json"), "runs": {}}
+    spec = {"script": script, "out": str(work / "many.json"), "runs": {}}
     for name, (trainer, results, args, settings) in runs.items():
         env = {**SHORT, **common, **settings, "nnUNet_results": str(results)}
         spec["runs"][name] = {"argv": [trainer, *args], "env": env, "log": str(work / f"{name}.log")}
