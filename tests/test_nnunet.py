@@ -95,7 +95,7 @@ FAMILIES = [
 @pytest.fixture(scope="module")
 def runs(tiny, tmp_path_factory):
     """The trainings of the tests below that read only what a training wrote, one after another in one process
-    (:mod:`tests.nnunet_many`), each with its own results folder; the pre-empted one last."""
+    (:mod:`tests.nnunet_many`), each with its own results folder; the pre-empted run and its resume last."""
     work = tmp_path_factory.mktemp("nnunet_runs")
     bad = work / "bad"  # plans whose patch is not a multiple of the steps
     for sub in ("raw", "preprocessed"):
