@@ -12,6 +12,8 @@ of this file (which ``spawn`` runs again in every rank process):
 What every training step received (epoch, step, global rows, case keys, input shape, MD5 of data and target) is
 appended to ``$PGPS_TEST_OUT/rank<RANK>.jsonl``. ``PGPS_TEST_KILL=STEP`` makes rank 0 SIGKILL itself when the
 loader hands it that step, as a scheduler's kill would; ``spawn`` then ends the other ranks.
+``PGPS_TEST_NO_VALIDATION=1`` leaves out nnU-Net's final validation (for runs whose validation no test reads: each
+rank's export pool would start a process that imports torch and nnU-Net anew).
 """
 
 import hashlib
@@ -62,6 +64,8 @@ def trainer_on_cpu(*args, **kwargs):
     assert trainer.is_ddp and trainer.device.type == "cuda"  # nnU-Net's choice for a rank, replaced here
     trainer.device, trainer.grad_scaler = torch.device("cpu"), None
     record_steps(trainer)
+    if os.environ.get("PGPS_TEST_NO_VALIDATION"):
+        trainer.perform_actual_validation = lambda *args, **kwargs: None
     return trainer
 
 

@@ -46,10 +46,13 @@ SAMPLINGS = {  # trainer: its sampling (Single-Crop's batches capped at 4: fold 
 }
 LOSSES = ["nnUNetTrainer_PGPS_Performance_DiceFocal", "nnUNetTrainer_PGPS_Performance_DiceTopK10",
           "nnUNetTrainer_PGPS_Performance_DicePerim"]  # fmt: skip
-SHORT = {"PGPS_EPOCHS": "8", "PGPS_ITERATIONS_PER_EPOCH": "2", "PGPS_VAL_ITERATIONS": "1", "PGPS_SEED": "3",
-         "PGPS_CHECKPOINT_EPOCHS": "1"}  # fmt: skip
+SHORT = {"PGPS_ITERATIONS_PER_EPOCH": "2", "PGPS_VAL_ITERATIONS": "1", "PGPS_SEED": "3", "PGPS_CHECKPOINT_EPOCHS": "1",
+         "PGPS_PROGRESS_EVERY": "0", "PGPS_CARBON": "off"}  # fmt: skip
+"""Short runs, without progress.png (seconds of matplotlib per epoch) and CodeCarbon, which no test here reads."""
+BATCH_EPOCHS = 4  # the batch check: one epoch per stage of the tiny plans
+EPOCHS = 5  # nnU-Net's command: epochs 0, 1, 2 and 3-4 (P_max, so that a kill can fall inside a stage)
 VARIANT = ["--patch-size", *map(str, nn.PATCH), "--batch-size", "4"]  # the tiny plans' patch, 2 patches per rank
-KILL_STEP = 15  # epoch 7, iteration 1: in the last stage (epochs 6-7), after the checkpoint of epoch 6
+KILL_STEP = 9  # epoch 4, iteration 1: in the last stage (epochs 3-4), after the checkpoint of epoch 3
 
 
 def launch(command: list, env: dict, log: Path, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -80,7 +83,7 @@ def tiny(tiny_nnunet, tmp_path_factory):
 # -- every sampling, 0 and 2 workers per rank: the trainer's own loading path -----------------------------------
 def run_group(root: Path, out: Path, world_size: int) -> tuple[list[dict], list[Path]]:
     out.mkdir(parents=True)
-    env = nn.env(root, out / "results", **SHORT, PGPS_CARBON="off")
+    env = nn.env(root, out / "results", **SHORT, PGPS_EPOCHS=str(BATCH_EPOCHS))
     command = [sys.executable, str(HERE / "ddp_batches_worker.py"), str(out / "store"), "RANK", str(world_size),
                str(out), *SAMPLINGS, *(f"{name}::0" for name in LOSSES)]  # fmt: skip
     procs = [subprocess.Popen([str(c).replace("RANK", str(r)) for c in command], env=env, stdout=subprocess.PIPE,
@@ -155,7 +158,7 @@ def test_every_sampling_and_loss_trains_on_two_ranks(batches, trainer):
     gradient all-reduce, nnU-Net's DDP batch Dice): a finite loss at every step, as in the single process."""
     for run in (batches["single"], *batches["ranks"]):
         losses = [s["loss"] for s in run[f"{trainer}-0"]["steps"]]
-        assert len(losses) == 16 and all(np.isfinite(losses)), losses
+        assert len(losses) == BATCH_EPOCHS * 2 and all(np.isfinite(losses)), losses
 
 
 # -- nnU-Net's command with -num_gpus 2: telemetry, SIGKILL and --c ---------------------------------------------
@@ -177,10 +180,20 @@ def readme_ddp_command(tiny: Path) -> list[str]:
     return args
 
 
-def train(tiny: Path, args: list[str], results: Path, out: Path, workers: int, *extra: str, kill: int | None = None):
+def train(
+    tiny: Path,
+    args: list[str],
+    results: Path,
+    out: Path,
+    workers: int,
+    *extra: str,
+    kill: int | None = None,
+    validate: bool = True,
+):
     out.mkdir(parents=True, exist_ok=True)
-    env = nn.env(tiny, results, **SHORT, nnUNet_n_proc_DA=str(workers), PGPS_TEST_OUT=str(out),
-                 PGPS_TEST_KILL=str(kill if kill is not None else ""), PYTHONPATH=str(HERE.parent))  # fmt: skip
+    env = nn.env(tiny, results, **SHORT, PGPS_EPOCHS=str(EPOCHS), nnUNet_n_proc_DA=str(workers),
+                 PGPS_TEST_OUT=str(out), PGPS_TEST_KILL=str(kill if kill is not None else ""),
+                 PGPS_TEST_NO_VALIDATION="" if validate else "1", PYTHONPATH=str(HERE.parent))  # fmt: skip
     proc = launch([sys.executable, str(HERE / "ddp_trainer_worker.py"), *args, *extra], env, out / "log.txt")
     steps = [[json.loads(line) for line in (out / f"rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
     return proc, steps
@@ -203,7 +216,8 @@ def trainings(tiny, tmp_path_factory):
         results = work / f"killed{workers}"
         proc, before = train(tiny, args, results, work / f"before{workers}", workers, kill=KILL_STEP)
         assert proc.returncode != 0 and "SIGKILL" in proc.stdout, proc.stdout[-4000:]
-        proc, after = train(tiny, args, results, work / f"after{workers}", workers, "--c")
+        # no final validation after the resume: the tests below read the batches and the final checkpoint
+        proc, after = train(tiny, args, results, work / f"after{workers}", workers, "--c", validate=False)
         assert proc.returncode == 0, proc.stdout[-4000:]
         runs[workers] = {"before": before, "after": after, "log": proc.stdout, "results": results}
     runs["results"] = work
@@ -215,7 +229,7 @@ def test_the_readme_command_trains_on_two_processes_with_the_global_batch_teleme
     rows = list(csv.DictReader((folder / "pgps_telemetry.csv").open()))
     summary = json.loads((folder / "pgps_summary.json").read_text())
     schedule = pgps.Schedule.from_dict(summary["schedule"])
-    assert summary["gpus"] == 2 and summary["epochs_done"] == 8 and [s.batch_size for s in schedule.stages] == [
+    assert summary["gpus"] == 2 and summary["epochs_done"] == EPOCHS and [s.batch_size for s in schedule.stages] == [
         32, 16, 8, 4]  # fmt: skip
     steps = trainings["whole"]
     for row in rows:
@@ -229,7 +243,7 @@ def test_the_readme_command_trains_on_two_processes_with_the_global_batch_teleme
     assert (folder / "validation" / "summary.json").is_file()  # nnU-Net's final validation ran on both ranks
     # the spawned ranks fork their loader workers (a spawned worker re-imports torch and nnU-Net at every stage)
     assert trainings["whole_log"].count("PGPS: loader workers start by fork in this DDP rank") == 2
-    assert [s["step"] for s in steps[0]] == [s["step"] for s in steps[1]] == list(range(16))
+    assert [s["step"] for s in steps[0]] == [s["step"] for s in steps[1]] == list(range(EPOCHS * 2))
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -238,13 +252,13 @@ def test_a_killed_two_rank_run_resumes_at_the_step_without_replay(trainings, wor
     trained after the resume repeats one trained into the checkpoint; every step's batch (data and labels) is the
     uninterrupted run's, whatever the number of workers."""
     run = trainings[workers]
-    resumed_at = (KILL_STEP // 2) * 2  # the checkpoint after epoch 6
+    resumed_at = (KILL_STEP // 2) * 2  # the checkpoint after epoch 3
     assert f"resuming at epoch {resumed_at // 2}, stage 3" in run["log"]
     whole = {(r, s["step"]): s for r in (0, 1) for s in trainings["whole"][r]}
     for rank in (0, 1):
         before, after = run["before"][rank], run["after"][rank]
         assert [s["step"] for s in before][:resumed_at] == list(range(resumed_at))
-        assert [s["step"] for s in after] == list(range(resumed_at, 16))
+        assert [s["step"] for s in after] == list(range(resumed_at, EPOCHS * 2))
         trained = {s["data"] for s in before if s["step"] < resumed_at}
         assert not trained & {s["data"] for s in after}, "a batch after the resume repeats one before it"
         for s in before + after:
@@ -263,11 +277,11 @@ def test_the_resumed_two_rank_run_ends_with_the_uninterrupted_weights(trainings,
                    weights_only=False)  # fmt: skip
     b = torch.load(fold(trainings[workers]["results"]) / "checkpoint_final.pth", map_location="cpu",
                    weights_only=False)  # fmt: skip
-    assert a["current_epoch"] == b["current_epoch"] == 8
+    assert a["current_epoch"] == b["current_epoch"] == EPOCHS
     for key, value in a["network_weights"].items():
         assert torch.equal(value, b["network_weights"][key]), key
     state = b["logging"]["pgps_curriculum"]
-    assert state["curriculum"]["epoch"] == 8 and state["curriculum"]["iteration"] == 0
+    assert state["curriculum"]["epoch"] == EPOCHS and state["curriculum"]["iteration"] == 0
     assert isinstance(state["rng"], list) and len(state["rng"]) == 2  # every rank's random states
     assert state["planner"]["strategy"] == "split_crop" and state["planner"]["num_cases"] == len(TRAIN)
 

@@ -5,16 +5,23 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
 
 import pgps
 from tests import nnunet_env as nn
+from tests import nnunet_many as many
 from tests.report_fixtures import TELEMETRY_COLUMNS
 
 pytestmark = pytest.mark.nnunet
 
+PERFORMANCE = "nnUNetTrainer_PGPS_Performance"
+QUIET = {"PGPS_PROGRESS_EVERY": "0", "PGPS_CARBON": "off"}
+"""No progress.png (seconds of matplotlib per epoch) and no CodeCarbon in the runs whose tests read neither
+(test_performance_trains_every_stage_from_the_cli checks CodeCarbon's columns)."""
 STAGES = pgps.journal_stages(nn.PATCH, (8, 8, 8))  # the reduced plans: 3 stride-2 downsamplings per axis
 
 
@@ -33,8 +40,8 @@ def check(proc):
 
 
 def test_performance_trains_every_stage_from_the_cli(tiny):
-    trainer = "nnUNetTrainer_PGPS_Performance"
-    check(nn.train(tiny, trainer))
+    trainer = PERFORMANCE
+    check(nn.train(tiny, trainer, PGPS_PROGRESS_EVERY="0"))
     folder = nn.fold_folder(tiny / "results", trainer)
     rows = read_telemetry(folder)
     assert list(rows[0]) == [
@@ -75,31 +82,55 @@ def test_performance_trains_every_stage_from_the_cli(tiny):
     assert "PGPS stage 3 (4 of 4): patch 16x16x16, batch 2" in log
 
 
-@pytest.mark.parametrize(
-    ("trainer", "mode"),
-    [
-        ("nnUNetTrainer_PGPS_CPS", "cps"),
-        ("nnUNetTrainer_PGPS_Efficiency", "efficiency"),
-        ("nnUNetTrainer_PGPS_MICCAIPlus", "miccai-plus"),
-        ("nnUNetTrainer_PGPS_ProgressiveResolution", "progressive-resolution"),
-        ("nnUNetTrainer_PGPS_Performance_SingleCrop", "performance"),
-        ("nnUNetTrainer_PGPS_Performance_NoMirroring", "performance"),
-    ],
-)
-def test_trainer_families_follow_their_schedule(tiny, trainer, mode):
-    results = tiny / f"results_{trainer}"
-    env = {"PGPS_EPOCHS": "3"}
-    if trainer.endswith("SingleCrop"):
-        env["PGPS_EPOCHS"] = "4"
-    proc = nn.train_only(tiny, trainer, results=results, **env)
+FAMILIES = [
+    ("nnUNetTrainer_PGPS_CPS", "cps"),
+    ("nnUNetTrainer_PGPS_Efficiency", "efficiency"),
+    ("nnUNetTrainer_PGPS_MICCAIPlus", "miccai-plus"),
+    ("nnUNetTrainer_PGPS_ProgressiveResolution", "progressive-resolution"),
+    ("nnUNetTrainer_PGPS_Performance_SingleCrop", "performance"),
+    ("nnUNetTrainer_PGPS_Performance_NoMirroring", "performance"),
+]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny, tmp_path_factory):
+    """The trainings of the tests below that read only what a training wrote, one after another in one process
+    (:mod:`tests.nnunet_many`), each with its own results folder; the pre-empted run and its resume last."""
+    work = tmp_path_factory.mktemp("nnunet_runs")
+    bad = work / "bad"  # plans whose patch is not a multiple of the steps
+    for sub in ("raw", "preprocessed"):
+        shutil.copytree(tiny / sub, bad / sub)
+    plans_file = bad / "preprocessed" / nn.DATASET / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 20, 16]
+    plans_file.write_text(json.dumps(plans))
+    trainings = {
+        trainer: (trainer, work / trainer, [], {"PGPS_EPOCHS": "4" if trainer.endswith("SingleCrop") else "3"})
+        for trainer, _ in FAMILIES
+    }
+    trainings["rpss"] = ("nnUNetTrainer_PGPS_RPSS", work / "rpss", [], {"PGPS_ITERATIONS_PER_EPOCH": "5",
+                                                                        "PGPS_EPOCHS": "2"})  # fmt: skip
+    trainings["workers"] = (PERFORMANCE, work / "workers", [], {"nnUNet_n_proc_DA": "2"})
+    trainings["whole"] = (PERFORMANCE, work / "whole", [], {"PGPS_SEED": "3"})
+    trainings["bad_plans"] = ("nnUNetTrainer_PGPS_Efficiency", work / "bad" / "results", [], {
+        "nnUNet_raw": str(bad / "raw"), "nnUNet_preprocessed": str(bad / "preprocessed")})  # fmt: skip
+    trainings["interrupted"] = (PERFORMANCE, work / "split", ["1"], {"PGPS_SEED": "3"})  # stops after epoch 1
+    # resumed as --c does (nnU-Net's load_checkpoint), after the pre-emption above left its process
+    trainings["resumed"] = (PERFORMANCE, work / "split", ["-1", "", "resume"], {"PGPS_SEED": "3"})
+    return {"work": work, **many.train_many(tiny, work, trainings, **QUIET)}
+
+
+@pytest.mark.parametrize(("trainer", "mode"), FAMILIES)
+def test_trainer_families_follow_their_schedule(runs, trainer, mode):
+    run = runs[trainer]
     if trainer.endswith("SingleCrop"):  # 16 distinct cases needed for the first stage, the split has 4
-        assert proc.returncode != 0
-        assert "single_crop strategy needs 16 distinct training cases" in proc.stderr
-        assert "PGPS stage 0" in proc.stderr
+        assert run["status"] != 0
+        assert "single_crop strategy needs 16 distinct training cases" in run["log"]
+        assert "ValueError: PGPS stage 0" in run["log"]
         return
-    check(proc)
-    rows = read_telemetry(nn.fold_folder(results, trainer))
-    epochs = int(env["PGPS_EPOCHS"])
+    assert run["status"] == 0, run["log"][-3000:]
+    rows = read_telemetry(nn.fold_folder(runs["work"] / trainer, trainer))
+    epochs = 3
     schedule = pgps.make_schedule(mode, nn.PATCH, (8, 8, 8), 2, epochs=epochs, iterations_per_epoch=2)
     expected = [schedule.stage_at(e) for e in range(epochs)]
     assert [r["patch_size"] for r in rows] == ["x".join(map(str, s.patch_size)) for s in expected]
@@ -108,29 +139,25 @@ def test_trainer_families_follow_their_schedule(tiny, trainer, mode):
     assert [int(r["iterated_voxels"]) for r in rows] == [2 * s.tensor_voxels for s in expected]
 
 
-def test_rpss_draws_stages_per_iteration(tiny):
-    trainer = "nnUNetTrainer_PGPS_RPSS"
-    results = tiny / "results_rpss"
-    check(nn.train_only(tiny, trainer, results=results, PGPS_ITERATIONS_PER_EPOCH="5", PGPS_EPOCHS="2"))
-    rows = read_telemetry(nn.fold_folder(results, trainer))
+def test_rpss_draws_stages_per_iteration(runs):
+    assert runs["rpss"]["status"] == 0, runs["rpss"]["log"][-3000:]
+    rows = read_telemetry(nn.fold_folder(runs["work"] / "rpss", "nnUNetTrainer_PGPS_RPSS"))
     schedule = pgps.make_schedule("rpss", nn.PATCH, (8, 8, 8), 2, epochs=2, iterations_per_epoch=5)
+    assert len(rows) == 2
     for epoch, row in enumerate(rows):
         drawn = schedule.rpss_draws(epoch)
         assert int(row["iterated_voxels"]) == sum(schedule.stages[i].tensor_voxels for i in drawn)
 
 
-def test_resume_continues_the_curriculum_exactly(tiny):
-    trainer = "nnUNetTrainer_PGPS_Performance"
-    whole, split = tiny / "results_whole", tiny / "results_split"
-    check(nn.train_only(tiny, trainer, results=whole, PGPS_SEED="3"))
-    interrupted = nn.train_only(tiny, trainer, "1", results=split, PGPS_SEED="3")  # stops after epoch 1 (2 of 4 epochs)
-    assert interrupted.returncode == 17, interrupted.stderr[-3000:]
-    folder = nn.fold_folder(split, trainer)
-    assert len(read_telemetry(folder)) == 2
-    resumed = nn.train(tiny, trainer, "--c", results=split, PGPS_SEED="3")
-    check(resumed)
-    assert "resuming at epoch 2, stage 2" in resumed.stdout
-    a, b = read_telemetry(nn.fold_folder(whole, trainer)), read_telemetry(folder)
+def test_resume_continues_the_curriculum_exactly(runs):
+    whole, split = runs["work"] / "whole", runs["work"] / "split"
+    assert runs["whole"]["status"] == 0, runs["whole"]["log"][-3000:]
+    assert runs["interrupted"]["status"] == 17, runs["interrupted"]["log"][-3000:]
+    assert re.findall(r": Epoch (\d+)$", runs["interrupted"]["log"], re.M) == ["0", "1"]  # 2 of 4 epochs
+    folder = nn.fold_folder(split, PERFORMANCE)
+    assert runs["resumed"]["status"] == 0, runs["resumed"]["log"][-3000:]
+    assert "resuming at epoch 2, stage 2" in runs["resumed"]["log"]
+    a, b = read_telemetry(nn.fold_folder(whole, PERFORMANCE)), read_telemetry(folder)
     same = ["epoch", "stage", "patch_size", "batch_size", "iterations", "iterated_voxels", "fg_fallbacks"]
     assert [[r[k] for k in same] for r in a] == [[r[k] for k in same] for r in b]
     # with in-process loading and the RNG states restored, the resumed run sees the same batches
@@ -138,28 +165,15 @@ def test_resume_continues_the_curriculum_exactly(tiny):
         assert [float(r[key]) for r in a] == pytest.approx([float(r[key]) for r in b], rel=1e-5), key
 
 
-def test_unknown_sampler_and_bad_plans_fail_before_training(tiny, tmp_path):
-    import shutil
-    import subprocess
+def test_unknown_sampler_and_bad_plans_fail_before_training(runs):
+    bad = runs["bad_plans"]  # a patch that is not a multiple of the steps
+    assert bad["status"] != 0
+    assert "patch_size_max axis 1 (= 20) is not divisible by its step 8" in bad["log"]
+    assert "Epoch 0" not in bad["log"]
+    from pgps.nnunet.loading.sampling import check_strategy
 
-    # bad plans: a patch that is not a multiple of the steps
-    root = tmp_path / "bad"
-    shutil.copytree(tiny / "raw", root / "raw")
-    shutil.copytree(tiny / "preprocessed", root / "preprocessed")
-    plans_file = root / "preprocessed" / nn.DATASET / "nnUNetPlans.json"
-    plans = json.loads(plans_file.read_text())
-    plans["configurations"]["3d_fullres"]["patch_size"] = [16, 20, 16]
-    plans_file.write_text(json.dumps(plans))
-    proc = nn.train_only(root, "nnUNetTrainer_PGPS_Efficiency")
-    assert proc.returncode != 0
-    assert "patch_size_max axis 1 (= 20) is not divisible by its step 8" in proc.stderr
-    assert "Epoch 0" not in proc.stdout
-    code = (
-        "from pgps.nnunet.loading.sampling import check_strategy\n"
-        "try:\n    check_strategy('random_crop', 4, 10)\nexcept ValueError as e:\n    print(e)\n"
-    )
-    out = subprocess.run([nn.sys.executable, "-c", code], capture_output=True, text=True).stdout
-    assert "unknown batch sampling strategy 'random_crop'; choose one of: split_crop" in out
+    with pytest.raises(ValueError, match=r"unknown batch sampling strategy 'random_crop'; choose one of: split_crop"):
+        check_strategy("random_crop", 4, 10)
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 8, 9, 16, 17])
@@ -228,15 +242,16 @@ def test_case_without_foreground_falls_back_to_random_and_is_counted(tmp_path):
 
 ALL_VARIANTS = """
 import json, sys, torch
-from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
 from nnunetv2.run.run_training import get_trainer_from_args
-from pgps.nnunet.variants import TRAINERS
+from pgps.nnunet import variants
 out = {}
-for name in TRAINERS:
-    cls = recursive_find_trainer_class_by_name(name)  # the lookup nnUNetv2_train does
-    backbone = getattr(cls, "backbone", "")  # UNETR/SwinUNETR train their own configuration (pgps backbone-plans)
+for name in variants.TRAINERS:
+    backbone = getattr(getattr(variants, name), "backbone", "")  # UNETR/SwinUNETR train their own configuration
     conf, plans = (f"3d_{backbone}", "nnUNetTransformerPlans") if backbone else ("3d_fullres", "nnUNetPlans")
+    # nnU-Net's lookup of the name (recursive_find_trainer_class_by_name), as nnUNetv2_train does
     trainer = get_trainer_from_args("1", conf, 0, name, plans, device=torch.device("cpu"))
+    cls = type(trainer)
+    assert getattr(cls, "backbone", "") == backbone, name
     trainer.initialize()
     s = trainer.schedule
     probe = getattr(trainer, "memory_probe", None)
@@ -275,12 +290,10 @@ def test_every_variant_is_found_by_nnunet_and_builds_its_schedule(tiny):
             assert probe is None and batches == [s.batch_size for s in stages]
 
 
-def test_stage_changes_with_worker_processes_train_through(tiny):
-    trainer = "nnUNetTrainer_PGPS_Performance"
-    results = tiny / "results_workers"
-    proc = nn.train_only(tiny, trainer, results=results, nnUNet_n_proc_DA="2")
-    check(proc)
-    assert [r["batch_size"] for r in read_telemetry(nn.fold_folder(results, trainer))] == ["16", "8", "4", "2"]
+def test_stage_changes_with_worker_processes_train_through(runs):
+    assert runs["workers"]["status"] == 0, runs["workers"]["log"][-3000:]
+    rows = read_telemetry(nn.fold_folder(runs["work"] / "workers", PERFORMANCE))
+    assert [r["batch_size"] for r in rows] == ["16", "8", "4", "2"]
 
 
 def test_pgps_commands_find_the_trainers_without_nnunet_exttrainer(monkeypatch, tmp_path):

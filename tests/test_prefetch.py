@@ -6,12 +6,10 @@ prefetching, also across a resume (tests/test_resume.py resumes with the default
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests import nnunet_env as nn
+from tests import nnunet_many as many
 
 pytestmark = pytest.mark.nnunet
 
@@ -22,10 +20,12 @@ from pgps.nnunet.loading import sampling
 trainer = get_trainer_from_args("1", "3d_fullres", 0, sys.argv[1], device=torch.device("cpu"))
 trainer.prefetch_batches = sys.argv[2] == "1"
 made = []
-generate = sampling.PlannedDataLoader.generate_train_batch
+generate = getattr(sampling.PlannedDataLoader.generate_train_batch, "unrecorded",
+                   sampling.PlannedDataLoader.generate_train_batch)  # an earlier run in this process wrapped it
 def recorded(self, *args, **kwargs):
     made.append(threading.current_thread().name.split("_")[0])
     return generate(self, *args, **kwargs)
+recorded.unrecorded = generate
 sampling.PlannedDataLoader.generate_train_batch = recorded
 received = []
 step = trainer.train_step
@@ -41,18 +41,26 @@ print(json.dumps({"made": made, "received": received}))
 """
 
 
-def run(root, tmp_path, trainer: str, prefetch: bool) -> dict:
-    env = nn.env(root, tmp_path / f"results_{int(prefetch)}", PGPS_EPOCHS="4", PGPS_ITERATIONS_PER_EPOCH="3",
-                 PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="0", PGPS_SEED="3")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", RUN, trainer, str(int(prefetch))], env=env, capture_output=True,
-                          text=True)  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+TRAINERS = ["nnUNetTrainer_PGPS_CPS", "nnUNetTrainer_PGPS_Performance"]
 
 
-@pytest.mark.parametrize("trainer", ["nnUNetTrainer_PGPS_CPS", "nnUNetTrainer_PGPS_Performance"])
-def test_the_next_batch_is_made_while_the_step_computes_and_is_the_same_batch(tiny_nnunet, tmp_path, trainer):
-    prefetched, plain = run(tiny_nnunet, tmp_path, trainer, True), run(tiny_nnunet, tmp_path, trainer, False)
+@pytest.fixture(scope="module")
+def runs(tiny_nnunet, tmp_path_factory) -> dict:
+    """Every trainer with and without prefetching, one after another in one process (:mod:`tests.nnunet_many`);
+    no progress.png and no CodeCarbon, which the test does not read."""
+    work = tmp_path_factory.mktemp("prefetch")
+    settings = {"PGPS_EPOCHS": "4", "PGPS_ITERATIONS_PER_EPOCH": "3", "PGPS_VAL_ITERATIONS": "1", "PGPS_SEED": "3",
+                "PGPS_PROGRESS_EVERY": "0", "PGPS_CARBON": "off"}  # fmt: skip
+    trainings = {f"{t}_{p}": (t, work / f"{t}_{p}", [str(p)], settings) for t in TRAINERS for p in (1, 0)}
+    done = many.train_many(tiny_nnunet, work, trainings, script=RUN)
+    for name, run in done.items():
+        assert run["status"] == 0, (name, run["log"][-3000:])
+    return {name: json.loads(run["log"].strip().splitlines()[-1]) for name, run in done.items()}
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_the_next_batch_is_made_while_the_step_computes_and_is_the_same_batch(runs, trainer):
+    prefetched, plain = runs[f"{trainer}_1"], runs[f"{trainer}_0"]
     assert prefetched["received"] == plain["received"]  # the same batches, bit for bit, in the same epochs
     assert len(plain["received"]) == 4 * 3 and set(plain["made"]) == {"MainThread"}
     # in each epoch the first batch is made in the training thread, the next ones in the prefetch thread (after a

@@ -84,6 +84,7 @@ def launch(work: Path, cores: int, kill: str = "", record: Path | None = None) -
     env = {
         **os.environ, "PATH": f"{nn.BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": str(FAULTS),
         "OMP_NUM_THREADS": "1", "PGPS_FAULT_KILL": kill, "PGPS_FAULT_RECORD": str(record or ""),
+        "PGPS_PROGRESS_EVERY": "0",  # the article rule's trainings: no progress.png (not read; seconds per epoch)
     }  # fmt: skip
     for logs in (work / "results" / "logs").rglob("*.log"):
         logs.unlink()
@@ -141,10 +142,13 @@ def demo_runs(tiny_nnunet, tmp_path_factory):
         ("validation", f"validation:{rng.integers(2)}", None),
         ("none", "", None),
     ]
-    settings = {"epochs": EPOCHS, "iterations_per_epoch": 2, "val_iterations": 1, "checkpoint_epochs": 1}
+    # progress_every 0: no progress.png, which no test reads (seconds of matplotlib per plot)
+    settings = {"epochs": EPOCHS, "iterations_per_epoch": 2, "val_iterations": 1, "checkpoint_epochs": 1,
+                "progress_every": 0}  # fmt: skip
     reference = uninterrupted(
         tiny_nnunet, tmp_path_factory.mktemp("uninterrupted") / "results", PGPS_EPOCHS=str(EPOCHS),
         PGPS_ITERATIONS_PER_EPOCH="2", PGPS_VAL_ITERATIONS="1", PGPS_SEED="0", nnUNet_n_proc_DA="0",
+        PGPS_PROGRESS_EVERY="0",
     )  # fmt: skip
     work = tmp_path_factory.mktemp("killed")
     copy_nnunet(tiny_nnunet, work / "nnunet")

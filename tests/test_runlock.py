@@ -75,26 +75,31 @@ def test_a_second_training_of_a_fold_exits_2_naming_the_first(tiny_nnunet, tmp_p
     trainer, results = "nnUNetTrainer_PGPS_CPS", tmp_path / "results"
     fold = nn.fold_folder(results, trainer)
     command = [nn.BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-tr", trainer, "-device", "cpu"]
+    quiet = {"PGPS_PROGRESS_EVERY": "0", "PGPS_CARBON": "off"}  # no progress.png, no CodeCarbon: not read here
     long_run = nn.env(tiny_nnunet, results, PGPS_EPOCHS="1000", PGPS_ITERATIONS_PER_EPOCH="2",
-                      PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="0")  # fmt: skip
+                      PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="0", **quiet)  # fmt: skip
     first = subprocess.Popen(command, env=long_run, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while f"pid {first.pid}," not in runlock.holder(fold):  # the first run holds the fold
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
+        first.send_signal(signal.SIGSTOP)  # it keeps the lock, without training on the CPU the second one needs
         second = subprocess.run([*command, "--c"], env=long_run, capture_output=True, text=True, timeout=120)
         assert second.returncode == runlock.EXIT_BUSY, second.stdout[-2000:] + second.stderr[-2000:]
         line = [x for x in second.stderr.splitlines() if x.startswith("PGPS:")]
         assert line == [f"PGPS: {fold} is being trained by {runlock.holder(fold)}; not starting a second training "
                         f"of this fold (set {runlock.WAIT_ENV}=1 to wait for it)"]  # fmt: skip
-        assert "Traceback" not in second.stderr and first.poll() is None  # the first run goes on
+        assert "Traceback" not in second.stderr and first.poll() is None  # the first run is still there
     finally:
         first.send_signal(signal.SIGKILL)  # as an OOM kill or a scheduler would
         first.wait()
-    after = subprocess.run(command, env=nn.env(tiny_nnunet, results, PGPS_EPOCHS="2", PGPS_ITERATIONS_PER_EPOCH="1",
-                           PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="0"), capture_output=True, text=True)  # fmt: skip
-    assert after.returncode == 0, after.stdout[-2000:] + after.stderr[-2000:]  # no stale lock after the kill
+    # no stale lock after the kill: a new trainer of the fold takes it and trains (no final validation)
+    after = nn.train_only(
+        tiny_nnunet, trainer, results=results, PGPS_EPOCHS="2", PGPS_ITERATIONS_PER_EPOCH="1", **quiet
+    )
+    assert after.returncode == 0, after.stdout[-2000:] + after.stderr[-2000:]
+    assert "Training done" in after.stdout
 
 
 def test_a_waiting_continuation_reads_the_checkpoint_the_finished_first_training_left(tiny_nnunet, tmp_path):
@@ -106,7 +111,8 @@ def test_a_waiting_continuation_reads_the_checkpoint_the_finished_first_training
     fold = nn.fold_folder(results, trainer)
     command = [nn.BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-tr", trainer, "-device", "cpu"]
     env = nn.env(tiny_nnunet, results, PGPS_EPOCHS="3", PGPS_ITERATIONS_PER_EPOCH="2", PGPS_VAL_ITERATIONS="1",
-                 PGPS_CHECKPOINT_EPOCHS="1", nnUNet_n_proc_DA="0", **{runlock.WAIT_ENV: "1"})  # fmt: skip
+                 PGPS_CHECKPOINT_EPOCHS="1", nnUNet_n_proc_DA="0", PGPS_PROGRESS_EVERY="0", PGPS_CARBON="off",
+                 **{runlock.WAIT_ENV: "1"})  # fmt: skip
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     with open(first_log, "w") as out:
         first = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
