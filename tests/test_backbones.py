@@ -432,7 +432,8 @@ def fold(results: Path, trainer: str, plans: str, configuration: str) -> Path:
 
 
 def python(root: Path, results: Path, code: str, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    short = {"PGPS_EPOCHS": "2", "PGPS_ITERATIONS_PER_EPOCH": "1", "PGPS_VAL_ITERATIONS": "1", "nnUNet_n_proc_DA": "0"}
+    short = {"PGPS_EPOCHS": "2", "PGPS_ITERATIONS_PER_EPOCH": "1", "PGPS_VAL_ITERATIONS": "1", "nnUNet_n_proc_DA": "0",
+             "PGPS_PROGRESS_EVERY": "0"}  # no progress.png: matplotlib, 0.6 s of CPU an epoch; unread here  # fmt: skip
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=nn.env(root, results, **{**short, **extra}),
         capture_output=True, text=True,
