@@ -231,20 +231,35 @@ def test_local_gpu_profile_pins_each_training_job_to_one_gpu(tmp_path):
     assert all("export nnUNet_n_proc_DA=3;" in c for c in commands), commands[0]
 
 
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        ({"lengths": [30]}, "30 is not one of [1, 10, 25, 50, 100]"),
-        ({"modes": ["fast"]}, "'fast' is not one of"),
-        ({"folds": [5]}, "5 is greater than the maximum of 4"),
-        ({"colour": "red"}, "Additional properties are not allowed ('colour' was unexpected)"),
-    ],
-)
-def test_schema_rejects_a_malformed_experiment_with_a_clear_message(tmp_path, article_config, change, message):
+MALFORMED = [
+    ({"lengths": [30]}, "30 is not one of [1, 10, 25, 50, 100]"),
+    ({"modes": ["fast"]}, "'fast' is not one of"),
+    ({"folds": [5]}, "5 is greater than the maximum of 4"),
+    ({"colour": "red"}, "Additional properties are not allowed ('colour' was unexpected)"),
+]
+
+
+def _malformed(article_config: dict, change: dict) -> dict:
     config = json.loads(json.dumps(article_config))
     config["article"]["experiments"]["table1"].update(change)
+    return config
+
+
+@pytest.mark.parametrize("change, message", MALFORMED)
+def test_schema_rejects_a_malformed_experiment_with_a_clear_message(article_config, change, message):
+    """The Snakefile's validate() call, in this process (a snakemake process per config would mostly start up); the
+    workflow stopping on it with the message: the next test."""
+    from snakemake.exceptions import WorkflowError
+
+    with pytest.raises(WorkflowError) as err:
+        _validated(_malformed(article_config, change))
+    assert message in str(err.value)
+
+
+def test_the_workflow_stops_on_a_config_the_schema_rejects(tmp_path, article_config):
+    change, message = MALFORMED[-1]
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(_malformed(article_config, change)))
     proc = snakemake(tmp_path, "-n", "--configfile", str(path))
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout

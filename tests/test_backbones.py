@@ -392,12 +392,6 @@ def test_memory_probe_resume_keeps_the_batches_the_run_started_with():
 
 
 # -- inside nnU-Net (CPU, tiny dataset) -------------------------------------------------------------------------
-RUN = """
-import sys, torch
-from nnunetv2.run.run_training import get_trainer_from_args
-get_trainer_from_args("1", sys.argv[2], 0, sys.argv[1], sys.argv[3], device=torch.device("cpu")).run_training()
-"""
-
 RESENC = """
 import json, os, sys, torch
 from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiments
@@ -423,19 +417,6 @@ t.disable_checkpointing = True  # nnU-Net's --disable_checkpointing: nothing her
 t.run_training()
 """
 
-REFUSE = """
-import json, sys, torch
-from nnunetv2.run.run_training import get_trainer_from_args
-out = []
-for trainer, configuration, plans in json.loads(sys.argv[1]):
-    try:
-        get_trainer_from_args("1", configuration, 0, trainer, plans, device=torch.device("cpu")).initialize()
-        out.append("no error")
-    except ValueError as exc:
-        out.append(str(exc))
-print(json.dumps(out))
-"""
-
 
 def check(proc):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -451,7 +432,8 @@ def fold(results: Path, trainer: str, plans: str, configuration: str) -> Path:
 
 
 def python(root: Path, results: Path, code: str, *args: str, **extra: str) -> subprocess.CompletedProcess:
-    short = {"PGPS_EPOCHS": "2", "PGPS_ITERATIONS_PER_EPOCH": "1", "PGPS_VAL_ITERATIONS": "1", "nnUNet_n_proc_DA": "0"}
+    short = {"PGPS_EPOCHS": "2", "PGPS_ITERATIONS_PER_EPOCH": "1", "PGPS_VAL_ITERATIONS": "1", "nnUNet_n_proc_DA": "0",
+             "PGPS_PROGRESS_EVERY": "0"}  # no progress.png: matplotlib, 0.6 s of CPU an epoch; unread here  # fmt: skip
     return subprocess.run(
         [sys.executable, "-c", code, *args], env=nn.env(root, results, **{**short, **extra}),
         capture_output=True, text=True,
@@ -488,29 +470,96 @@ def test_resenc_presets_give_steps_from_their_strides_and_train_every_stage(tiny
     assert all(float(r["train_loss"]) == float(r["train_loss"]) for r in rows)  # finite (not NaN)
 
 
-TRAIN_AND_PREDICT = (
-    RUN
-    + """
-import json, os, numpy as np
+BACKBONE_RUNS = """
+import json, os, sys, traceback
+import numpy as np
+import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-predictor = nnUNetPredictor(tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"),
-                            perform_everything_on_device=False, verbose=False, allow_tqdm=False)
-folder = os.path.join(os.environ["nnUNet_results"], "Dataset001_Tiny", f"{sys.argv[1]}__{sys.argv[3]}__{sys.argv[2]}")
-predictor.initialize_from_trained_model_folder(folder, use_folds=(0,), checkpoint_name="checkpoint_final.pth")
-image = np.random.default_rng(0).normal(size=(1, 24, 24, 24)).astype(np.float32)
-seg = predictor.predict_single_npy_array(image, {"spacing": [1.0, 1.0, 1.0]}, None, None, False)
-print(json.dumps({"network": type(predictor.network).__name__, "seg_shape": list(seg.shape)}))
+from nnunetv2.run.run_training import get_trainer_from_args
+
+
+def train_and_predict(trainer, configuration, plans):  # training, then nnU-Net's predictor at P_max
+    get_trainer_from_args("1", configuration, 0, trainer, plans, device=torch.device("cpu")).run_training()
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_mirroring=True, device=torch.device("cpu"),
+                                perform_everything_on_device=False, verbose=False, allow_tqdm=False)
+    folder = os.path.join(os.environ["nnUNet_results"], "Dataset001_Tiny", f"{trainer}__{plans}__{configuration}")
+    predictor.initialize_from_trained_model_folder(folder, use_folds=(0,), checkpoint_name="checkpoint_final.pth")
+    image = np.random.default_rng(0).normal(size=(1, 24, 24, 24)).astype(np.float32)
+    seg = predictor.predict_single_npy_array(image, {"spacing": [1.0, 1.0, 1.0]}, None, None, False)
+    return {"network": type(predictor.network).__name__, "seg_shape": list(seg.shape)}
+
+
+def train(trainer, configuration, plans):
+    get_trainer_from_args("1", configuration, 0, trainer, plans, device=torch.device("cpu")).run_training()
+
+
+def refuse(cases):
+    out = []
+    for trainer, configuration, plans in cases:
+        try:
+            get_trainer_from_args("1", configuration, 0, trainer, plans, device=torch.device("cpu")).initialize()
+            out.append("no error")
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
+
+
+for name, call in json.loads(sys.argv[1]):  # each run reports on its own line: one failing leaves the others
+    try:
+        print(name, "DONE", json.dumps(globals()[call[0]](*call[1:])), flush=True)
+    except Exception:
+        print(name, "FAILED", json.dumps(traceback.format_exc()), flush=True)
 """
-)
+
+UNETR = ("nnUNetTrainer_PGPS_UNETR_Performance_MemoryProbe", "3d_unetr", nn.TRANSFORMER_PLANS)
+SWIN = ("nnUNetTrainer_PGPS_SwinUNETR_Performance", "3d_swinunetr", nn.TRANSFORMER_PLANS)
+REFUSED = [
+    ["nnUNetTrainer_PGPS_UNETR_Performance", "3d_fullres", "nnUNetPlans"],
+    ["nnUNetTrainer_PGPS_UNETR_Efficiency", "3d_swinunetr", nn.TRANSFORMER_PLANS],
+    ["nnUNetTrainer_PGPS_SwinUNETR_CPS", "3d_swin_bad", "nnUNetBadPlans"],
+]
+
+
+@pytest.fixture(scope="module")
+def backbone_runs(tiny):
+    """One process (nnU-Net's import is most of a short run) for the backbone runs of the tests below: UNETR
+    trained and predicting, SwinUNETR trained, and trainers initialised on configurations they cannot train.
+    Returns ``(results folder, {name: (status, value)}, output)``."""
+    folder = tiny / "preprocessed" / nn.DATASET
+    plans = json.loads((folder / f"{nn.TRANSFORMER_PLANS}.json").read_text())
+    bad = copy.deepcopy(plans["configurations"]["3d_swinunetr"])
+    bad["patch_size"] = [64, 48, 32]  # edited by hand: not a multiple of 32
+    plans["configurations"]["3d_swin_bad"] = bad
+    plans["plans_name"] = "nnUNetBadPlans"
+    (folder / "nnUNetBadPlans.json").write_text(json.dumps(plans))
+    runs = [("unetr", ["train_and_predict", *UNETR]), ("swin", ["train", *SWIN]), ("refuse", ["refuse", REFUSED])]
+    results = tiny / "results_backbones"
+    proc = python(tiny, results, BACKBONE_RUNS, json.dumps(runs))
+    output = proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, output
+    found = {}
+    for line in proc.stdout.splitlines():
+        name, _, rest = line.partition(" ")
+        if name in dict(runs) and rest.startswith(("DONE ", "FAILED ")):
+            status, value = rest.split(" ", 1)
+            found[name] = status, json.loads(value)
+    return results, found, output
+
+
+def outcome(backbone_runs, name):
+    """The value a run of :func:`backbone_runs` returned; its traceback if it failed."""
+    _, found, output = backbone_runs
+    assert name in found, output
+    status, value = found[name]
+    assert status == "DONE", value
+    return value
 
 
 @pytest.mark.nnunet
-def test_unetr_trains_two_stages_with_probed_batches_and_predicts_at_p_max(tiny):
-    trainer, plans, conf = "nnUNetTrainer_PGPS_UNETR_Performance_MemoryProbe", nn.TRANSFORMER_PLANS, "3d_unetr"
-    results = tiny / "results_unetr"
-    proc = python(tiny, results, TRAIN_AND_PREDICT, trainer, conf, plans)
-    check(proc)
-    folder = fold(results, trainer, plans, conf)
+def test_unetr_trains_two_stages_with_probed_batches_and_predicts_at_p_max(backbone_runs):
+    predicted = outcome(backbone_runs, "unetr")
+    trainer, conf, plans = UNETR
+    folder = fold(backbone_runs[0], trainer, plans, conf)
     rows = read_telemetry(folder)
     assert [r["patch_size"] for r in rows] == ["16x16x16", "32x16x16"]
     summary = json.loads((folder / "pgps_summary.json").read_text())
@@ -525,38 +574,22 @@ def test_unetr_trains_two_stages_with_probed_batches_and_predicts_at_p_max(tiny)
     assert "token grid 1x1x1 (1 tokens, positional embedding interpolated from 2x1x1)" in log
     assert "token grid 2x1x1 (2 tokens, positional embedding learned)" in log
     # inference: nnU-Net's predictor finds the trainer and builds the network through it, at P_max
-    predicted = json.loads(proc.stdout.strip().splitlines()[-1])
     assert predicted == {"network": "UNETRBackbone", "seg_shape": [24, 24, 24]}
 
 
 @pytest.mark.nnunet
-def test_swinunetr_trains_two_stages_of_performance(tiny):
-    trainer, plans, conf = "nnUNetTrainer_PGPS_SwinUNETR_Performance", nn.TRANSFORMER_PLANS, "3d_swinunetr"
-    results = tiny / "results_swin"
-    check(python(tiny, results, RUN, trainer, conf, plans))
-    rows = read_telemetry(fold(results, trainer, plans, conf))
+def test_swinunetr_trains_two_stages_of_performance(backbone_runs):
+    outcome(backbone_runs, "swin")
+    trainer, conf, plans = SWIN
+    rows = read_telemetry(fold(backbone_runs[0], trainer, plans, conf))
     assert [r["patch_size"] for r in rows] == ["32x32x32", "64x32x32"]
     assert [int(r["batch_size"]) for r in rows] == [4, 2]
     assert all(float(r["train_loss"]) == float(r["train_loss"]) for r in rows)
 
 
 @pytest.mark.nnunet
-def test_backbone_trainers_refuse_a_configuration_they_cannot_train(tiny):
-    folder = tiny / "preprocessed" / nn.DATASET
-    plans = json.loads((folder / f"{nn.TRANSFORMER_PLANS}.json").read_text())
-    bad = copy.deepcopy(plans["configurations"]["3d_swinunetr"])
-    bad["patch_size"] = [64, 48, 32]  # edited by hand: not a multiple of 32
-    plans["configurations"]["3d_swin_bad"] = bad
-    plans["plans_name"] = "nnUNetBadPlans"
-    (folder / "nnUNetBadPlans.json").write_text(json.dumps(plans))
-    cases = [
-        ["nnUNetTrainer_PGPS_UNETR_Performance", "3d_fullres", "nnUNetPlans"],
-        ["nnUNetTrainer_PGPS_UNETR_Efficiency", "3d_swinunetr", nn.TRANSFORMER_PLANS],
-        ["nnUNetTrainer_PGPS_SwinUNETR_CPS", "3d_swin_bad", "nnUNetBadPlans"],
-    ]
-    proc = python(tiny, tiny / "results_refuse", REFUSE, json.dumps(cases))
-    check(proc)
-    plain, other, off_step = json.loads(proc.stdout.strip().splitlines()[-1])
+def test_backbone_trainers_refuse_a_configuration_they_cannot_train(backbone_runs):
+    plain, other, off_step = outcome(backbone_runs, "refuse")
     assert "nnUNetTrainer_PGPS_UNETR_Performance trains UNETR, but configuration 3d_fullres is not a backbone" in plain
     assert "pgps backbone-plans --plans <nnUNetPlans.json> --backbone unetr" in plain
     assert "configuration 3d_swinunetr is for swinunetr" in other

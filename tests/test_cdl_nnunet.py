@@ -37,9 +37,10 @@ def tiny(tiny_nnunet, tmp_path_factory):
 
 
 def run(root, trainer, results, keys_file, stop_after=-1, resume=False, **env):
-    """nnU-Net's run_training with every batch's keys recorded by the harness (not by the trainer)."""
+    """nnU-Net's run_training with every batch's keys recorded by the harness (not by the trainer); no progress.png
+    (matplotlib, 0.6 s of CPU an epoch; nothing here reads it)."""
     args = (str(stop_after), str(keys_file), "resume" if resume else "new")
-    return nn.train_only(root, trainer, *args, results=results, **env)
+    return nn.train_only(root, trainer, *args, results=results, **{"PGPS_PROGRESS_EVERY": "0", **env})
 
 
 @pytest.fixture(scope="module")
@@ -126,42 +127,67 @@ def test_resume_keeps_the_phase(tiny, trained, tmp_path):
     assert refused.returncode != 0 and "different data curriculum" in refused.stderr, refused.stderr[-2000:]
 
 
-# Start each trainer up to its first batch with a given difficulty.csv and print the error (one process for all).
+# Start each trainer up to its first batch with the given settings and print the error (one process for all).
 FAILURES = """
-import os, sys, torch
+import json, os, sys, torch
 from nnunetv2.run.run_training import get_trainer_from_args
-for trainer_name, path in zip(sys.argv[1::2], sys.argv[2::2]):
-    os.environ["PGPS_DIFFICULTY"] = path
+for name, trainer_name, settings in json.loads(sys.argv[1]):
+    for variable in ("PGPS_DIFFICULTY", "PGPS_INIT_WEIGHTS"):
+        os.environ.pop(variable, None)
+    os.environ.update(settings)
     trainer = get_trainer_from_args("1", "3d_fullres", 0, trainer_name, device=torch.device("cpu"))
     try:
         trainer.on_train_start()
-        print("STARTED")
+        print(name, "STARTED")
     except ValueError as exc:
-        print("ERROR", str(exc).splitlines()[0])
+        print(name, "ERROR", str(exc).splitlines()[0])
 """
 
 
-def test_missing_or_incomplete_difficulty_fails_before_training(tiny, tmp_path):
-    partial = tmp_path / "partial.csv"
+@pytest.fixture(scope="module")
+def refusals(tiny, tmp_path_factory):
+    """``{name: line}``: what each trainer start of the two tests below printed (STARTED or ERROR and the message's
+    first line), all started in one process: a bad or missing difficulty.csv, a bad or missing initial checkpoint."""
+    import torch
+
+    work = tmp_path_factory.mktemp("refusals")
+    partial = work / "partial.csv"
     partial.write_text("case,ds\ncase_000,0.95\ncase_001,0.95\n")
-    one_easy = tmp_path / "one_easy.csv"  # Split-Crop needs two cases in every phase
+    one_easy = work / "one_easy.csv"  # Split-Crop needs two cases in every phase
     one_easy.write_text("case,ds\n" + "".join(f"{c},{0.85 if c == 'case_001' else v}\n" for c, v in DS.items()))
+    other = work / "other.pth"
+    torch.save({"network_weights": {"weight": torch.zeros(1)}}, other)
+    difficulty = {"PGPS_EPOCHS": "4"}
+    continued = {"PGPS_EPOCHS": "2"}
     runs = [
-        ("nnUNetTrainer_PGPS_CPS_DataCurriculum", partial),
-        ("nnUNetTrainer_PGPS_CPS_DataCurriculum", tmp_path / "none.csv"),
-        ("nnUNetTrainer_PGPS_Performance_DataCurriculum", one_easy),
-        ("nnUNetTrainer_PGPS_Efficiency_DataCurriculum", one_easy),  # nnU-Net's loader draws with replacement
-    ]
-    args = [str(x) for pair in runs for x in pair]
-    env = nn.env(tiny, tmp_path / "results", PGPS_EPOCHS="4", nnUNet_n_proc_DA="0")
-    proc = subprocess.run([sys.executable, "-c", FAILURES, *args], env=env, capture_output=True, text=True)
+        ("partial", "nnUNetTrainer_PGPS_CPS_DataCurriculum", {**difficulty, "PGPS_DIFFICULTY": str(partial)}),
+        ("none", "nnUNetTrainer_PGPS_CPS_DataCurriculum", {**difficulty, "PGPS_DIFFICULTY": str(work / "none.csv")}),
+        ("one_easy", "nnUNetTrainer_PGPS_Performance_DataCurriculum", {**difficulty, "PGPS_DIFFICULTY": str(one_easy)}),
+        # nnU-Net's loader draws with replacement
+        ("one_easy_loader", "nnUNetTrainer_PGPS_Efficiency_DataCurriculum",
+         {**difficulty, "PGPS_DIFFICULTY": str(one_easy)}),
+        ("other_network", "nnUNetTrainer_PGPS_Performance_DataCurriculum",
+         {**continued, "PGPS_INIT_WEIGHTS": str(other)}),
+        ("no_checkpoint", "nnUNetTrainer_PGPS_Performance_DataCurriculum",
+         {**continued, "PGPS_INIT_WEIGHTS": str(work / "no.pth")}),
+    ]  # fmt: skip
+    env = nn.env(tiny, work / "results", nnUNet_n_proc_DA="0")
+    proc = subprocess.run([sys.executable, "-c", FAILURES, json.dumps(runs)], env=env, capture_output=True, text=True)
     check(proc)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(("ERROR", "STARTED"))]
-    assert len(lines) == 4, proc.stdout[-3000:]
-    assert "has no difficulty for 3 training case(s) of fold 0: case_002, case_003, case_004" in lines[0]
-    assert "none.csv (from $PGPS_DIFFICULTY) does not exist" in lines[1]
-    assert "data curriculum phase 0 (epochs 0-1, 1 cases) with PGPS stage 0" in lines[2]
-    assert lines[3] == "STARTED"
+    found = {}
+    for line in proc.stdout.splitlines():
+        name, _, rest = line.partition(" ")
+        if rest.startswith(("ERROR", "STARTED")):
+            found[name] = rest
+    assert list(found) == [name for name, _, _ in runs], proc.stdout[-3000:]
+    return found
+
+
+def test_missing_or_incomplete_difficulty_fails_before_training(refusals):
+    assert "has no difficulty for 3 training case(s) of fold 0: case_002, case_003, case_004" in refusals["partial"]
+    assert "none.csv (from $PGPS_DIFFICULTY) does not exist" in refusals["none"]
+    assert "data curriculum phase 0 (epochs 0-1, 1 cases) with PGPS stage 0" in refusals["one_easy"]
+    assert refusals["one_easy_loader"] == "STARTED"
 
 
 def test_difficulty_cli_on_raw_label_folders(tiny, tmp_path, capsys):
@@ -300,7 +326,7 @@ for name, extra in (("adaptive", []), ("removal", ["--no-centre-first", "--proce
         assert float(row["dice_set1_prediction"]) == pytest.approx(label_dice(truth, predicted), abs=1e-6)
 
 
-def test_continuations_start_from_the_same_easy_model_with_a_new_learning_rate(tiny, trained, tmp_path):
+def test_continuations_start_from_the_same_easy_model_with_a_new_learning_rate(tiny, trained, refusals, tmp_path):
     """The CDL experiment's two arms (pgps.experiments.cdl): one easy model's checkpoint_final.pth continued on easy +
     hard cases and on easy cases only; each loads every weight of that file (head included) and restarts the LR."""
     import hashlib
@@ -345,13 +371,6 @@ def test_continuations_start_from_the_same_easy_model_with_a_new_learning_rate(t
     assert not (
         nn.fold_folder(source_results, "nnUNetTrainer_PGPS_Performance_DataCurriculumRestart") / INIT_FILE
     ).exists()
-    other = tmp_path / "other.pth"
-    torch.save({"network_weights": {"weight": torch.zeros(1)}}, other)
-    script = FAILURES.replace('os.environ["PGPS_DIFFICULTY"] = path', 'os.environ["PGPS_INIT_WEIGHTS"] = path')
-    args = [trainer, str(other), trainer, str(tmp_path / "no.pth")]
-    env = nn.env(tiny, tmp_path / "refused", PGPS_EPOCHS="2", nnUNet_n_proc_DA="0")
-    proc = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True)
-    check(proc)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith(("ERROR", "STARTED"))]
-    assert len(lines) == 2 and "does not match this trainer's (3d_fullres)" in lines[0], proc.stdout[-2000:]
-    assert "no.pth does not exist" in lines[1]
+    line = refusals["other_network"]
+    assert line.startswith("ERROR") and "does not match this trainer's (3d_fullres)" in line, line
+    assert "no.pth does not exist" in refusals["no_checkpoint"]

@@ -18,7 +18,8 @@ import pgps
 from tests import nnunet_env as nn
 
 pytestmark = pytest.mark.nnunet
-COMPILE = {"PGPS_COMPILE_BACKEND": "eager", "PGPS_COMPILE_MIN_ITERATIONS": "0"}
+COMPILE = {"PGPS_COMPILE_BACKEND": "eager", "PGPS_COMPILE_MIN_ITERATIONS": "0", "PGPS_PROGRESS_EVERY": "0"}
+"""dynamo's eager backend, every stage compiled; no progress.png (matplotlib, 0.6 s of CPU an epoch; unread here)."""
 COUNTED = {**COMPILE, "PGPS_COMPILE_SPARE_GRAPHS": "0", "TORCH_LOGS": "recompiles"}
 VALIDATION_GRAPHS = 1 + 2
 """nnU-Net's validation step (no gradients) and its final validation (inputs without autograd keys, then inference

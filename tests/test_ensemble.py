@@ -1,17 +1,18 @@
 """Ensembles (pgps.nnunet.inference.ensemble, pgps ensemble / determine-postprocessing) on the tiny nnU-Net dataset.
 
-Two members (CPS with Dice + CE and with Dice + Focal) train one iteration on fold 0 with ``--npz``; their
-fold-0 validation outputs (nnU-Net's probability export, the format nnUNetv2_predict --save_probabilities
-writes) are the members' prediction folders. The ensemble's probabilities must be the members' mean; the
-post-processed segmentations are checked against scipy's connected components. nnU-Net's worker pools run
-serially inside the script (the same functions; a spawned worker would spend its time importing torch).
+Two members (CPS with Dice + CE and with Dice + Focal) train one iteration on fold 0 with ``--npz`` (nnU-Net's
+``run_training`` with ``export_validation_probabilities``, what ``nnUNetv2_train --npz`` calls); their fold-0
+validation outputs (nnU-Net's probability export, the format nnUNetv2_predict --save_probabilities writes) are the
+members' prediction folders. The ensemble's probabilities must be the members' mean; the post-processed
+segmentations are checked against scipy's connected components. Training, validation and ensembling run in one
+process, nnU-Net's worker pools serially inside it (the same functions; a spawned worker would spend its time
+importing torch).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -25,24 +26,42 @@ pytestmark = pytest.mark.nnunet
 MEMBERS = ("nnUNetTrainer_PGPS_CPS", "nnUNetTrainer_PGPS_CPS_DiceFocal")
 
 SCRIPT = """
-import multiprocessing, os, sys
+import multiprocessing, os, shutil, sys
+import torch
 from batchgenerators.utilities.file_and_folder_operations import save_pickle
 from nnunetv2.postprocessing.remove_connected_components import remove_all_but_largest_component_from_segmentation
+from nnunetv2.run.run_training import run_training
 from pgps.nnunet.inference import ensemble as E
 
+class Done:  # a finished starmap_async
+    def __init__(self, value): self.value = value
+    def ready(self): return True
+    def get(self): return self.value
+
 class SerialPool:  # nnU-Net's spawn pools, run in this process: each worker would import torch and nnU-Net anew
+    _pool = []  # no worker to watch (nnU-Net's validation checks them)
     def __init__(self, *args, **kwargs): pass
     def __enter__(self): return self
     def __exit__(self, *exc): return False
     def starmap(self, fn, args): return [fn(*a) for a in args]
+    def starmap_async(self, fn, args): return Done(self.starmap(fn, args))
 
 real_context = multiprocessing.get_context
 multiprocessing.get_context = lambda method=None: (
     type("Serial", (), {"Pool": SerialPool})() if method == "spawn" else real_context(method))
 
 if __name__ == "__main__":
-    work, model_a, model_b = sys.argv[1:4]
-    members = [os.path.join(work, "member0"), os.path.join(work, "member1")]
+    work, *trainers = sys.argv[1:]
+    models, members = [], []
+    for i, trainer in enumerate(trainers):  # nnUNetv2_train 1 3d_fullres 0 -tr trainer --npz -device cpu
+        run_training("1", "3d_fullres", 0, trainer, export_validation_probabilities=True, device=torch.device("cpu"))
+        fold = os.path.join(os.environ["nnUNet_results"], "Dataset001_Tiny", f"{trainer}__nnUNetPlans__3d_fullres")
+        models.append(fold)
+        members.append(os.path.join(work, f"member{i}"))  # a prediction folder: probabilities, properties, json
+        shutil.copytree(os.path.join(fold, "fold_0", "validation"), members[-1])
+        for name in ("dataset.json", "plans.json"):
+            shutil.copy(os.path.join(fold, name), members[-1])
+    model_a, model_b = models
     E.ensemble(members, os.path.join(work, "none"), "none", [], 1)
     # nnU-Net's decisions on the cross-validation predictions: of each member, and of their ensemble
     decided = [E.determine_postprocessing([m], os.path.join(work, f"cv{i}"), [0], 1)
@@ -62,19 +81,12 @@ if __name__ == "__main__":
 def ensembled(tiny_nnunet, tmp_path_factory):
     results = tmp_path_factory.mktemp("ensemble_results")
     work = tmp_path_factory.mktemp("ensemble_work")
-    models = []
-    for i, trainer in enumerate(MEMBERS):
-        proc = nn.train(tiny_nnunet, trainer, "--npz", results=results, PGPS_EPOCHS="1", PGPS_ITERATIONS_PER_EPOCH="1")
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        fold = nn.fold_folder(results, trainer)
-        models.append(str(fold.parent))
-        member = work / f"member{i}"  # a prediction folder: probabilities, properties, segmentations, json
-        shutil.copytree(fold / "validation", member)
-        for name in ("dataset.json", "plans.json"):
-            shutil.copy(fold.parent / name, member / name)
-    env = nn.env(tiny_nnunet, results)
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(work), *models], env=env, capture_output=True, text=True)
+    env = nn.env(tiny_nnunet, results, PGPS_EPOCHS="1", PGPS_ITERATIONS_PER_EPOCH="1", PGPS_VAL_ITERATIONS="1",
+                 nnUNet_n_proc_DA="0", PGPS_PROGRESS_EVERY="0")  # no progress.png (0.6 s of CPU); unread  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(work), *MEMBERS], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for trainer in MEMBERS:  # each member trained and validated its fold-0 cases
+        assert (nn.fold_folder(results, trainer) / "validation" / "summary.json").is_file(), trainer
     decided = next(line.split()[1:] for line in proc.stdout.splitlines() if line.startswith("DECIDED"))
     return work, decided
 

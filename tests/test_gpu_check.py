@@ -70,9 +70,13 @@ def test_gpu_check_cpu_mode_on_a_bare_machine(tmp_path):
     out = tmp_path / "gpu_check.json"
     args = [str(BENCH / "gpu_check.py"), "--device", "cpu", "--tiny", "--workdir", str(tmp_path / "work"),
             "--json", str(out), "--budget-s", "3600"]  # fmt: skip
+    # one process per nnU-Net pool (its default here is the 2 CPUs: two workers that each import torch) and no
+    # progress.png (matplotlib, 0.6 s of CPU an epoch), as the other nnU-Net tests run
+    env = {**clean_environment(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "nnUNet_def_n_proc": "1",
+           "PGPS_PROGRESS_EVERY": "0"}  # fmt: skip
     proc = subprocess.run(
         [sys.executable, "-c", HIDE, ",".join(sorted(allowed)), str(BENCH / "standins"), *args],
-        capture_output=True, text=True, env={**clean_environment(), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "stand-in modules (imported, never called here): SimpleITK" in proc.stdout

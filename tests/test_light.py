@@ -294,16 +294,20 @@ def test_cli_edits_a_copy_of_the_plans_atomically(tmp_path, capsys):
 
 
 @pytest.mark.nnunet
-def test_nnunet_train_runs_the_light_configuration_in_channels_last(tmp_path):
-    """``nnUNetv2_train 1 3d_light 0 -tr nnUNetTrainer_PGPS_Performance -device cpu`` on the tests' tiny dataset."""
-    nn.write_raw(tmp_path)
-    plans_file = nn.plan_and_preprocess(tmp_path)  # 3d_fullres reduced to 16^3, 4 stages
+def test_nnunet_train_runs_the_light_configuration_in_channels_last(tiny_nnunet, tmp_path):
+    """``nnUNetv2_train 1 3d_light 0 -tr nnUNetTrainer_PGPS_Performance -device cpu`` on a copy of the tests' tiny
+    dataset (the session's, planned and preprocessed once)."""
+    import shutil
+
+    for part in ("raw", "preprocessed"):
+        shutil.copytree(tiny_nnunet / part, tmp_path / part)
+    plans_file = tmp_path / "preprocessed" / nn.DATASET / "nnUNetPlans.json"  # 3d_fullres reduced to 16^3, 4 stages
     code = main(["light-plans", "--plans", str(plans_file), "--features", "4", "8", "8", "8"])
     assert code == 0
     trainer = "nnUNetTrainer_PGPS_Performance"
-    env = nn.env(
-        tmp_path, PGPS_EPOCHS="4", PGPS_ITERATIONS_PER_EPOCH="2", PGPS_VAL_ITERATIONS="1", nnUNet_n_proc_DA="0"
-    )
+    # no progress.png (matplotlib, 0.6 s of CPU an epoch; nothing here reads it)
+    env = nn.env(tmp_path, PGPS_EPOCHS="4", PGPS_ITERATIONS_PER_EPOCH="2", PGPS_VAL_ITERATIONS="1",
+                 nnUNet_n_proc_DA="0", PGPS_PROGRESS_EVERY="0")  # fmt: skip
     proc = subprocess.run(
         [nn.BIN / "nnUNetv2_train", "1", "3d_light", "0", "-tr", trainer, "-device", "cpu"],
         env=env, capture_output=True, text=True,

@@ -148,25 +148,57 @@ def _env(workdir: Path, results_root: Path, length: int) -> dict:
     }  # fmt: skip
 
 
-def _pgps(*args: str, env: dict) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pgps", *args], capture_output=True, text=True, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+AFTER_THE_STUDY = """
+import os, sys
+from pgps.cli import main
+alone, evaluate, validation = sys.argv[1].split(), sys.argv[2].split(), sys.argv[3]
+assert main(["train-evaluate", *alone]) == 0  # the first run of this process
+assert main(["train-evaluate", *evaluate, "--evaluate-only", "--mirroring", "--no-pairs"]) == 0
+os.rename(validation, validation + "_no_pairs")  # the first evaluation's output, apart from the second's
+assert main(["train-evaluate", *evaluate, "--evaluate-only", "--mirroring"]) == 0
+"""
 
 
-def test_a_run_does_not_depend_on_the_runs_before_it_in_the_process(mini, tmp_path):
-    """The study trains CPS, Efficiency and Performance in one process; Performance alone gives the same run."""
+def _cps_run(results: pd.DataFrame) -> tuple[Path, list[str]]:
+    """The fold folder and the ``train-evaluate`` arguments of the study's CPS run at the longest length."""
+    row = results[(results["mode"] == "cps") & (results["length"] == MINI["lengths"][-1])].iloc[0]
+    level = next(r for r in study.replicates(MINI) if r.level.name == row["dataset"] and r.seed == row["seed"])
+    return Path(row["fold_dir"]), [str(level.dataset_id), "3d_study", "0", "-tr", row["trainer"]]
+
+
+@pytest.fixture(scope="module")
+def after_study(mini, tmp_path_factory):
+    """One ``pgps train-evaluate`` process (the import of nnU-Net is most of one) under a results root of its own:
+    first PGPS-Performance of the second dataset at the longest length trained and scored alone, then a copy of the
+    CPS run at that length scored again (--evaluate-only) with mirroring, without and with tile pairs. Returns
+    (root, Performance's fold folder, the CPS copy's fold folder)."""
     workdir, results, _ = mini
+    root = tmp_path_factory.mktemp("after_study")
+    replicate = study.replicates(MINI)[1]
+    alone = [str(replicate.dataset_id), "3d_study", "0", "-tr", study.trainer("performance")]
+    source, evaluate = _cps_run(results)
+    copy = root / source.relative_to(source.parents[2])
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("validation"))
+    command = [sys.executable, "-c", AFTER_THE_STUDY, " ".join(alone), " ".join(evaluate), str(copy / "validation")]
+    proc = subprocess.run(command, capture_output=True, text=True, env=_env(workdir, root, MINI["lengths"][-1]))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    performance = next(p.parent for p in root.rglob("pgps_telemetry.csv") if study.trainer("performance") in str(p))
+    return root, performance, copy
+
+
+def test_a_run_does_not_depend_on_the_runs_before_it_in_the_process(mini, after_study):
+    """The study trains CPS, Efficiency and Performance in one process; Performance alone gives the same run."""
+    _, results, _ = mini
     replicate = study.replicates(MINI)[1]
     length = MINI["lengths"][-1]
-    _pgps("train-evaluate", str(replicate.dataset_id), "3d_study", "0", "-tr", study.trainer("performance"),
-          env=_env(workdir, tmp_path, length))  # fmt: skip
-    alone = next(tmp_path.rglob("pgps_telemetry.csv")).parent
+    alone = after_study[1]
     row = results[
         (results["dataset"] == replicate.level.name)
         & (results["mode"] == "performance")
         & (results["length"] == length)
     ]
     in_study = Path(row["fold_dir"].iloc[0])
+    assert alone.relative_to(after_study[0]) == in_study.relative_to(in_study.parents[2])  # the same run
     columns = ["train_loss", "fg_voxel_share", "iterated_voxels", "batch_size"]
     pd.testing.assert_frame_equal(
         pd.read_csv(alone / "pgps_telemetry.csv")[columns], pd.read_csv(in_study / "pgps_telemetry.csv")[columns]
@@ -178,29 +210,23 @@ def test_a_run_does_not_depend_on_the_runs_before_it_in_the_process(mini, tmp_pa
     assert dice[0] == dice[1]
 
 
-def test_in_process_evaluation_equals_nnunets_validation(mini, tmp_path):
+def test_in_process_evaluation_equals_nnunets_validation(mini, after_study, tmp_path):
     """nnUNetv2_train --val (nnU-Net's perform_actual_validation: mirroring, worker pools) and pgps's in-process
     evaluation with mirroring and without tile pairs score the same checkpoint identically, case by case; with
-    tile pairs (the default on the CPU) the Dice agree to float rounding of the logits."""
+    tile pairs (the default on the CPU) the Dice agree to float rounding of the logits. pgps's evaluations ran in
+    :func:`after_study`."""
     workdir, results, _ = mini
-    row = results[(results["mode"] == "cps") & (results["length"] == MINI["lengths"][-1])].iloc[0]
-    source = Path(row["fold_dir"])
-    level = next(r for r in study.replicates(MINI) if r.level.name == row["dataset"] and r.seed == row["seed"])
+    source, run = _cps_run(results)
+    target = tmp_path / source.relative_to(source.parents[2])
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("validation"))
+    command = [Path(sys.executable).parent / "nnUNetv2_train", *run, "--val", "-device", "cpu"]
+    proc = subprocess.run(command, capture_output=True, text=True, env=_env(workdir, tmp_path, MINI["lengths"][-1]))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ours = after_study[2]
     scores = {}
-    for name, extra in (("nnunet", None), ("ours", ["--mirroring", "--no-pairs"]), ("pairs", ["--mirroring"])):
-        root = tmp_path / name
-        target = root / source.relative_to(source.parents[2])
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("validation"))
-        env = _env(workdir, root, MINI["lengths"][-1])
-        if extra is None:
-            command = [Path(sys.executable).parent / "nnUNetv2_train", str(level.dataset_id), "3d_study", "0", "-tr",
-                       row["trainer"], "--val", "-device", "cpu"]  # fmt: skip
-            proc = subprocess.run(command, capture_output=True, text=True, env=env)
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        else:
-            _pgps("train-evaluate", str(level.dataset_id), "3d_study", "0", "-tr", row["trainer"], "--evaluate-only",
-                  *extra, env=env)  # fmt: skip
-        summary = json.loads((target / "validation" / "summary.json").read_text())
+    for name, folder in (("nnunet", target / "validation"), ("ours", ours / "validation_no_pairs"),
+                         ("pairs", ours / "validation")):  # fmt: skip
+        summary = json.loads((folder / "summary.json").read_text())
         scores[name] = {Path(c["prediction_file"]).name: c["metrics"]["1"] for c in summary["metric_per_case"]}
     assert scores["ours"] == scores["nnunet"]
     assert scores["pairs"].keys() == scores["nnunet"].keys()
