@@ -595,3 +595,17 @@ def test_backbone_trainers_refuse_a_configuration_they_cannot_train(backbone_run
     assert "configuration 3d_swinunetr is for swinunetr" in other
     assert "SwinUNETR needs P_max to be a multiple of 32 per axis" in off_step
     assert "P_max 64x48x32, axis 1 (= 48) is not" in off_step
+
+
+def test_the_trainers_start_without_monai():
+    """Every PGPS trainer module loads without MONAI (about a second of CPU per trainer process); MONAI comes with
+    the first backbone network built (pgps.nnunet.backbone_trainer)."""
+    code = (
+        "import sys\n"
+        "from pgps.nnunet import variants\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'monai'], 'monai imported with the trainers'\n"
+        "from pgps.nnunet.backbones import UNETRBackbone, build_backbone\n"
+        "assert 'monai' in sys.modules and build_backbone.__module__ == 'pgps.nnunet.backbone_trainer'\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]

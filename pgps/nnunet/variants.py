@@ -14,7 +14,7 @@ from nnunetv2.training.nnUNetTrainer.variants.data_augmentation.nnUNetTrainerNoM
 )
 
 from pgps import names
-from pgps.nnunet.backbones import BackboneMixin
+from pgps.nnunet.backbone_trainer import BackboneMixin
 from pgps.nnunet.data_curriculum import DataCurriculumMixin
 from pgps.nnunet.memory import MemoryProbeMixin
 from pgps.nnunet.trainer import PGPSMixin
