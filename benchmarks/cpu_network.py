@@ -32,10 +32,14 @@ FORMATS = {
     "contiguous": torch.contiguous_format,
     "channels_last_3d": torch.channels_last_3d,
     "channels_last_3d_group_norm": torch.channels_last_3d,
+    "channels_last_3d_torch_group_norm": torch.channels_last_3d,
 }
-SHORT = {"contiguous": "c", "channels_last_3d": "cl", "channels_last_3d_group_norm": "cl+gn"}
-"""The timed variants: a memory format, and the last also nnU-Net's instance norms as one-group-per-channel group
-norms (``pgps.nnunet.norm.use_group_norm``, what a PGPS trainer does to a channels_last_3d network)."""
+SHORT = {"contiguous": "c", "channels_last_3d": "cl", "channels_last_3d_group_norm": "cl+gn",
+         "channels_last_3d_torch_group_norm": "cl+tgn"}  # fmt: skip
+"""The timed variants: a memory format, and the last two also nnU-Net's instance norms as one-group-per-channel group
+norms: ``_group_norm`` as a PGPS trainer swaps them on a channels_last_3d network
+(``pgps.nnunet.norm.use_group_norm``: its gradient from torch's contiguous kernel), ``_torch_group_norm`` torch's own
+``GroupNorm`` throughout (the swap before, whose channels-last gradient is the slow one)."""
 DEFAULT_FEATURES = ["4,8,16,32,32", "8,16,32,32,32", "8,16,32,64,64", "16,32,64,64,64"]
 
 
@@ -93,9 +97,11 @@ class Step:
 
     def __init__(self, net: nn.Module, fmt: str, patch: tuple[int, ...], batch: int, num_classes: int) -> None:
         if fmt.endswith("_group_norm"):
-            from pgps.nnunet.norm import use_group_norm
+            from pgps.nnunet.norm import ChannelsLastGroupNorm, retype_modules, use_group_norm
 
             use_group_norm(net)
+            if fmt.endswith("_torch_group_norm"):
+                retype_modules(net, ChannelsLastGroupNorm, nn.GroupNorm)
         self.net = net.to(memory_format=FORMATS[fmt])
         self.x = torch.randn(batch, 1, *patch).contiguous(memory_format=FORMATS[fmt])
         levels = len(net.decoder.seg_layers)

@@ -66,6 +66,10 @@ def cluster(tmp_path_factory):
     yield {"env": cluster_env, "folder": folder}
     subprocess.run(["scancel", "--full", "--user", "root"], env=cluster_env, capture_output=True, timeout=60)
     subprocess.run(["bash", SCRIPT, "stop", folder], env=env, capture_output=True, timeout=60)
+    # slurmd's cached configuration is gone with the cluster (else every later snakemake start waits 10 s: the
+    # executor plugin asks the stopped controller for its configuration)
+    cached = Path("/run/slurm/conf/slurm.conf")
+    assert not (cached.exists() and "ClusterName=pgpslocal" in cached.read_text()), cached
 
 
 def slurm(cluster, *args: str) -> str:

@@ -10,7 +10,9 @@
 # The node is this machine with its CPUs and memory, and two fake GPUs (GRES gpu:<model>:2, two plain files as
 # devices): jobs asking for --gpus=<model>:N with N <= 2 are accepted and run on the CPU. It listens on ports
 # SLURM_LOCAL_PORT (default 6817) and the next one, uses munged at its default socket (started when none answers)
-# and leaves slurmd's copy of the configuration in /run/slurm/conf, where clients without SLURM_CONF look.
+# and, while it runs, leaves slurmd's copy of the configuration in /run/slurm/conf, where clients without SLURM_CONF
+# look; stop removes that copy (else every later snakemake start waits 10 s: the SLURM executor plugin asks the
+# stopped controller for its configuration when it loads).
 # No accounting storage: `sacct` answers nothing, so use the status command squeue
 # (PGPS_SLURM_STATUS_COMMAND=squeue, the default this script's env prints).
 # Exit status 77 (and one line) where it cannot run: not root, not Linux, or no apt-get to install with.
@@ -121,6 +123,10 @@ stop() {
         fi
         rm -f "$dir/$name.pid"
     done
+    # slurmd's cached configuration (configless mode), if it is a local cluster's and no slurmd runs any more
+    if grep -qsx "ClusterName=pgpslocal" /run/slurm/conf/slurm.conf && ! pgrep -x slurmd >/dev/null; then
+        rm -rf /run/slurm/conf
+    fi
 }
 
 case $command in
