@@ -27,12 +27,11 @@ SHORT = {"PGPS_EPOCHS": str(EPOCHS), "PGPS_ITERATIONS_PER_EPOCH": str(ITERATIONS
 """Short runs; no progress.png (matplotlib, 0.6 s of CPU an epoch; nothing here reads it)."""
 
 
-def train_and_signal(root: Path, results: Path, sig: int, after: int, record: Path, log: Path,
+def train_and_signal(root: Path, results: Path, sig: int, after: int, record: Path, log: Path, group: bool = False,
                      **extra: str) -> tuple[int, int]:  # fmt: skip
     """``nnUNetv2_train --c`` with ``sig`` sent once ``after`` training iterations have started (the fault
-    recorder's lines); its exit status and the iterations it had started. ``PGPS_TEST_SIGNAL_GROUP=1`` in ``extra``:
-    the signal goes to the trainer's whole process group, its loader workers included, as SLURM sends it."""
-    group = extra.pop("PGPS_TEST_SIGNAL_GROUP", "") == "1"
+    recorder's lines); its exit status and the iterations it had started. ``group``: the signal goes to the
+    trainer's whole process group, its loader workers included, as SLURM sends it; ``extra``: more environment."""
     env = nn.env(root, results, **{**SHORT, **extra}, PGPS_FAULT_RECORD=str(record),
                  PYTHONPATH=os.pathsep.join([str(FAULTS), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
     command = [nn.BIN / "nnUNetv2_train", "1", "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu", "--c"]
@@ -59,13 +58,13 @@ def reference(tiny_nnunet, tmp_path_factory):
     return uninterrupted(tiny_nnunet, tmp_path_factory.mktemp("uninterrupted") / "results", **SHORT)
 
 
-def stop(root: Path, work: Path, sig: int, **extra: str) -> tuple[Path, int, int]:
+def stop(root: Path, work: Path, sig: int, group: bool = False, **extra: str) -> tuple[Path, int, int]:
     """Train with ``sig`` sent after 6 iterations started: the fold folder and the epoch and iteration checkpointed."""
     from pgps.nnunet.preemption import EXIT_STOPPED
 
     results, record = work / "results", work / "batches.txt"
     folder = nn.fold_folder(results, TRAINER)
-    status, started = train_and_signal(root, results, sig, 6, record, work / "first.log", **extra)
+    status, started = train_and_signal(root, results, sig, 6, record, work / "first.log", group, **extra)
     log = (work / "first.log").read_text()
     assert status == EXIT_STOPPED, log[-4000:]
     checkpoint = torch.load(folder / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
@@ -88,7 +87,7 @@ def test_sigterm_to_the_trainer_and_its_workers_stops_it_and_ends_them(tiny_nnun
     the trainer still stops after its iteration and exits 75 at once, its workers ended (multiprocessing's exit
     handler would otherwise wait for them until the scheduler's SIGKILL); nothing of the training is left."""
     started = time.monotonic()
-    stop(tiny_nnunet, tmp_path, signal.SIGTERM, nnUNet_n_proc_DA="2", PGPS_TEST_SIGNAL_GROUP="1")
+    stop(tiny_nnunet, tmp_path, signal.SIGTERM, group=True, nnUNet_n_proc_DA="2")
     log = (tmp_path / "first.log").read_text()
     assert time.monotonic() - started < 120, log[-3000:]
 
